@@ -1,0 +1,879 @@
+//! The live arena: a fixed range of address space whose pages are mapped copy-on-write from the
+//! page store, plus the bookkeeping that makes snapshot and restore cost what changed.
+//!
+//! # Page states
+//!
+//! Every page of an arena in its usual layout ([`Layout::Own`]) is in one of three states:
+//!
+//! - **clean**: the page is a private file mapping of the frozen slot `mapped[p]` (or anonymous
+//!   zero memory), untouched since. Its bytes are those of `content[p] == mapped[p]`.
+//! - **private, synced**: the kernel has given the page its own copy, and its bytes equal the
+//!   frozen slot `content[p]`.
+//! - **dirty**: written since the last snapshot or restore; `content[p]` is stale.
+//!
+//! The first write to a clean page is the kernel's copy-on-write fault. The safe API marks the
+//! page dirty in a [`PageSet`]; after raw-pointer access the kernel is asked instead
+//! (`PAGEMAP_SCAN`), so the common path never scans the arena.
+//!
+//! # Snapshot
+//!
+//! `snapshot` freezes each run of dirty pages into consecutive store slots with one `pwrite`
+//! and shares the rest of the page table with the previous snapshot: `O(dirty)`. A frozen run of
+//! at least [`REMAP_MIN_RUN`] pages is remapped from the store at once (one `mmap`, and the
+//! private copies are returned to the kernel); shorter runs stay private-synced. Measured here,
+//! an `mmap` costs about 7 us, the same as a page's copy-on-write fault, so remapping single
+//! pages would double the cost of a scattered snapshot and split the mapping into many regions.
+//!
+//! # Restore
+//!
+//! `restore(s)` fixes exactly the pages that differ: the dirty pages plus
+//! `diff(content, s)`, found by walking the two persistent tables and skipping shared subtrees.
+//! Each such run is copied from the store with one `pread`. A page that was already private
+//! stays private, so writing it again costs no fault: a fuzzer resetting the same pages pays a
+//! copy per reset, not a fault and an `madvise`.
+//!
+//! # Bounding memory and mappings
+//!
+//! Private pages duplicate frozen ones. When more than the private budget (a quarter of the
+//! capacity by default, see [`ArenaBuilder::private_budget`]) are private after a snapshot or
+//! restore, they are shed: pages whose mapping already shows their content are dropped with
+//! `madvise(MADV_DONTNEED)`, the others are remapped from the store. Each remapped run may split
+//! the arena's mapping; once more than [`MAX_REMAPPED_RUNS`] runs were remapped, the arena is
+//! compacted: its contents are frozen into one contiguous image and mapped again, so an arena
+//! never holds more than a few thousand kernel mappings (the process limit is 65530).
+
+use crate::error::{Error, Result};
+use crate::page_set::{runs, PageSet};
+use crate::page_table::PageTable;
+use crate::snapshot::{map_table, Snapshot};
+use crate::store::{SlotId, Store, StoreStats};
+use crate::sys::{self, BackingFile, Reservation, Sharing};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Frozen runs at least this long are remapped from the store at snapshot time.
+pub const REMAP_MIN_RUN: usize = 16;
+
+/// Remapped runs after which an arena compacts its mapping.
+pub const MAX_REMAPPED_RUNS: usize = 4096;
+
+/// Settings shared by an arena and everything made from it.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) private_budget_pages: Option<usize>,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// Builds an [`Arena`] with non-default settings.
+///
+/// ```
+/// let arena = cowarena::Arena::builder(1 << 20)
+///     .private_budget(256 << 10)
+///     .build()?;
+/// assert_eq!(arena.capacity(), 1 << 20);
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ArenaBuilder {
+    capacity: usize,
+    options: Options,
+}
+
+impl ArenaBuilder {
+    /// Keeps the page store's files in `dir` (for example a size-limited tmpfs, or a disk
+    /// directory for heaps larger than memory) instead of anonymous memory files. When it fills,
+    /// calls that need new frozen pages return an [`Error::Os`] naming `ENOSPC`.
+    pub fn backing_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.dir = Some(dir.into());
+        self
+    }
+
+    /// The most bytes of private page copies the arena keeps between snapshots and restores
+    /// before it returns them to the kernel (default: a quarter of the capacity).
+    pub fn private_budget(mut self, bytes: usize) -> Self {
+        self.options.private_budget_pages = Some(bytes / sys::page_size());
+        self
+    }
+
+    /// Reserves the address space and creates the arena.
+    pub fn build(self) -> Result<Arena> {
+        let page = sys::page_size();
+        let capacity = checked_capacity(self.capacity, page)?;
+        let store = Store::new(page, self.options.dir.clone());
+        let table = PageTable::new(capacity / page, Arc::clone(&store));
+        let mem = Reservation::new(capacity)?;
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_zero(0, capacity, true)? };
+        Ok(Arena::from_parts(mem, table, self.options))
+    }
+}
+
+fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
+    let invalid = |reason| Error::InvalidCapacity { requested, reason };
+    if requested == 0 {
+        return Err(invalid("an arena needs at least one page"));
+    }
+    let capacity = requested
+        .checked_next_multiple_of(page)
+        .ok_or(invalid("rounding up to whole pages overflows"))?;
+    if capacity / page > u32::MAX as usize || capacity > isize::MAX as usize {
+        return Err(invalid("more pages than an arena can index"));
+    }
+    Ok(capacity)
+}
+
+/// An arena's live file when it has proxies: its memory is a shared mapping of this file, which
+/// the proxies map privately.
+#[derive(Debug)]
+pub(crate) struct LiveFile {
+    file: BackingFile,
+}
+
+#[derive(Debug)]
+enum Layout {
+    /// The usual layout (see the module docs).
+    Own { mapped: PageTable, private: PageSet },
+    /// The arena has (or had) proxies; its memory is a shared mapping of `live`, so writes go to
+    /// the file and proxies see them.
+    Shared { live: Arc<LiveFile> },
+    /// A proxy: a private mapping of its source's live file. Pages in `private` were written by
+    /// the proxy; the others read through to the source.
+    Proxy {
+        source: Arc<LiveFile>,
+        private: PageSet,
+    },
+}
+
+/// Counters that describe an arena and its page store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Capacity in bytes.
+    pub capacity: usize,
+    /// Pages written since the last snapshot or restore.
+    pub dirty_pages: usize,
+    /// Pages holding a private copy (dirty ones included).
+    pub private_pages: usize,
+    /// Runs remapped since the last compaction: an upper bound on the arena's kernel mappings
+    /// is `1 + 2 * remapped_runs`.
+    pub remapped_runs: usize,
+    /// Whether the arena reads through to a source (it is a proxy).
+    pub is_proxy: bool,
+    /// Whether the arena's memory is shared with proxies.
+    pub has_proxies: bool,
+    /// The page store shared with this arena's snapshots and the arenas made from them.
+    pub store: StoreStats,
+}
+
+/// A memory arena whose snapshots are copy-on-write pages (see the [crate docs](crate)).
+///
+/// ```
+/// use cowarena::Arena;
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// a.write(100, b"hello")?;
+/// let s = a.snapshot()?;
+/// a.write(100, b"HELLO")?;
+/// assert_eq!(&a.as_bytes()[100..105], b"HELLO");
+/// a.restore(&s)?;
+/// assert_eq!(&a.as_bytes()[100..105], b"hello");
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Arena {
+    mem: Reservation,
+    page: usize,
+    /// For every page that is not dirty, a frozen slot with the same bytes (see module docs;
+    /// for a proxy, only its private pages).
+    content: PageTable,
+    dirty: PageSet,
+    layout: Layout,
+    /// A raw pointer was handed out; the kernel must be asked what changed.
+    untracked: bool,
+    remapped_runs: usize,
+    options: Options,
+}
+
+impl Arena {
+    /// Reserves `capacity` bytes (rounded up to whole pages) of zeroed memory. Address space is
+    /// reserved now; memory is used only as pages are touched.
+    ///
+    /// ```
+    /// let a = cowarena::Arena::with_capacity(1 << 30)?;
+    /// assert_eq!(a.capacity(), 1 << 30);
+    /// assert!(a.as_bytes().iter().take(4096).all(|&b| b == 0));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Result<Arena> {
+        Self::builder(capacity).build()
+    }
+
+    /// A builder for an arena of `capacity` bytes with non-default settings.
+    pub fn builder(capacity: usize) -> ArenaBuilder {
+        ArenaBuilder {
+            capacity,
+            options: Options {
+                private_budget_pages: None,
+                dir: None,
+            },
+        }
+    }
+
+    /// An arena over `mem` (mapped and matching `table`), with no private pages.
+    pub(crate) fn from_parts(mem: Reservation, table: PageTable, options: Options) -> Arena {
+        let page = sys::page_size();
+        let pages = mem.len() / page;
+        Arena {
+            page,
+            content: table.clone(),
+            dirty: PageSet::new(pages),
+            layout: Layout::Own {
+                mapped: table,
+                private: PageSet::new(pages),
+            },
+            untracked: false,
+            remapped_runs: 0,
+            options,
+            mem,
+        }
+    }
+
+    /// Capacity in bytes, a multiple of [`page_size`](crate::page_size).
+    pub fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+
+    fn pages(&self) -> usize {
+        self.mem.len() / self.page
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        self.content.store()
+    }
+
+    pub(crate) fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.capacity() => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                capacity: self.capacity(),
+            }),
+        }
+    }
+
+    /// Records that `[offset, offset + len)` (in bounds) is about to be written.
+    #[inline]
+    pub(crate) fn mark_dirty(&mut self, offset: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let first = offset / self.page;
+        let last = (offset + len - 1) / self.page;
+        for p in first..=last {
+            if self.dirty.insert(p) {
+                match &mut self.layout {
+                    Layout::Own { private, .. } | Layout::Proxy { private, .. } => {
+                        private.insert(p);
+                    }
+                    Layout::Shared { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Copies `bytes` into the arena at `offset`.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(4096)?;
+    /// a.write(10, &[1, 2, 3])?;
+    /// assert!(matches!(a.write(4095, &[1, 2]), Err(cowarena::Error::OutOfBounds { .. })));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.bytes_mut(offset..offset.saturating_add(bytes.len()))?
+            .copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        buf.copy_from_slice(&self.as_bytes()[offset..offset + buf.len()]);
+        Ok(())
+    }
+
+    /// The whole arena as bytes.
+    ///
+    /// For a proxy, the pages it has not written show its source's current bytes, which change
+    /// when the source is written: do not hold this slice across writes to the source (see
+    /// [`Arena::proxy`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: the whole reservation is mapped readable for as long as `self` lives (every
+        // remap replaces pages with readable ones); writes need `&mut self`, so no `&mut` alias
+        // exists while this borrow lives.
+        unsafe { std::slice::from_raw_parts(self.mem.base(), self.capacity()) }
+    }
+
+    /// A mutable view of `range`, whose pages are marked as written.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(8192)?;
+    /// a.bytes_mut(4000..4200)?.fill(9);
+    /// assert_eq!(a.as_bytes()[4100], 9);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
+        let len = range.end.checked_sub(range.start).ok_or(Error::OutOfBounds {
+            offset: range.start,
+            len: 0,
+            capacity: self.capacity(),
+        })?;
+        self.check_range(range.start, len)?;
+        self.mark_dirty(range.start, len);
+        // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
+        // guarantees no other reference into the arena's memory is live.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
+    }
+
+    /// A raw pointer to the start of the arena, for code that must write memory without the
+    /// safe API (an emulator's guest memory, say).
+    ///
+    /// Writes through it are found by the next [`snapshot`](Arena::snapshot) or
+    /// [`restore`](Arena::restore) by asking the kernel which pages hold private copies
+    /// (`PAGEMAP_SCAN`); where the kernel cannot tell, every page counts as written.
+    ///
+    /// # Safety
+    /// The pointer is valid for reads and writes of [`capacity`](Arena::capacity) bytes until the
+    /// next call of any method of this arena that takes `&mut self`; it must not be used after
+    /// that, nor while a reference from [`as_bytes`](Arena::as_bytes) is live.
+    pub unsafe fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.untracked = true;
+        self.mem.base()
+    }
+
+    /// Freezes the arena's current contents. Costs `O(pages written since the last snapshot or
+    /// restore)`; unwritten pages are shared with the previous snapshot.
+    ///
+    /// On error (the page store's file system is full, say) the arena and every snapshot keep
+    /// their contents; pages not frozen stay marked as written.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.find_untracked_writes();
+        self.leave_shared_if_alone()?;
+        let frozen = self.freeze_dirty()?;
+        match &self.layout {
+            Layout::Own { .. } => {
+                self.remap_long_runs(&frozen)?;
+                self.shed_private()?;
+            }
+            Layout::Proxy { .. } => self.freeze_read_through()?,
+            Layout::Shared { .. } => {}
+        }
+        Ok(Snapshot::new(self.content.clone(), self.options.clone()))
+    }
+
+    /// Brings the arena back to `snapshot`: its bytes, and so every value and the allocator's
+    /// state stored in it. Any live snapshot of this arena (or of an arena sharing its store)
+    /// can be restored, in any order, any number of times.
+    ///
+    /// A proxy that is restored stops reading through to its source: it becomes an ordinary
+    /// arena holding the snapshot's contents.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(4096 * 4)?;
+    /// let empty = a.snapshot()?;
+    /// a.write(0, b"one")?;
+    /// let one = a.snapshot()?;
+    /// a.write(0, b"two")?;
+    /// a.restore(&empty)?;
+    /// assert_eq!(&a.as_bytes()[..3], &[0, 0, 0]);
+    /// a.restore(&one)?;
+    /// assert_eq!(&a.as_bytes()[..3], b"one");
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        if snapshot.capacity() != self.capacity() {
+            return Err(Error::CapacityMismatch {
+                arena: self.capacity(),
+                snapshot: snapshot.capacity(),
+            });
+        }
+        if !Arc::ptr_eq(snapshot.table().store(), self.store()) {
+            return Err(Error::ForeignSnapshot);
+        }
+        self.find_untracked_writes();
+        if let Layout::Proxy { .. } = self.layout {
+            return self.rebuild_from(snapshot.table());
+        }
+        self.leave_shared_if_alone()?;
+        let target = snapshot.table();
+        let mut pages = self.dirty.sorted();
+        let dirty = &self.dirty;
+        let mut changed = Vec::new();
+        self.content.diff(target, |p| {
+            if !dirty.contains(p) {
+                changed.push(p);
+            }
+        });
+        if !changed.is_empty() {
+            pages.extend(changed);
+            pages.sort_unstable();
+        }
+        self.copy_in(&pages, target)?;
+        if let Layout::Own { private, .. } = &mut self.layout {
+            for &p in &pages {
+                private.insert(p);
+            }
+        }
+        self.content = target.clone();
+        self.dirty.clear();
+        self.shed_private()
+    }
+
+    /// A copy-on-write proxy of this arena: it reads through to this arena's current bytes until
+    /// it writes a page; its writes are its own.
+    ///
+    /// The unit is the page, not the object: once the proxy writes a page it no longer sees this
+    /// arena's later writes to that page (other objects on the page included). What the proxy
+    /// sees, for the pages it has not written:
+    /// - when this arena is written or [restored](Arena::restore): the new bytes;
+    /// - when this arena takes a snapshot: nothing changes;
+    /// - when this arena is dropped: the bytes it had last, for as long as the proxy lives.
+    ///
+    /// A snapshot of the proxy freezes what it sees at that moment, which costs a copy of every
+    /// page its source holds data in (the proxy cannot know which of them its source changed).
+    /// Restoring a snapshot into the proxy detaches it: it becomes an ordinary arena.
+    ///
+    /// While an arena has proxies its memory is a shared file, so its snapshots copy written
+    /// pages instead of remapping them and its memory is counted twice (live file and store);
+    /// it returns to its usual layout at the first snapshot or restore after the last proxy is
+    /// dropped. Slices from the proxy's [`as_bytes`](Arena::as_bytes) show the source's bytes:
+    /// hold them only while the source is not being written, as with any shared memory.
+    ///
+    /// A proxy of a proxy is [`Error::Unsupported`]; take a snapshot's
+    /// [`to_arena`](Snapshot::to_arena) instead.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(4096 * 2)?;
+    /// a.write(0, &[1])?;
+    /// let mut b = a.proxy()?;
+    /// assert_eq!(b.as_bytes()[0], 1);
+    /// a.write(0, &[42])?;
+    /// assert_eq!(b.as_bytes()[0], 42);
+    /// b.write(0, &[7])?;
+    /// assert_eq!((a.as_bytes()[0], b.as_bytes()[0]), (42, 7));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn proxy(&mut self) -> Result<Arena> {
+        if let Layout::Proxy { .. } = self.layout {
+            return Err(Error::Unsupported(
+                "a proxy of a proxy; take to_arena() of the proxy's snapshot instead",
+            ));
+        }
+        self.find_untracked_writes();
+        let live = match &self.layout {
+            Layout::Shared { live } => Arc::clone(live),
+            _ => self.enter_shared()?,
+        };
+        let mem = Reservation::new(self.capacity())?;
+        let file = &live.file;
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_file(0, self.capacity(), file, 0, Sharing::Private, true)? };
+        let pages = self.pages();
+        Ok(Arena {
+            page: self.page,
+            content: PageTable::new(pages, Arc::clone(self.store())),
+            dirty: PageSet::new(pages),
+            layout: Layout::Proxy {
+                source: live,
+                private: PageSet::new(pages),
+            },
+            untracked: false,
+            remapped_runs: 0,
+            options: self.options.clone(),
+            mem,
+        })
+    }
+
+    /// Counters describing the arena and its store.
+    pub fn stats(&self) -> ArenaStats {
+        let private_pages = match &self.layout {
+            Layout::Own { private, .. } | Layout::Proxy { private, .. } => private.len(),
+            Layout::Shared { .. } => 0,
+        };
+        ArenaStats {
+            capacity: self.capacity(),
+            dirty_pages: self.dirty.len(),
+            private_pages,
+            remapped_runs: self.remapped_runs,
+            is_proxy: matches!(self.layout, Layout::Proxy { .. }),
+            has_proxies: matches!(self.layout, Layout::Shared { .. }),
+            store: self.store().stats(),
+        }
+    }
+
+    /// The pages written since the last snapshot or restore, in increasing order (raw-pointer
+    /// writes included).
+    pub(crate) fn written_pages(&mut self) -> Vec<usize> {
+        self.find_untracked_writes();
+        self.dirty.sorted()
+    }
+
+    /// Marks the pages written through a raw pointer as dirty.
+    fn find_untracked_writes(&mut self) {
+        if !std::mem::take(&mut self.untracked) {
+            return;
+        }
+        let pages = self.pages();
+        let found = match &self.layout {
+            Layout::Own { .. } | Layout::Proxy { .. } => self.mem.private_page_runs(0, self.capacity()),
+            Layout::Shared { .. } => None,
+        };
+        let private_before: Vec<usize> = match &self.layout {
+            Layout::Own { private, .. } | Layout::Proxy { private, .. } => private.iter().collect(),
+            Layout::Shared { .. } => Vec::new(),
+        };
+        match found {
+            Some(runs) => {
+                for r in runs {
+                    self.mark_dirty(r.start * self.page, r.len() * self.page);
+                }
+                // A page that was private before can have changed without a new fault.
+                for p in private_before {
+                    self.mark_dirty(p * self.page, self.page);
+                }
+            }
+            None => self.mark_dirty(0, pages * self.page),
+        }
+    }
+
+    /// Freezes every dirty page; returns the frozen runs (page range, first slot).
+    fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
+        let sorted = self.dirty.sorted();
+        let store = Arc::clone(self.store());
+        let mut frozen = Vec::new();
+        let mut result = Ok(());
+        for run in runs(&sorted, store.max_run_pages()) {
+            let bytes = &self.as_bytes()[run.start * self.page..run.end * self.page];
+            match store.freeze(bytes) {
+                Ok(slots) => {
+                    for (i, p) in run.clone().enumerate() {
+                        self.content.set(p, slots.first().offset(i));
+                    }
+                    frozen.push((run, slots.first()));
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
+        if done_pages == self.dirty.len() {
+            self.dirty.clear();
+        } else {
+            let done = &frozen;
+            self.dirty
+                .retain(|p| !done.iter().any(|(r, _)| r.contains(&p)));
+        }
+        result.map(|()| frozen)
+    }
+
+    /// Maps long frozen runs from the store, dropping their private copies.
+    fn remap_long_runs(&mut self, frozen: &[(Range<usize>, SlotId)]) -> Result<()> {
+        let long: Vec<&(Range<usize>, SlotId)> = frozen
+            .iter()
+            .filter(|(r, _)| r.len() >= REMAP_MIN_RUN)
+            .collect();
+        if long.is_empty() {
+            return Ok(());
+        }
+        for (run, slot) in &long {
+            self.map_slots(run.clone(), *slot)?;
+        }
+        if let Layout::Own { private, .. } = &mut self.layout {
+            private.retain(|p| !long.iter().any(|(r, _)| r.contains(&p)));
+        }
+        Ok(())
+    }
+
+    /// Maps `pages` privately from consecutive slots starting at `first` and records it.
+    fn map_slots(&mut self, pages: Range<usize>, first: SlotId) -> Result<()> {
+        let (file, offset) = self.store().locate(first);
+        // SAFETY: `&mut self` guarantees no reference into the arena's memory is live, and the
+        // slots hold the bytes these pages must show.
+        unsafe {
+            self.mem.map_file(
+                pages.start * self.page,
+                pages.len() * self.page,
+                &file,
+                offset,
+                Sharing::Private,
+                true,
+            )?
+        };
+        self.remapped_runs += 1;
+        if let Layout::Own { mapped, .. } = &mut self.layout {
+            for (i, p) in pages.enumerate() {
+                mapped.set(p, first.offset(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the bytes of `target`'s slots into the (sorted) `pages` of the arena.
+    fn copy_in(&mut self, pages: &[usize], target: &PageTable) -> Result<()> {
+        let base = self.mem.base();
+        let page = self.page;
+        let store = Arc::clone(self.store());
+        let mut i = 0;
+        while i < pages.len() {
+            let first = pages[i];
+            let slot = target.get(first);
+            let mut j = i + 1;
+            while j < pages.len()
+                && pages[j] == pages[j - 1] + 1
+                && (if slot.is_zero() {
+                    target.get(pages[j]).is_zero()
+                } else {
+                    target.get(pages[j]) == slot.offset(j - i)
+                })
+            {
+                j += 1;
+            }
+            // SAFETY: the pages are in bounds and mapped writable; `&mut self` guarantees no
+            // reference into the arena's memory is live.
+            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(first * page), (j - i) * page) };
+            if slot.is_zero() {
+                dst.fill(0);
+            } else {
+                let (file, offset) = store.locate(slot);
+                file.read_exact_at(dst, offset)?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Returns private copies to the kernel once there are more than the budget allows.
+    fn shed_private(&mut self) -> Result<()> {
+        let budget = self
+            .options
+            .private_budget_pages
+            .unwrap_or(self.pages() / 4)
+            .max(1);
+        let Layout::Own { mapped, private } = &self.layout else {
+            return Ok(());
+        };
+        if private.len() <= budget || !self.dirty.is_empty() {
+            return Ok(());
+        }
+        let sorted = private.sorted();
+        let (discard, remap): (Vec<usize>, Vec<usize>) = sorted
+            .into_iter()
+            .partition(|&p| mapped.get(p) == self.content.get(p));
+        for run in runs(&discard, usize::MAX) {
+            // SAFETY: `&mut self`: no live references; these pages' mappings show their content.
+            unsafe {
+                self.mem
+                    .discard(run.start * self.page, run.len() * self.page)?
+            };
+        }
+        let mut i = 0;
+        while i < remap.len() {
+            let slot = self.content.get(remap[i]);
+            let mut j = i + 1;
+            while j < remap.len()
+                && remap[j] == remap[j - 1] + 1
+                && (if slot.is_zero() {
+                    self.content.get(remap[j]).is_zero()
+                } else {
+                    self.content.get(remap[j]) == slot.offset(j - i)
+                })
+            {
+                j += 1;
+            }
+            let pages = remap[i]..remap[j - 1] + 1;
+            if slot.is_zero() {
+                // SAFETY: `&mut self`: no live references into the arena.
+                unsafe {
+                    self.mem
+                        .map_zero(pages.start * self.page, pages.len() * self.page, true)?
+                };
+                self.remapped_runs += 1;
+                if let Layout::Own { mapped, .. } = &mut self.layout {
+                    for p in pages {
+                        mapped.set(p, SlotId::ZERO);
+                    }
+                }
+            } else {
+                self.map_slots(pages, slot)?;
+            }
+            i = j;
+        }
+        if let Layout::Own { private, .. } = &mut self.layout {
+            private.clear();
+        }
+        if self.remapped_runs > MAX_REMAPPED_RUNS {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Freezes the arena's whole contents into contiguous slots and maps them again, so the
+    /// arena is back to one mapping per store chunk plus one per long zero gap.
+    fn compact(&mut self) -> Result<()> {
+        debug_assert!(self.dirty.is_empty());
+        let mut extents: Vec<Range<usize>> = Vec::new();
+        self.content.for_each_run(|first, len, _| match extents.last_mut() {
+            Some(e) if e.end == first => e.end += len,
+            _ => extents.push(first..first + len),
+        });
+        // Fill the smallest zero gaps with frozen zero pages until few mappings remain.
+        let limit = MAX_REMAPPED_RUNS / 8;
+        if extents.len() > limit {
+            let mut gaps: Vec<usize> = extents
+                .windows(2)
+                .map(|w| w[1].start - w[0].end)
+                .collect();
+            gaps.sort_unstable();
+            let max_fill = gaps[extents.len() - limit - 1];
+            let mut merged: Vec<Range<usize>> = Vec::new();
+            let mut filled = 0;
+            for e in extents {
+                match merged.last_mut() {
+                    Some(m) if e.start - m.end <= max_fill && filled < gaps.len() => {
+                        filled += 1;
+                        m.end = e.end;
+                    }
+                    _ => merged.push(e),
+                }
+            }
+            extents = merged;
+        }
+        let store = Arc::clone(self.store());
+        let mut new_content = self.content.clone();
+        let mut pieces = Vec::new();
+        for e in &extents {
+            let mut start = e.start;
+            while start < e.end {
+                let end = e.end.min(start + store.max_run_pages());
+                let bytes = &self.as_bytes()[start * self.page..end * self.page];
+                let slots = store.freeze(bytes)?;
+                for (i, p) in (start..end).enumerate() {
+                    new_content.set(p, slots.first().offset(i));
+                }
+                pieces.push((start..end, slots.first()));
+                start = end;
+            }
+        }
+        // SAFETY: `&mut self`: no live references into the arena; the new mappings below restore
+        // every non-zero page's bytes from `new_content`.
+        unsafe { self.mem.map_zero(0, self.capacity(), true)? };
+        self.content = new_content;
+        self.layout = Layout::Own {
+            mapped: PageTable::new(self.pages(), Arc::clone(&store)),
+            private: PageSet::new(self.pages()),
+        };
+        self.remapped_runs = 0;
+        for (pages, slot) in pieces {
+            self.map_slots(pages, slot)?;
+        }
+        Ok(())
+    }
+
+    /// Maps the whole arena afresh from `table` (a proxy detaching, or a shared arena whose
+    /// proxies are gone).
+    fn rebuild_from(&mut self, table: &PageTable) -> Result<()> {
+        // SAFETY: `&mut self`: no live references into the arena.
+        let runs = unsafe { map_table(&self.mem, table, true)? };
+        let pages = self.pages();
+        self.content = table.clone();
+        self.dirty.clear();
+        self.layout = Layout::Own {
+            mapped: table.clone(),
+            private: PageSet::new(pages),
+        };
+        self.remapped_runs = runs;
+        Ok(())
+    }
+
+    /// Moves the arena's memory into a shared live file that proxies can map.
+    fn enter_shared(&mut self) -> Result<Arc<LiveFile>> {
+        let fd = sys::create_backing_file(self.options.dir.as_deref())?;
+        let file = BackingFile::new(fd);
+        file.set_len(self.capacity())?;
+        if self.options.dir.is_some() {
+            // A full file system must fail here, not as SIGBUS on a later page fault.
+            file.allocate(0, self.capacity())?;
+        }
+        let mut data: Vec<usize> = Vec::new();
+        self.content.for_each_run(|first, len, _| data.extend(first..first + len));
+        if let Layout::Own { private, .. } = &self.layout {
+            data.extend(private.iter());
+        }
+        data.sort_unstable();
+        data.dedup();
+        for run in runs(&data, usize::MAX) {
+            let bytes = &self.as_bytes()[run.start * self.page..run.end * self.page];
+            file.write_all_at(bytes, run.start * self.page)?;
+        }
+        // SAFETY: `&mut self`: no live references into the arena; the file holds every page's
+        // current bytes.
+        unsafe {
+            self.mem
+                .map_file(0, self.capacity(), &file, 0, Sharing::Shared, true)?
+        };
+        let live = Arc::new(LiveFile { file });
+        self.layout = Layout::Shared {
+            live: Arc::clone(&live),
+        };
+        self.remapped_runs = 0;
+        Ok(live)
+    }
+
+    /// Returns a shared arena whose proxies are all gone to its usual layout. Dirty pages must be
+    /// frozen first, as their bytes live only in the shared file.
+    fn leave_shared_if_alone(&mut self) -> Result<()> {
+        let Layout::Shared { live } = &self.layout else {
+            return Ok(());
+        };
+        if Arc::strong_count(live) > 1 {
+            return Ok(());
+        }
+        self.freeze_dirty()?;
+        let table = self.content.clone();
+        self.rebuild_from(&table)
+    }
+
+    /// For a proxy: freezes every page it reads through, as its source may have changed it.
+    fn freeze_read_through(&mut self) -> Result<()> {
+        let Layout::Proxy { source, private } = &self.layout else {
+            return Ok(());
+        };
+        let data = sys::data_ranges(source.file.owned_fd(), self.capacity())?;
+        let page = self.page;
+        let mut pages: Vec<usize> = Vec::new();
+        for r in data {
+            let first = r.start / page;
+            let last = r.end.div_ceil(page).min(self.pages());
+            pages.extend((first..last).filter(|&p| !private.contains(p)));
+        }
+        let mut holes: Vec<usize> = Vec::new();
+        let mut next = 0;
+        let store = Arc::clone(self.store());
+        for run in runs(&pages, store.max_run_pages()) {
+            holes.extend((next..run.start).filter(|&p| !private.contains(p)));
+            next = run.end;
+            let bytes = &self.as_bytes()[run.start * page..run.end * page];
+            let slots = store.freeze(bytes)?;
+            for (i, p) in run.enumerate() {
+                self.content.set(p, slots.first().offset(i));
+            }
+        }
+        holes.extend((next..self.pages()).filter(|&p| !private.contains(p)));
+        for p in holes {
+            self.content.set(p, SlotId::ZERO);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! A persistent page table: page index -> frozen slot, shared structurally between snapshots.
+//!
+//! It is a 64-ary radix tree of `Arc` nodes. Cloning a table is one reference-count increment; a
+//! change copies only the nodes on the path to the changed page (copy-on-write of the table
+//! itself), so a snapshot after `k` changed pages costs `O(k)` and two tables that share history
+//! differ in `O(changed)` nodes, which [`PageTable::diff`] visits without looking at shared
+//! subtrees. Absent subtrees stand for all-zero pages.
+//!
+//! Leaves own their slots: a slot's count in the [`Store`] is the number of leaves that hold it,
+//! so dropping the last snapshot (or arena) that refers to a page frees the page.
+
+use crate::store::{SlotId, Store};
+use std::sync::Arc;
+
+const FANOUT_BITS: u32 = 6;
+const FANOUT: usize = 1 << FANOUT_BITS;
+
+struct Leaf {
+    slots: [SlotId; FANOUT],
+    store: Arc<Store>,
+}
+
+impl Clone for Leaf {
+    fn clone(&self) -> Self {
+        self.store.retain(&self.slots);
+        Leaf {
+            slots: self.slots,
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        self.store.release(&self.slots);
+    }
+}
+
+#[derive(Clone)]
+enum Node {
+    Branch(Box<[Option<Arc<Node>>; FANOUT]>),
+    Leaf(Leaf),
+}
+
+/// Page index -> slot for `pages` pages (see the module docs).
+#[derive(Clone)]
+pub(crate) struct PageTable {
+    root: Option<Arc<Node>>,
+    /// Branch levels above the leaves.
+    height: u32,
+    pages: usize,
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for PageTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageTable")
+            .field("pages", &self.pages)
+            .finish_non_exhaustive()
+    }
+}
+
+fn child_index(page: usize, level: u32) -> usize {
+    (page >> (FANOUT_BITS * (level + 1))) & (FANOUT - 1)
+}
+
+impl PageTable {
+    /// A table of `pages` zero pages.
+    pub(crate) fn new(pages: usize, store: Arc<Store>) -> Self {
+        let mut height = 0;
+        while FANOUT << (FANOUT_BITS * height) < pages {
+            height += 1;
+        }
+        PageTable {
+            root: None,
+            height,
+            pages,
+            store,
+        }
+    }
+
+    pub(crate) fn pages(&self) -> usize {
+        self.pages
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn get(&self, page: usize) -> SlotId {
+        debug_assert!(page < self.pages);
+        let mut node = match &self.root {
+            Some(n) => n,
+            None => return SlotId::ZERO,
+        };
+        let mut level = self.height;
+        loop {
+            match &**node {
+                Node::Leaf(leaf) => return leaf.slots[page & (FANOUT - 1)],
+                Node::Branch(children) => match &children[child_index(page, level - 1)] {
+                    Some(child) => node = child,
+                    None => return SlotId::ZERO,
+                },
+            }
+            level -= 1;
+        }
+    }
+
+    /// Points `page` at `slot`, taking a hold on `slot` and dropping the one on the old slot.
+    pub(crate) fn set(&mut self, page: usize, slot: SlotId) {
+        debug_assert!(page < self.pages);
+        if slot.is_zero() && self.get(page).is_zero() {
+            return;
+        }
+        let store = &self.store;
+        let height = self.height;
+        let mut node = self.root.get_or_insert_with(|| new_node(height, store));
+        let mut level = height;
+        loop {
+            match Arc::make_mut(node) {
+                Node::Leaf(leaf) => {
+                    let entry = &mut leaf.slots[page & (FANOUT - 1)];
+                    if *entry != slot {
+                        store.retain(&[slot]);
+                        store.release(&[*entry]);
+                        *entry = slot;
+                    }
+                    return;
+                }
+                Node::Branch(children) => {
+                    node = children[child_index(page, level - 1)]
+                        .get_or_insert_with(|| new_node(level - 1, store));
+                }
+            }
+            level -= 1;
+        }
+    }
+
+    /// Calls `f(page)` for every page whose slot differs between `self` and `other`, in increasing
+    /// page order, skipping subtrees the two tables share.
+    pub(crate) fn diff(&self, other: &PageTable, mut f: impl FnMut(usize)) {
+        debug_assert_eq!(self.pages, other.pages);
+        diff_nodes(
+            self.root.as_ref(),
+            other.root.as_ref(),
+            self.height,
+            0,
+            &mut f,
+        );
+    }
+
+    /// Calls `f(first_page, len, first_slot)` for every maximal run of pages whose slots are
+    /// consecutive in one chunk, in page order. Zero pages are skipped.
+    pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, usize, SlotId)) {
+        let mut run: Option<(usize, usize, SlotId)> = None;
+        visit_leaves(self.root.as_ref(), self.height, 0, &mut |base, slots| {
+            for (i, &slot) in slots.iter().enumerate() {
+                let page = base + i;
+                match &mut run {
+                    Some((first, len, s)) if *first + *len == page && slot.follows(s.offset(*len - 1)) => {
+                        *len += 1;
+                    }
+                    _ => {
+                        if let Some((first, len, s)) = run.take() {
+                            f(first, len, s);
+                        }
+                        if !slot.is_zero() {
+                            run = Some((page, 1, slot));
+                        }
+                    }
+                }
+            }
+        });
+        if let Some((first, len, s)) = run {
+            f(first, len, s);
+        }
+    }
+
+    /// Whether both tables point every page at the same slot (cheap when they share their root).
+    #[cfg(test)]
+    pub(crate) fn same_as(&self, other: &PageTable) -> bool {
+        let mut same = true;
+        self.diff(other, |_| same = false);
+        same
+    }
+}
+
+fn new_node(level: u32, store: &Arc<Store>) -> Arc<Node> {
+    Arc::new(if level == 0 {
+        Node::Leaf(Leaf {
+            slots: [SlotId::ZERO; FANOUT],
+            store: Arc::clone(store),
+        })
+    } else {
+        Node::Branch(Box::new([const { None }; FANOUT]))
+    })
+}
+
+fn span(level: u32) -> usize {
+    FANOUT << (FANOUT_BITS * level)
+}
+
+fn diff_nodes(
+    a: Option<&Arc<Node>>,
+    b: Option<&Arc<Node>>,
+    level: u32,
+    base: usize,
+    f: &mut impl FnMut(usize),
+) {
+    match (a, b) {
+        (None, None) => {}
+        (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {}
+        (Some(x), Some(y)) => match (&**x, &**y) {
+            (Node::Leaf(p), Node::Leaf(q)) => {
+                for i in 0..FANOUT {
+                    if p.slots[i] != q.slots[i] {
+                        f(base + i);
+                    }
+                }
+            }
+            (Node::Branch(p), Node::Branch(q)) => {
+                for i in 0..FANOUT {
+                    diff_nodes(
+                        p[i].as_ref(),
+                        q[i].as_ref(),
+                        level - 1,
+                        base + i * span(level - 1),
+                        f,
+                    );
+                }
+            }
+            _ => unreachable!("tables of one size have the same shape"),
+        },
+        (Some(x), None) | (None, Some(x)) => {
+            visit_leaves(Some(x), level, base, &mut |leaf_base, slots| {
+                for (i, s) in slots.iter().enumerate() {
+                    if !s.is_zero() {
+                        f(leaf_base + i);
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn visit_leaves(
+    node: Option<&Arc<Node>>,
+    level: u32,
+    base: usize,
+    f: &mut impl FnMut(usize, &[SlotId; FANOUT]),
+) {
+    match node.map(|n| &**n) {
+        None => {}
+        Some(Node::Leaf(leaf)) => f(base, &leaf.slots),
+        Some(Node::Branch(children)) => {
+            for (i, child) in children.iter().enumerate() {
+                visit_leaves(child.as_ref(), level - 1, base + i * span(level - 1), f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_diff_and_refcounts() {
+        let store = Store::new(4096, None);
+        let run = store.freeze(&vec![7u8; 4096 * 3]).unwrap();
+        let s0 = run.first();
+        let mut a = PageTable::new(10_000, Arc::clone(&store));
+        a.set(5, s0);
+        a.set(6, s0.offset(1));
+        a.set(9000, s0.offset(2));
+        drop(run);
+        assert_eq!(store.stats().live_pages, 3);
+        let b = a.clone();
+        a.set(6, SlotId::ZERO);
+        assert_eq!(a.get(5), s0);
+        assert_eq!(b.get(6), s0.offset(1));
+        let mut changed = Vec::new();
+        a.diff(&b, |p| changed.push(p));
+        assert_eq!(changed, vec![6]);
+        let mut runs = Vec::new();
+        b.for_each_run(|p, n, s| runs.push((p, n, s)));
+        assert_eq!(runs, vec![(5, 2, s0), (9000, 1, s0.offset(2))]);
+        assert!(!a.same_as(&b));
+        drop(b);
+        assert_eq!(store.stats().live_pages, 2);
+        drop(a);
+        assert_eq!(store.stats().live_pages, 0);
+    }
+}

@@ -1,0 +1,212 @@
+//! Frozen states of an arena.
+//!
+//! A [`Snapshot`] is a page table whose slots are frozen (sealed) store pages, so it is
+//! immutable by construction and can be read from any thread while its arena changes. Reading
+//! bytes (`read`) copies from the store with `pread` and needs no mapping. `as_bytes` (and typed
+//! access) map the snapshot once, lazily, read-only: one `mmap` per run of consecutive slots.
+//! A snapshot whose pages are scattered over more than [`MAX_VIEW_RUNS`] runs is copied into a
+//! private buffer instead, so that viewing many fragmented snapshots cannot exhaust the
+//! process's mapping limit.
+
+use crate::arena::{Arena, Options};
+use crate::error::{Error, Result};
+use crate::page_table::PageTable;
+use crate::store::SlotId;
+use crate::sys::{self, Reservation, Sharing};
+use std::sync::{Arc, OnceLock};
+
+/// Runs above which a snapshot view is a private copy rather than a mapping of the store.
+pub const MAX_VIEW_RUNS: usize = 2048;
+
+/// A frozen state of an [`Arena`]: cheap to take, cheap to clone, readable from any thread.
+///
+/// ```
+/// use cowarena::Arena;
+/// let mut a = Arena::with_capacity(1 << 16)?;
+/// a.write(0, b"v1")?;
+/// let s = a.snapshot()?;
+/// a.write(0, b"v2")?;
+/// let reader = std::thread::spawn({
+///     let s = s.clone();
+///     move || s.as_bytes()[..2].to_vec()
+/// });
+/// assert_eq!(reader.join().unwrap(), b"v1");
+/// let mut b = s.to_arena()?;       // an independent arena that starts from s
+/// b.write(0, b"v3")?;
+/// assert_eq!(&s.as_bytes()[..2], b"v1");
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Snapshot {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: PageTable,
+    options: Options,
+    view: OnceLock<std::result::Result<Reservation, String>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    pub(crate) fn new(table: PageTable, options: Options) -> Self {
+        Snapshot {
+            inner: Arc::new(Inner {
+                table,
+                options,
+                view: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn table(&self) -> &PageTable {
+        &self.inner.table
+    }
+
+    /// Capacity in bytes of the arena it was taken from.
+    pub fn capacity(&self) -> usize {
+        self.inner.table.pages() * sys::page_size()
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let capacity = self.capacity();
+        if offset.checked_add(buf.len()).is_none_or(|end| end > capacity) {
+            return Err(Error::OutOfBounds {
+                offset,
+                len: buf.len(),
+                capacity,
+            });
+        }
+        if let Some(Ok(view)) = self.inner.view.get() {
+            // SAFETY: the view is mapped readable over the whole capacity and never written.
+            let bytes = unsafe { std::slice::from_raw_parts(view.base(), capacity) };
+            buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
+            return Ok(());
+        }
+        let page = sys::page_size();
+        let store = self.inner.table.store();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done;
+            let in_page = at % page;
+            let n = (page - in_page).min(buf.len() - done);
+            let slot = self.inner.table.get(at / page);
+            let dst = &mut buf[done..done + n];
+            if slot.is_zero() {
+                dst.fill(0);
+            } else {
+                let (file, off) = store.locate(slot);
+                file.read_exact_at(dst, off + in_page)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The snapshot's bytes, mapped read-only on first use.
+    ///
+    /// # Panics
+    /// If the view cannot be created (the process is out of address space or mappings); use
+    /// [`try_as_bytes`](Snapshot::try_as_bytes) to get that as an error.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self.try_as_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("cowarena: cannot map a snapshot view: {e}"),
+        }
+    }
+
+    /// The snapshot's bytes, or the error that kept them from being mapped.
+    pub fn try_as_bytes(&self) -> Result<&[u8]> {
+        let view = self
+            .inner
+            .view
+            .get_or_init(|| self.make_view().map_err(|e| e.to_string()));
+        match view {
+            // SAFETY: the view is mapped readable over the whole capacity, is never written, and
+            // lives as long as `self.inner`.
+            Ok(v) => Ok(unsafe { std::slice::from_raw_parts(v.base(), v.len()) }),
+            Err(msg) => Err(Error::Os {
+                op: "mapping a snapshot view",
+                source: std::io::Error::other(msg.clone()),
+            }),
+        }
+    }
+
+    fn make_view(&self) -> Result<Reservation> {
+        let mem = Reservation::new(self.capacity())?;
+        let mut runs = 0;
+        self.inner.table.for_each_run(|_, _, _| runs += 1);
+        if runs <= MAX_VIEW_RUNS {
+            // SAFETY: `mem` is new and unreferenced.
+            unsafe { map_table(&mem, &self.inner.table, false)? };
+        } else {
+            // SAFETY: `mem` is new and unreferenced.
+            unsafe { mem.map_zero(0, mem.len(), true)? };
+            let page = sys::page_size();
+            let store = self.inner.table.store();
+            let mut result = Ok(());
+            self.inner.table.for_each_run(|first, len, slot| {
+                if result.is_err() {
+                    return;
+                }
+                let (file, off) = store.locate(slot);
+                // SAFETY: in bounds of `mem`, which is writable and not yet shared.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(mem.base().add(first * page), len * page)
+                };
+                result = file.read_exact_at(dst, off);
+            });
+            result?;
+            mem.protect_read_only()?;
+        }
+        Ok(mem)
+    }
+
+    /// A new, independent, writable arena that starts from this snapshot and shares its pages
+    /// copy-on-write. Snapshots of it can be restored into it, and its snapshots can be made
+    /// into arenas in turn, without limit.
+    pub fn to_arena(&self) -> Result<Arena> {
+        let mem = Reservation::new(self.capacity())?;
+        // SAFETY: `mem` is new and unreferenced.
+        unsafe { map_table(&mem, &self.inner.table, true)? };
+        Ok(Arena::from_parts(
+            mem,
+            self.inner.table.clone(),
+            self.inner.options.clone(),
+        ))
+    }
+}
+
+/// Maps all of `mem` from `table`: zero memory, then each run of consecutive slots with one
+/// `mmap`. Returns the number of runs mapped.
+///
+/// # Safety
+/// No reference may point into `mem`.
+pub(crate) unsafe fn map_table(mem: &Reservation, table: &PageTable, writable: bool) -> Result<usize> {
+    let page = sys::page_size();
+    // SAFETY: forwarded to the caller.
+    unsafe { mem.map_zero(0, mem.len(), writable)? };
+    let store = table.store();
+    let mut result = Ok(());
+    let mut runs = 0;
+    table.for_each_run(|first, len, slot: SlotId| {
+        if result.is_err() {
+            return;
+        }
+        runs += 1;
+        let (file, off) = store.locate(slot);
+        // SAFETY: forwarded to the caller; the run lies inside `mem`.
+        result = unsafe {
+            mem.map_file(first * page, len * page, &file, off, Sharing::Private, writable)
+        };
+    });
+    result.map(|()| runs)
+}

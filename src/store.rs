@@ -1,0 +1,335 @@
+//! The page store: frozen page images in chunk files, reference-counted, shared by an arena, its
+//! snapshots, and every arena made from them.
+//!
+//! A chunk is a file of [`CHUNK_BYTES`] (sealed against growing and shrinking when it is made).
+//! Frozen pages are appended to the current chunk with `pwrite`, so a full file system is an
+//! `Error` at the call that freezes, never a SIGBUS later. Pages frozen together get consecutive
+//! slots, so a run of them maps with one `mmap`.
+//!
+//! When a chunk is full it is write-sealed (`F_SEAL_WRITE`): no one, not even through its file
+//! descriptor, can change a frozen page afterwards. The kernel refuses to punch holes in a
+//! write-sealed file, so memory is returned in two ways: a slot freed while its chunk is still
+//! being filled is punched out at once; a sealed chunk is closed (and its memory freed) when its
+//! last live slot is freed. The memory a sealed chunk keeps for dead slots is therefore bounded by
+//! one chunk per chunk with any live slot; [`StoreStats::held_bytes`] reports it. Chunks are
+//! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
+
+use crate::error::Result;
+use crate::sys::{self, BackingFile};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes per chunk file.
+pub(crate) const CHUNK_BYTES: usize = 16 << 20;
+
+/// Names one frozen page: a chunk and a slot in it. [`SlotId::ZERO`] is the all-zero page, which
+/// has no storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SlotId(u64);
+
+impl SlotId {
+    pub(crate) const ZERO: SlotId = SlotId(0);
+
+    fn new(chunk: u32, index: u32) -> Self {
+        SlotId(((chunk as u64 + 1) << 32) | index as u64)
+    }
+
+    pub(crate) fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    fn chunk(self) -> usize {
+        ((self.0 >> 32) - 1) as usize
+    }
+
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    /// The slot right after this one in the same chunk (used to find runs that map in one call).
+    pub(crate) fn follows(self, prev: SlotId) -> bool {
+        !self.is_zero() && !prev.is_zero() && self.0 == prev.0 + 1
+    }
+
+    /// The slot `n` places after this one in the same chunk.
+    pub(crate) fn offset(self, n: usize) -> SlotId {
+        debug_assert!(!self.is_zero());
+        SlotId(self.0 + n as u64)
+    }
+}
+
+#[derive(Debug)]
+struct Chunk {
+    file: Arc<BackingFile>,
+    /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
+    refs: Vec<u32>,
+    /// Slots handed out so far; the chunk is full when this reaches its slot count.
+    used: usize,
+    /// Slots with a non-zero count.
+    live: usize,
+    /// No more slots are handed out; the chunk is sealed once its last write is done.
+    retired: bool,
+    /// Writes into handed-out slots still in progress (sealing waits for them).
+    writing: usize,
+    /// The kernel has write-sealed the file.
+    sealed: bool,
+    /// Slots that were freed after the chunk was retired and still occupy memory.
+    dead_held: usize,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    chunks: Vec<Option<Chunk>>,
+    current: Option<usize>,
+    live_slots: usize,
+    held_slots: usize,
+}
+
+/// Counters describing the page store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Frozen pages that some snapshot, arena or proxy still refers to.
+    pub live_pages: usize,
+    /// Bytes of memory (or disk) the store occupies, including dead pages in sealed chunks.
+    pub held_bytes: usize,
+    /// Open chunk files (file descriptors).
+    pub chunk_files: usize,
+    /// Chunk files the kernel has write-sealed.
+    pub sealed_chunk_files: usize,
+}
+
+/// The page store (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Store {
+    page: usize,
+    chunk_pages: usize,
+    dir: Option<PathBuf>,
+    state: Mutex<StoreState>,
+}
+
+/// A run of freshly frozen slots, held until a page table takes them.
+pub(crate) struct FrozenRun<'a> {
+    store: &'a Store,
+    first: SlotId,
+    len: usize,
+}
+
+impl FrozenRun<'_> {
+    pub(crate) fn first(&self) -> SlotId {
+        self.first
+    }
+}
+
+impl Drop for FrozenRun<'_> {
+    fn drop(&mut self) {
+        let slots: Vec<SlotId> = (0..self.len).map(|i| self.first.offset(i)).collect();
+        self.store.release(&slots);
+    }
+}
+
+impl Store {
+    pub(crate) fn new(page: usize, dir: Option<PathBuf>) -> Arc<Store> {
+        Arc::new(Store {
+            page,
+            chunk_pages: (CHUNK_BYTES / page).max(1),
+            dir,
+            state: Mutex::new(StoreState::default()),
+        })
+    }
+
+    /// The longest run [`Store::freeze`] accepts, in pages.
+    pub(crate) fn max_run_pages(&self) -> usize {
+        self.chunk_pages
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StoreState> {
+        // A panic while the lock was held left counts that are still consistent (every update is
+        // a single step), so the poison flag carries no information.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies `bytes` (whole pages, at most [`Store::max_run_pages`]) into consecutive new slots.
+    pub(crate) fn freeze(&self, bytes: &[u8]) -> Result<FrozenRun<'_>> {
+        let len = bytes.len() / self.page;
+        assert!(
+            bytes.len() % self.page == 0 && (1..=self.chunk_pages).contains(&len),
+            "freeze takes 1..={} whole pages, got {} bytes",
+            self.chunk_pages,
+            bytes.len()
+        );
+        let (file, chunk, index) = {
+            let mut st = self.lock();
+            let chunk = self.chunk_with_room(&mut st, len)?;
+            let c = st.chunks[chunk].as_mut().expect("current chunk is open");
+            let index = c.used;
+            c.used += len;
+            for r in &mut c.refs[index..index + len] {
+                *r = 1;
+            }
+            c.live += len;
+            c.writing += 1;
+            let file = Arc::clone(&c.file);
+            st.live_slots += len;
+            st.held_slots += len;
+            (file, chunk, index)
+        };
+        let run = FrozenRun {
+            store: self,
+            first: SlotId::new(chunk as u32, index as u32),
+            len,
+        };
+        let written = file.write_all_at(bytes, index * self.page);
+        {
+            let mut st = self.lock();
+            let c = st.chunks[chunk].as_mut().expect("chunk with live slots is open");
+            c.writing -= 1;
+            if c.used == self.chunk_pages {
+                c.retired = true;
+            }
+            Self::seal_if_done(&mut st, chunk);
+        }
+        // On failure `run` is dropped, which frees the slots again (punching any partial write).
+        written.map(|()| run)
+    }
+
+    fn chunk_with_room(&self, st: &mut StoreState, len: usize) -> Result<usize> {
+        if let Some(cur) = st.current {
+            let c = st.chunks[cur].as_ref().expect("current chunk is open");
+            if !c.retired && c.used + len <= self.chunk_pages {
+                return Ok(cur);
+            }
+            if !c.retired {
+                Self::retire(st, cur);
+            }
+        }
+        let fd = sys::create_backing_file(self.dir.as_deref())?;
+        let file = BackingFile::new(fd);
+        file.set_len(self.chunk_pages * self.page)?;
+        sys::seal_size(file.owned_fd())?;
+        let chunk = Chunk {
+            file: Arc::new(file),
+            refs: vec![0; self.chunk_pages],
+            used: 0,
+            live: 0,
+            retired: false,
+            writing: 0,
+            sealed: false,
+            dead_held: 0,
+        };
+        // Chunk numbers are never reused, so a stale slot can never name a newer chunk.
+        st.chunks.push(Some(chunk));
+        let id = st.chunks.len() - 1;
+        st.current = Some(id);
+        Ok(id)
+    }
+
+    /// Stops handing out slots from `chunk`; it is sealed once its writes are done.
+    fn retire(st: &mut StoreState, chunk: usize) {
+        st.chunks[chunk].as_mut().expect("retiring an open chunk").retired = true;
+        if st.current == Some(chunk) {
+            st.current = None;
+        }
+        Self::seal_if_done(st, chunk);
+    }
+
+    /// Write-seals a retired chunk with no write in flight; closes it if nothing is live.
+    fn seal_if_done(st: &mut StoreState, chunk: usize) {
+        let c = st.chunks[chunk].as_mut().expect("open chunk");
+        if !c.retired || c.writing > 0 {
+            return;
+        }
+        if st.current == Some(chunk) {
+            st.current = None;
+        }
+        if !c.sealed {
+            // Sealing fails only where the kernel does not support it; the chunk is then simply
+            // never written again by this crate.
+            c.sealed = sys::seal_write(c.file.owned_fd()).unwrap_or(false);
+        }
+        Self::close_if_dead(st, chunk);
+    }
+
+    fn close_if_dead(st: &mut StoreState, chunk: usize) {
+        let c = st.chunks[chunk].as_ref().expect("open chunk");
+        if c.retired && c.writing == 0 && c.live == 0 {
+            st.held_slots -= c.dead_held;
+            st.chunks[chunk] = None;
+        }
+    }
+
+    /// Adds one holder to each non-zero slot.
+    pub(crate) fn retain(&self, slots: &[SlotId]) {
+        let mut st = self.lock();
+        for &s in slots.iter().filter(|s| !s.is_zero()) {
+            let c = st.chunks[s.chunk()].as_mut().expect("retained slot's chunk is open");
+            c.refs[s.index()] += 1;
+        }
+    }
+
+    /// Drops one holder from each non-zero slot; frees slots that have none left.
+    pub(crate) fn release(&self, slots: &[SlotId]) {
+        let mut st = self.lock();
+        let mut freed: Vec<SlotId> = Vec::new();
+        for &s in slots.iter().filter(|s| !s.is_zero()) {
+            let c = st.chunks[s.chunk()].as_mut().expect("released slot's chunk is open");
+            let r = &mut c.refs[s.index()];
+            *r -= 1;
+            if *r == 0 {
+                freed.push(s);
+            }
+        }
+        if freed.is_empty() {
+            return;
+        }
+        freed.sort_unstable();
+        let mut i = 0;
+        while i < freed.len() {
+            let mut j = i + 1;
+            while j < freed.len() && freed[j].follows(freed[j - 1]) {
+                j += 1;
+            }
+            self.free_run(&mut st, freed[i], j - i);
+            i = j;
+        }
+    }
+
+    fn free_run(&self, st: &mut StoreState, first: SlotId, len: usize) {
+        let chunk = first.chunk();
+        st.live_slots -= len;
+        let c = st.chunks[chunk].as_mut().expect("freed slot's chunk is open");
+        c.live -= len;
+        if c.sealed {
+            c.dead_held += len;
+        } else {
+            // Punching can fail only on file systems without hole support; the pages then stay
+            // allocated until the chunk is closed, which `held_bytes` reports.
+            if sys::punch_hole(c.file.owned_fd(), first.index() * self.page, len * self.page)
+                .is_ok()
+            {
+                st.held_slots -= len;
+            } else {
+                c.dead_held += len;
+            }
+        }
+        Self::close_if_dead(st, chunk);
+    }
+
+    /// The file and byte offset holding `slot` (not [`SlotId::ZERO`]).
+    pub(crate) fn locate(&self, slot: SlotId) -> (Arc<BackingFile>, usize) {
+        let st = self.lock();
+        let c = st.chunks[slot.chunk()]
+            .as_ref()
+            .expect("a held slot's chunk is open");
+        (Arc::clone(&c.file), slot.index() * self.page)
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        let st = self.lock();
+        StoreStats {
+            live_pages: st.live_slots,
+            held_bytes: st.held_slots * self.page,
+            chunk_files: st.chunks.iter().flatten().count(),
+            sealed_chunk_files: st.chunks.iter().flatten().filter(|c| c.sealed).count(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! macOS and other Unix systems without memfd: page-store files are unlinked temporary files.
+//! They cannot be sealed, and the kernel offers no scan of a mapping's private pages, so writes
+//! through raw pointers are found by treating every resident page as written.
+
+use super::os_error;
+use crate::error::Result;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// A new empty, unlinked, close-on-exec file in `dir` or the temporary directory.
+pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
+    let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let (raw, path) = nix::unistd::mkstemp(&dir.join("cowarena.XXXXXX"))
+        .map_err(|e| os_error("mkstemp in the backing directory", e))?;
+    // SAFETY: `mkstemp` returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    nix::unistd::unlink(&path).map_err(|e| os_error("unlink", e))?;
+    nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| os_error("fcntl(F_SETFD)", e))?;
+    Ok(fd)
+}
+
+pub(crate) fn seal_size(_fd: &OwnedFd) -> Result<bool> {
+    Ok(false)
+}
+
+pub(crate) fn seal_write(_fd: &OwnedFd) -> Result<bool> {
+    Ok(false)
+}
+
+/// Frees the file's blocks in the range with `F_PUNCHHOLE`.
+pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
+    let args = libc::fpunchhole_t {
+        fp_flags: 0,
+        reserved: 0,
+        fp_offset: offset as libc::off_t,
+        fp_length: len as libc::off_t,
+    };
+    // SAFETY: `args` is a valid `fpunchhole_t` that outlives the call.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_PUNCHHOLE, &args) };
+    if r < 0 {
+        return Err(os_error("fcntl(F_PUNCHHOLE)", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Writes zeros over the range so that its blocks exist before the range is mapped.
+pub(crate) fn allocate(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
+    let zeros = vec![0u8; len.min(1 << 20)];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len());
+        super::write_all_at(fd, &zeros[..n], offset + done)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// The whole file counts as data: holes are not reported portably.
+pub(crate) fn data_ranges(_fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>> {
+    Ok(vec![0..len])
+}
+
+pub(crate) fn private_page_runs(_addr: usize, _len: usize) -> Option<Vec<Range<usize>>> {
+    None
+}

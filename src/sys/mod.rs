@@ -1,0 +1,268 @@
+//! The only module that makes raw system calls. Everything above it speaks in safe types:
+//! [`Reservation`] owns a range of address space, [`BackingFile`] owns a page-store or live file.
+//!
+//! The calls that replace mappings inside a reservation are `unsafe fn`: replacing memory that a
+//! live reference points into would change it under that reference. Callers hold `&mut` on the
+//! owner of the reservation (or own it exclusively) when they call them.
+//!
+//! Platform differences (memfd and seals, hole punching, the kernel's page scan) live in
+//! `linux.rs` / `macos.rs` behind one set of function names.
+
+#[cfg_attr(cowarena_memfd, path = "linux.rs")]
+#[cfg_attr(not(cowarena_memfd), path = "macos.rs")]
+mod os;
+
+pub(crate) use os::{
+    create_backing_file, data_ranges, private_page_runs, punch_hole, seal_size, seal_write,
+};
+
+use crate::error::{Error, Result};
+use nix::sys::mman::{madvise, mmap, mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// The runtime page size: 4 KiB on x86-64 Linux, 16 KiB on Apple Silicon.
+pub fn page_size() -> usize {
+    region::page::size()
+}
+
+pub(crate) fn os_error(op: &'static str, errno: nix::errno::Errno) -> Error {
+    Error::Os {
+        op,
+        source: std::io::Error::from(errno),
+    }
+}
+
+/// A file holding pages: a page-store chunk or an arena's live file (when it has proxies).
+#[derive(Debug)]
+pub(crate) struct BackingFile {
+    fd: OwnedFd,
+}
+
+impl BackingFile {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        BackingFile { fd }
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn owned_fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub(crate) fn set_len(&self, len: usize) -> Result<()> {
+        nix::unistd::ftruncate(&self.fd, len as libc::off_t).map_err(|e| os_error("ftruncate", e))
+    }
+
+    /// Writes all of `buf` at `offset`. A full file system is `ENOSPC` here, never a later SIGBUS.
+    pub(crate) fn write_all_at(&self, buf: &[u8], offset: usize) -> Result<()> {
+        write_all_at(&self.fd, buf, offset)
+    }
+
+    /// Fills all of `buf` from `offset`; bytes past the end of the file read as zero.
+    pub(crate) fn read_exact_at(&self, mut buf: &mut [u8], mut offset: usize) -> Result<()> {
+        while !buf.is_empty() {
+            match nix::sys::uio::pread(&self.fd, buf, offset as libc::off_t) {
+                Ok(0) => {
+                    buf.fill(0);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(os_error("pread", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates backing blocks for `[offset, offset + len)` now, so that touching them through a
+    /// mapping later cannot fail with SIGBUS on a full file system.
+    pub(crate) fn allocate(&self, offset: usize, len: usize) -> Result<()> {
+        os::allocate(&self.fd, offset, len)
+    }
+}
+
+fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut offset: usize) -> Result<()> {
+    while !buf.is_empty() {
+        match nix::sys::uio::pwrite(fd, buf, offset as libc::off_t) {
+            Ok(0) => return Err(os_error("pwrite", nix::errno::Errno::ENOSPC)),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n;
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(os_error("pwrite", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file mapping is private (copy-on-write) or shared with the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    Private,
+    Shared,
+}
+
+/// A reserved range of address space, unmapped as a whole on drop.
+///
+/// Invariant: `base..base + len` belongs to this value alone; every mapping placed inside it with
+/// the functions below is removed with it.
+pub(crate) struct Reservation {
+    alloc: region::Allocation,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("base", &self.base())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+// SAFETY: the reservation is plain address space owned by this value; the pointers it holds are
+// not tied to the creating thread.
+unsafe impl Send for Reservation {}
+// SAFETY: `&Reservation` gives out only the base address; reading the memory behind it is governed
+// by the owners' borrow rules (`&`/`&mut` on the arena or snapshot that owns the reservation).
+unsafe impl Sync for Reservation {}
+
+impl Reservation {
+    /// Reserves `len` bytes (a multiple of the page size) of inaccessible address space.
+    pub(crate) fn new(len: usize) -> Result<Self> {
+        let alloc = region::alloc(len, region::Protection::NONE).map_err(|e| Error::Os {
+            op: "mmap (reserve address space)",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Reservation { alloc })
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.alloc.as_ptr::<u8>() as *mut u8
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.alloc.len()
+    }
+
+    fn addr(&self, offset: usize, len: usize) -> (NonZeroUsize, NonZeroUsize) {
+        assert!(
+            len > 0 && offset.checked_add(len).is_some_and(|end| end <= self.len()),
+            "mapping {len} bytes at offset {offset} outside a reservation of {} bytes",
+            self.len()
+        );
+        let addr = self.base() as usize + offset;
+        (
+            NonZeroUsize::new(addr).expect("reservation is not at address 0"),
+            NonZeroUsize::new(len).expect("len checked above"),
+        )
+    }
+
+    /// Maps `[file_offset, file_offset + len)` of `file` at `offset`, replacing what was there.
+    ///
+    /// # Safety
+    /// No reference may point into `[offset, offset + len)` of this reservation.
+    pub(crate) unsafe fn map_file(
+        &self,
+        offset: usize,
+        len: usize,
+        file: &BackingFile,
+        file_offset: usize,
+        sharing: Sharing,
+        writable: bool,
+    ) -> Result<()> {
+        let (addr, length) = self.addr(offset, len);
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        let flags = MapFlags::MAP_FIXED
+            | match sharing {
+                Sharing::Private => MapFlags::MAP_PRIVATE,
+                Sharing::Shared => MapFlags::MAP_SHARED,
+            };
+        // SAFETY: the range lies inside this reservation (checked by `addr`), so MAP_FIXED replaces
+        // only memory this value owns; no reference points into it (forwarded to caller).
+        unsafe {
+            mmap(
+                Some(addr),
+                length,
+                prot,
+                flags,
+                file.fd(),
+                file_offset as libc::off_t,
+            )
+        }
+        .map(drop)
+        .map_err(|e| os_error("mmap (map file pages)", e))
+    }
+
+    /// Maps fresh zero-filled anonymous memory at `offset`, replacing what was there.
+    ///
+    /// # Safety
+    /// No reference may point into `[offset, offset + len)` of this reservation.
+    pub(crate) unsafe fn map_zero(&self, offset: usize, len: usize, writable: bool) -> Result<()> {
+        let (addr, length) = self.addr(offset, len);
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: as in `map_file`: inside this reservation, no live references (forwarded).
+        unsafe {
+            mmap_anonymous(
+                Some(addr),
+                length,
+                prot,
+                MapFlags::MAP_FIXED | MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .map(drop)
+        .map_err(|e| os_error("mmap (map zero pages)", e))
+    }
+
+    /// Drops the private copies of the pages in the range: a private file mapping reads the file
+    /// again, an anonymous one reads zeros.
+    ///
+    /// # Safety
+    /// No reference may point into `[offset, offset + len)` of this reservation.
+    pub(crate) unsafe fn discard(&self, offset: usize, len: usize) -> Result<()> {
+        let (addr, length) = self.addr(offset, len);
+        let ptr = NonNull::new(addr.get() as *mut libc::c_void).expect("non-zero address");
+        // SAFETY: inside this reservation; the caller guarantees no references into the range
+        // (forwarded), so losing the private contents is what the caller asked for.
+        unsafe { madvise(ptr, length.get(), MmapAdvise::MADV_DONTNEED) }
+            .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))
+    }
+
+    /// Makes the whole reservation read-only.
+    pub(crate) fn protect_read_only(&self) -> Result<()> {
+        // SAFETY: the range is this reservation's own; removing write access cannot invalidate
+        // any reference (only `&[u8]` views are handed out for read-only reservations).
+        unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }.map_err(
+            |e| Error::Os {
+                op: "mprotect",
+                source: std::io::Error::other(e.to_string()),
+            },
+        )
+    }
+
+    /// Runs of pages in `[offset, offset + len)` that hold private (copied or anonymous) contents,
+    /// as page-index ranges relative to `offset`, or `None` when the kernel cannot tell.
+    pub(crate) fn private_page_runs(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Option<Vec<std::ops::Range<usize>>> {
+        let (addr, _) = self.addr(offset, len);
+        private_page_runs(addr.get(), len)
+    }
+}
