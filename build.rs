@@ -19,7 +19,10 @@ fn main() {
 
     if matches!(os.as_str(), "linux" | "android") {
         println!("cargo::rustc-cfg=cowarena_memfd");
-        if matches!(arch.as_str(), "x86_64" | "aarch64" | "x86" | "arm" | "riscv64") {
+        if matches!(
+            arch.as_str(),
+            "x86_64" | "aarch64" | "x86" | "arm" | "riscv64"
+        ) {
             println!("cargo::rustc-cfg=cowarena_pagemap_scan");
         }
     }

@@ -55,13 +55,15 @@ use std::sync::Arc;
 /// Frozen runs at least this long are remapped from the store at snapshot time.
 pub const REMAP_MIN_RUN: usize = 16;
 
-/// Remapped runs after which an arena compacts its mapping.
+/// Remapped runs after which an arena compacts its mapping (default; see
+/// [`ArenaBuilder::mapping_budget`]).
 pub const MAX_REMAPPED_RUNS: usize = 4096;
 
 /// Settings shared by an arena and everything made from it.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     pub(crate) private_budget_pages: Option<usize>,
+    pub(crate) mapping_budget: usize,
     pub(crate) dir: Option<PathBuf>,
 }
 
@@ -93,6 +95,14 @@ impl ArenaBuilder {
     /// before it returns them to the kernel (default: a quarter of the capacity).
     pub fn private_budget(mut self, bytes: usize) -> Self {
         self.options.private_budget_pages = Some(bytes / sys::page_size());
+        self
+    }
+
+    /// How many runs of pages may be remapped individually before the arena compacts its
+    /// mapping into one image (default [`MAX_REMAPPED_RUNS`]). Each remapped run can add up to
+    /// two kernel mappings; the process limit is 65530. At least 8.
+    pub fn mapping_budget(mut self, runs: usize) -> Self {
+        self.options.mapping_budget = runs.max(8);
         self
     }
 
@@ -213,6 +223,7 @@ impl Arena {
             capacity,
             options: Options {
                 private_budget_pages: None,
+                mapping_budget: MAX_REMAPPED_RUNS,
                 dir: None,
             },
         }
@@ -323,11 +334,14 @@ impl Arena {
     /// # Ok::<(), cowarena::Error>(())
     /// ```
     pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
-        let len = range.end.checked_sub(range.start).ok_or(Error::OutOfBounds {
-            offset: range.start,
-            len: 0,
-            capacity: self.capacity(),
-        })?;
+        let len = range
+            .end
+            .checked_sub(range.start)
+            .ok_or(Error::OutOfBounds {
+                offset: range.start,
+                len: 0,
+                capacity: self.capacity(),
+            })?;
         self.check_range(range.start, len)?;
         self.mark_dirty(range.start, len);
         // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
@@ -373,7 +387,12 @@ impl Arena {
 
     /// Brings the arena back to `snapshot`: its bytes, and so every value and the allocator's
     /// state stored in it. Any live snapshot of this arena (or of an arena sharing its store)
-    /// can be restored, in any order, any number of times.
+    /// can be restored, in any order, any number of times. Costs `O(pages that differ)`.
+    ///
+    /// Errors: [`Error::CapacityMismatch`] and [`Error::ForeignSnapshot`] leave the arena
+    /// untouched. If copying fails part-way (the system is out of memory), some pages already
+    /// hold the snapshot's bytes: the arena stays consistent (its next snapshot freezes what it
+    /// holds) and restoring again completes the job.
     ///
     /// A proxy that is restored stops reading through to its source: it becomes an ordinary
     /// arena holding the snapshot's contents.
@@ -418,12 +437,11 @@ impl Arena {
             pages.extend(changed);
             pages.sort_unstable();
         }
-        self.copy_in(&pages, target)?;
-        if let Layout::Own { private, .. } = &mut self.layout {
-            for &p in &pages {
-                private.insert(p);
-            }
+        // Marked first, so that a failed copy leaves every page it may have touched dirty.
+        for &p in &pages {
+            self.mark_dirty(p * self.page, self.page);
         }
+        self.copy_in(&pages, target)?;
         self.content = target.clone();
         self.dirty.clear();
         self.shed_private()
@@ -525,7 +543,9 @@ impl Arena {
         }
         let pages = self.pages();
         let found = match &self.layout {
-            Layout::Own { .. } | Layout::Proxy { .. } => self.mem.private_page_runs(0, self.capacity()),
+            Layout::Own { .. } | Layout::Proxy { .. } => {
+                self.mem.private_page_runs(0, self.capacity())
+            }
             Layout::Shared { .. } => None,
         };
         let private_before: Vec<usize> = match &self.layout {
@@ -642,7 +662,8 @@ impl Arena {
             }
             // SAFETY: the pages are in bounds and mapped writable; `&mut self` guarantees no
             // reference into the arena's memory is live.
-            let dst = unsafe { std::slice::from_raw_parts_mut(base.add(first * page), (j - i) * page) };
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(base.add(first * page), (j - i) * page) };
             if slot.is_zero() {
                 dst.fill(0);
             } else {
@@ -713,7 +734,7 @@ impl Arena {
         if let Layout::Own { private, .. } = &mut self.layout {
             private.clear();
         }
-        if self.remapped_runs > MAX_REMAPPED_RUNS {
+        if self.remapped_runs > self.options.mapping_budget {
             self.compact()?;
         }
         Ok(())
@@ -724,27 +745,21 @@ impl Arena {
     fn compact(&mut self) -> Result<()> {
         debug_assert!(self.dirty.is_empty());
         let mut extents: Vec<Range<usize>> = Vec::new();
-        self.content.for_each_run(|first, len, _| match extents.last_mut() {
-            Some(e) if e.end == first => e.end += len,
-            _ => extents.push(first..first + len),
-        });
+        self.content
+            .for_each_run(|first, len, _| match extents.last_mut() {
+                Some(e) if e.end == first => e.end += len,
+                _ => extents.push(first..first + len),
+            });
         // Fill the smallest zero gaps with frozen zero pages until few mappings remain.
-        let limit = MAX_REMAPPED_RUNS / 8;
+        let limit = (self.options.mapping_budget / 8).max(1);
         if extents.len() > limit {
-            let mut gaps: Vec<usize> = extents
-                .windows(2)
-                .map(|w| w[1].start - w[0].end)
-                .collect();
+            let mut gaps: Vec<usize> = extents.windows(2).map(|w| w[1].start - w[0].end).collect();
             gaps.sort_unstable();
             let max_fill = gaps[extents.len() - limit - 1];
             let mut merged: Vec<Range<usize>> = Vec::new();
-            let mut filled = 0;
             for e in extents {
                 match merged.last_mut() {
-                    Some(m) if e.start - m.end <= max_fill && filled < gaps.len() => {
-                        filled += 1;
-                        m.end = e.end;
-                    }
+                    Some(m) if e.start - m.end <= max_fill => m.end = e.end,
                     _ => merged.push(e),
                 }
             }
@@ -807,7 +822,8 @@ impl Arena {
             file.allocate(0, self.capacity())?;
         }
         let mut data: Vec<usize> = Vec::new();
-        self.content.for_each_run(|first, len, _| data.extend(first..first + len));
+        self.content
+            .for_each_run(|first, len, _| data.extend(first..first + len));
         if let Layout::Own { private, .. } = &self.layout {
             data.extend(private.iter());
         }

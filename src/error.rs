@@ -8,7 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A byte range does not lie inside the arena.
-    #[error("out of bounds: {len} bytes at offset {offset} do not fit in an arena of {capacity} bytes")]
+    #[error(
+        "out of bounds: {len} bytes at offset {offset} do not fit in an arena of {capacity} bytes"
+    )]
     OutOfBounds {
         /// First byte of the range.
         offset: usize,
@@ -35,7 +37,9 @@ pub enum Error {
     },
     /// The snapshot was not taken from this arena or an arena sharing its page store (one made
     /// with [`Snapshot::to_arena`](crate::Snapshot::to_arena) or [`Arena::proxy`](crate::Arena::proxy)).
-    #[error("foreign snapshot: it belongs to an unrelated arena; restore it with to_arena() instead")]
+    #[error(
+        "foreign snapshot: it belongs to an unrelated arena; restore it with to_arena() instead"
+    )]
     ForeignSnapshot,
     /// A `Ptr` that does not name a live object of its type in this arena.
     #[error("invalid pointer {offset:#x}: {reason}")]

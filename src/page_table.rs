@@ -38,7 +38,7 @@ impl Drop for Leaf {
 
 #[derive(Clone)]
 enum Node {
-    Branch(Box<[Option<Arc<Node>>; FANOUT]>),
+    Branch([Option<Arc<Node>>; FANOUT]),
     Leaf(Leaf),
 }
 
@@ -157,7 +157,9 @@ impl PageTable {
             for (i, &slot) in slots.iter().enumerate() {
                 let page = base + i;
                 match &mut run {
-                    Some((first, len, s)) if *first + *len == page && slot.follows(s.offset(*len - 1)) => {
+                    Some((first, len, s))
+                        if *first + *len == page && slot.follows(s.offset(*len - 1)) =>
+                    {
                         *len += 1;
                     }
                     _ => {
@@ -192,7 +194,7 @@ fn new_node(level: u32, store: &Arc<Store>) -> Arc<Node> {
             store: Arc::clone(store),
         })
     } else {
-        Node::Branch(Box::new([const { None }; FANOUT]))
+        Node::Branch([const { None }; FANOUT])
     })
 }
 

@@ -78,7 +78,10 @@ impl Snapshot {
     /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let capacity = self.capacity();
-        if offset.checked_add(buf.len()).is_none_or(|end| end > capacity) {
+        if offset
+            .checked_add(buf.len())
+            .is_none_or(|end| end > capacity)
+        {
             return Err(Error::OutOfBounds {
                 offset,
                 len: buf.len(),
@@ -190,7 +193,11 @@ impl Snapshot {
 ///
 /// # Safety
 /// No reference may point into `mem`.
-pub(crate) unsafe fn map_table(mem: &Reservation, table: &PageTable, writable: bool) -> Result<usize> {
+pub(crate) unsafe fn map_table(
+    mem: &Reservation,
+    table: &PageTable,
+    writable: bool,
+) -> Result<usize> {
     let page = sys::page_size();
     // SAFETY: forwarded to the caller.
     unsafe { mem.map_zero(0, mem.len(), writable)? };
@@ -205,7 +212,14 @@ pub(crate) unsafe fn map_table(mem: &Reservation, table: &PageTable, writable: b
         let (file, off) = store.locate(slot);
         // SAFETY: forwarded to the caller; the run lies inside `mem`.
         result = unsafe {
-            mem.map_file(first * page, len * page, &file, off, Sharing::Private, writable)
+            mem.map_file(
+                first * page,
+                len * page,
+                &file,
+                off,
+                Sharing::Private,
+                writable,
+            )
         };
     });
     result.map(|()| runs)

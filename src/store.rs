@@ -181,7 +181,9 @@ impl Store {
         let written = file.write_all_at(bytes, index * self.page);
         {
             let mut st = self.lock();
-            let c = st.chunks[chunk].as_mut().expect("chunk with live slots is open");
+            let c = st.chunks[chunk]
+                .as_mut()
+                .expect("chunk with live slots is open");
             c.writing -= 1;
             if c.used == self.chunk_pages {
                 c.retired = true;
@@ -225,7 +227,10 @@ impl Store {
 
     /// Stops handing out slots from `chunk`; it is sealed once its writes are done.
     fn retire(st: &mut StoreState, chunk: usize) {
-        st.chunks[chunk].as_mut().expect("retiring an open chunk").retired = true;
+        st.chunks[chunk]
+            .as_mut()
+            .expect("retiring an open chunk")
+            .retired = true;
         if st.current == Some(chunk) {
             st.current = None;
         }
@@ -261,7 +266,9 @@ impl Store {
     pub(crate) fn retain(&self, slots: &[SlotId]) {
         let mut st = self.lock();
         for &s in slots.iter().filter(|s| !s.is_zero()) {
-            let c = st.chunks[s.chunk()].as_mut().expect("retained slot's chunk is open");
+            let c = st.chunks[s.chunk()]
+                .as_mut()
+                .expect("retained slot's chunk is open");
             c.refs[s.index()] += 1;
         }
     }
@@ -271,7 +278,9 @@ impl Store {
         let mut st = self.lock();
         let mut freed: Vec<SlotId> = Vec::new();
         for &s in slots.iter().filter(|s| !s.is_zero()) {
-            let c = st.chunks[s.chunk()].as_mut().expect("released slot's chunk is open");
+            let c = st.chunks[s.chunk()]
+                .as_mut()
+                .expect("released slot's chunk is open");
             let r = &mut c.refs[s.index()];
             *r -= 1;
             if *r == 0 {
@@ -296,15 +305,21 @@ impl Store {
     fn free_run(&self, st: &mut StoreState, first: SlotId, len: usize) {
         let chunk = first.chunk();
         st.live_slots -= len;
-        let c = st.chunks[chunk].as_mut().expect("freed slot's chunk is open");
+        let c = st.chunks[chunk]
+            .as_mut()
+            .expect("freed slot's chunk is open");
         c.live -= len;
         if c.sealed {
             c.dead_held += len;
         } else {
             // Punching can fail only on file systems without hole support; the pages then stay
             // allocated until the chunk is closed, which `held_bytes` reports.
-            if sys::punch_hole(c.file.owned_fd(), first.index() * self.page, len * self.page)
-                .is_ok()
+            if sys::punch_hole(
+                c.file.owned_fd(),
+                first.index() * self.page,
+                len * self.page,
+            )
+            .is_ok()
             {
                 st.held_slots -= len;
             } else {

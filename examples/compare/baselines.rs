@@ -165,11 +165,7 @@ impl Strategy for Fork {
     fn release(&mut self) -> Res<()> {
         Err(FORK_NO_HANDLE.into())
     }
-    fn branches(
-        &mut self,
-        n: usize,
-        f: &mut dyn FnMut(&mut Self, usize) -> Res<()>,
-    ) -> Res<()> {
+    fn branches(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, usize) -> Res<()>) -> Res<()> {
         for i in 0..n {
             if self.disposable && i + 1 == n {
                 return f(self, i);

@@ -80,11 +80,7 @@ pub trait Strategy: Sized {
     }
 
     /// Runs `f(self, 0..n)`, each from the current state; afterwards the state is the current one again.
-    fn branches(
-        &mut self,
-        n: usize,
-        f: &mut dyn FnMut(&mut Self, usize) -> Res<()>,
-    ) -> Res<()> {
+    fn branches(&mut self, n: usize, f: &mut dyn FnMut(&mut Self, usize) -> Res<()>) -> Res<()> {
         self.snapshot()?;
         for i in 0..n {
             f(self, i)?;

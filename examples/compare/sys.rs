@@ -75,13 +75,8 @@ impl Mapping {
         assert!(off + len <= self.len && off % page_size() == 0);
         // SAFETY: the range lies inside this mapping; `&mut self` guarantees no slice borrowed from
         // it is alive while its contents change.
-        let r = unsafe {
-            libc::madvise(
-                self.ptr.as_ptr().add(off).cast(),
-                len,
-                libc::MADV_DONTNEED,
-            )
-        };
+        let r =
+            unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, libc::MADV_DONTNEED) };
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -159,16 +154,15 @@ pub fn thread_count() -> usize {
 }
 
 /// Memory in use, as the memory workload counts it:
-/// - `anon`: `Anonymous` of /proc/self/smaps_rollup: heap, anonymous mappings and the private
+/// - `anon`: `Anonymous` of /proc/self/smaps_rollup: heap, anonymous mappings, and the private
 ///   copies that writes make in MAP_PRIVATE file mappings.
-/// - `shmem`: `Shmem` of /proc/meminfo: every memfd/tmpfs page on the machine, mapped or not and
-///   whether or not its fd is still open. It is system-wide, so the delta is only this process's on an
-///   otherwise idle machine; smaps' `Rss_Shmem` would miss memfd pages that are not mapped.
+/// - `shmem`: the allocated size (st_blocks) of every memfd or /dev/shm file this process holds
+///   open or mapped, each file once. smaps' `Rss_Shmem` would miss memfd pages that are not mapped,
+///   and /proc/meminfo's `Shmem` is machine-wide (other processes' tmpfs use would leak in).
 /// - `pte`: `VmPTE` of /proc/self/status: page tables are memory too.
 ///
-/// `Rss_File`/`Rss_Shmem` are left out: mapped shmem pages are already in `shmem`, and file pages
-/// (the binary) do not change.
-#[derive(Clone, Copy, Debug)]
+/// `Rss_File` is left out: those pages are the binary and libraries, the same before and after.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct MemSample {
     pub anon: u64,
     pub shmem: u64,
@@ -178,7 +172,6 @@ pub struct MemSample {
 impl MemSample {
     pub fn now() -> io::Result<Self> {
         let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
-        let meminfo = std::fs::read_to_string("/proc/meminfo")?;
         let status = std::fs::read_to_string("/proc/self/status")?;
         let get = |text: &str, key: &str| {
             field_kb(text, key)
@@ -187,7 +180,7 @@ impl MemSample {
         };
         Ok(Self {
             anon: get(&rollup, "Anonymous:")?,
-            shmem: get(&meminfo, "Shmem:")?,
+            shmem: own_shmem(),
             pte: get(&status, "VmPTE:")?,
         })
     }
@@ -195,6 +188,41 @@ impl MemSample {
     pub fn total(&self) -> u64 {
         self.anon + self.shmem + self.pte
     }
+
+    pub fn minus(&self, before: &Self) -> Self {
+        Self {
+            anon: self.anon.saturating_sub(before.anon),
+            shmem: self.shmem.saturating_sub(before.shmem),
+            pte: self.pte.saturating_sub(before.pte),
+        }
+    }
+}
+
+/// Bytes allocated to the memfd and /dev/shm files reachable from this process's fds and mappings.
+fn own_shmem() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for dir in ["/proc/self/fd", "/proc/self/map_files"] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(target) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if !(t.starts_with("/memfd:") || t.starts_with("/dev/shm/")) {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(e.path()) {
+                if seen.insert((m.dev(), m.ino())) {
+                    total += m.blocks() * 512;
+                }
+            }
+        }
+    }
+    total
 }
 
 fn field_kb(text: &str, key: &str) -> Option<u64> {

@@ -136,7 +136,8 @@ fn pagemap_scan(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
     const PAGE_IS_PRESENT: u64 = 1 << 3;
     const PAGE_IS_PFNZERO: u64 = 1 << 5;
     // _IOWR('f', 16, struct pm_scan_arg)
-    const PAGEMAP_SCAN: u64 = (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
+    const PAGEMAP_SCAN: u64 =
+        (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
 
     let file = std::fs::File::open("/proc/self/pagemap").ok()?;
     let page = super::page_size();

@@ -247,12 +247,12 @@ impl Reservation {
     pub(crate) fn protect_read_only(&self) -> Result<()> {
         // SAFETY: the range is this reservation's own; removing write access cannot invalidate
         // any reference (only `&[u8]` views are handed out for read-only reservations).
-        unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }.map_err(
-            |e| Error::Os {
+        unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }.map_err(|e| {
+            Error::Os {
                 op: "mprotect",
                 source: std::io::Error::other(e.to_string()),
-            },
-        )
+            }
+        })
     }
 
     /// Runs of pages in `[offset, offset + len)` that hold private (copied or anonymous) contents,

@@ -1,0 +1,199 @@
+//! The cycle "snapshot, write k pages, restore" on fully resident arenas, with the baselines a
+//! user would otherwise pick measured in the same run: `fork()` (the child does the writes),
+//! a deep copy (`Vec` clone as the snapshot), and the kernel's own floor for this work (memfd +
+//! `MAP_PRIVATE`, write, `madvise(MADV_DONTNEED)`).
+//!
+//! `cargo bench --bench cycle`; `COWARENA_BENCH_SIZES=16` limits the sizes (MiB).
+
+use cowarena::Arena;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::hint::black_box;
+use std::time::Duration;
+
+const K: usize = 64;
+const MIB: usize = 1 << 20;
+
+fn sizes() -> Vec<usize> {
+    std::env::var("COWARENA_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 1024])
+}
+
+/// `K` distinct pages spread over the arena, different each call.
+struct Pages {
+    state: u64,
+    pages: usize,
+}
+
+impl Pages {
+    fn next(&mut self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(K);
+        while out.len() < K {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let p = self.state as usize % self.pages;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
+/// `MADV_DONTNEED` drops them again.
+struct KernelFloor {
+    ptr: *mut u8,
+    len: usize,
+    fd: libc::c_int,
+}
+
+impl KernelFloor {
+    fn new(len: usize) -> Self {
+        // SAFETY: plain syscalls with checked results; the mapping is owned by the value.
+        unsafe {
+            let fd = libc::memfd_create(c"floor".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+            let chunk = vec![0xA5u8; MIB];
+            for off in (0..len).step_by(MIB) {
+                assert_eq!(
+                    libc::pwrite(fd, chunk.as_ptr().cast(), MIB, off as libc::off_t),
+                    MIB as isize
+                );
+            }
+            let ptr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            );
+            assert_ne!(ptr, libc::MAP_FAILED);
+            KernelFloor {
+                ptr: ptr.cast(),
+                len,
+                fd,
+            }
+        }
+    }
+
+    fn cycle(&mut self, pages: &[usize], page: usize) {
+        for &p in pages {
+            // SAFETY: `p < len / page`; the mapping is writable.
+            unsafe { *self.ptr.add(p * page) = 1 };
+        }
+        for &p in pages {
+            // SAFETY: drops this private page; the memfd still holds its original bytes.
+            unsafe {
+                libc::madvise(self.ptr.add(p * page).cast(), page, libc::MADV_DONTNEED);
+            }
+        }
+        for &p in pages {
+            // SAFETY: in bounds, mapped readable.
+            assert_eq!(unsafe { *self.ptr.add(p * page) }, 0xA5);
+        }
+    }
+}
+
+impl Drop for KernelFloor {
+    fn drop(&mut self) {
+        // SAFETY: the mapping and the fd belong to this value.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+            libc::close(self.fd);
+        }
+    }
+}
+
+fn fork_cycle(state: &mut [u8], pages: &[usize], page: usize) {
+    // SAFETY: the child only writes its copy of `state` and calls `_exit`, both
+    // async-signal-safe; the parent reaps it.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            for &p in pages {
+                std::ptr::write_volatile(state.as_mut_ptr().add(p * page), 1);
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+    for &p in pages {
+        assert_eq!(state[p * page], 0xA5);
+    }
+}
+
+fn cycle(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let mut group = c.benchmark_group("cycle_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        let big = mib >= 256;
+        group.sample_size(if big { 10 } else { 30 });
+        group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
+        group.warm_up_time(Duration::from_secs(1));
+
+        {
+            let mut a = Arena::with_capacity(len).unwrap();
+            a.bytes_mut(0..len).unwrap().fill(0xA5);
+            let _base = a.snapshot().unwrap();
+            let mut gen = Pages { state: 7, pages };
+            group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
+                b.iter(|| {
+                    let targets = gen.next();
+                    let s = a.snapshot().unwrap();
+                    for &p in &targets {
+                        a.write(p * page, &[1]).unwrap();
+                    }
+                    a.restore(&s).unwrap();
+                    for &p in &targets {
+                        assert_eq!(a.as_bytes()[p * page], 0xA5);
+                    }
+                })
+            });
+        }
+        {
+            let mut floor = KernelFloor::new(len);
+            let mut gen = Pages { state: 7, pages };
+            group.bench_function(BenchmarkId::new("kernel_floor", format!("{mib}MiB")), |b| {
+                b.iter(|| floor.cycle(&gen.next(), page))
+            });
+        }
+        {
+            let mut state = vec![0xA5u8; len];
+            let mut gen = Pages { state: 7, pages };
+            group.bench_function(BenchmarkId::new("fork", format!("{mib}MiB")), |b| {
+                b.iter(|| fork_cycle(&mut state, &gen.next(), page))
+            });
+        }
+        {
+            let mut state = vec![0xA5u8; len];
+            let mut gen = Pages { state: 7, pages };
+            group.bench_function(BenchmarkId::new("deep_copy", format!("{mib}MiB")), |b| {
+                b.iter(|| {
+                    let targets = gen.next();
+                    let snap = state.clone();
+                    for &p in &targets {
+                        state[p * page] = 1;
+                    }
+                    state.copy_from_slice(&snap);
+                    for &p in &targets {
+                        assert_eq!(black_box(&state)[p * page], 0xA5);
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cycle);
+criterion_main!(benches);

@@ -1,0 +1,502 @@
+//! Side-by-side comparison of cowarena with the other ways to snapshot a big mutable state.
+//!
+//! ```text
+//! cargo run --release --example compare            # thorough: 16 MiB .. 4 GiB, 5 rounds
+//! cargo run --release --example compare -- --quick # under 3 minutes on 2 cores
+//! cargo run --release --example compare -- --json target/compare.json
+//! ```
+//!
+//! Every strategy runs the identical workload code (`compare/workloads.rs`) through one small trait
+//! (`compare/strategy.rs`), in one process. Strategies are interleaved: each round sets every
+//! strategy up afresh for each arena size, measures it and tears it down before the next one, so only
+//! one strategy's memory is alive at a time (fork() copies the page tables of everything resident, and
+//! 4 GiB arenas would not fit side by side). The order of strategies rotates between rounds.
+//!
+//! Figures are medians over all samples of all rounds. A wrong restore or a DFS checksum that differs
+//! between strategies stops the run with an error.
+
+#[path = "compare/baselines.rs"]
+mod baselines;
+#[path = "compare/cowarena_strategy.rs"]
+mod cowarena_strategy;
+#[path = "compare/peers.rs"]
+mod peers;
+#[path = "compare/report.rs"]
+mod report;
+#[path = "compare/strategy.rs"]
+mod strategy;
+#[path = "compare/sys.rs"]
+mod sys;
+#[path = "compare/workloads.rs"]
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use baselines::{DeepCopy, Fork, KernelFloor};
+use cowarena_strategy::CowArena;
+use peers::{Crumbles, Imbl, Memsnap};
+use strategy::{is_wrong, wrong, PagePicker, Res, Strategy, Workload};
+use sys::Shared;
+
+pub const STRATEGIES: [&str; 7] = [
+    "cowarena",
+    "deep_copy",
+    "fork",
+    "kernel_floor",
+    "crumbles",
+    "memsnap",
+    "imbl",
+];
+
+/// Runs `$body` with `$S` bound to the strategy type named `$name`.
+macro_rules! with_strategy {
+    ($name:expr, $S:ident => $body:expr) => {
+        match $name {
+            "cowarena" => {
+                type $S = CowArena;
+                $body
+            }
+            "deep_copy" => {
+                type $S = DeepCopy;
+                $body
+            }
+            "fork" => {
+                type $S = Fork;
+                $body
+            }
+            "kernel_floor" => {
+                type $S = KernelFloor;
+                $body
+            }
+            "crumbles" => {
+                type $S = Crumbles;
+                $body
+            }
+            "memsnap" => {
+                type $S = Memsnap;
+                $body
+            }
+            "imbl" => {
+                type $S = Imbl;
+                $body
+            }
+            other => unreachable!("unknown strategy {other}"),
+        }
+    };
+}
+
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+pub struct Cfg {
+    pub quick: bool,
+    pub strategies: Vec<&'static str>,
+    pub sizes: Vec<usize>,
+    pub ks: Vec<usize>,
+    pub rounds: usize,
+    pub cycle_budget: Duration,
+    pub cycle_max: usize,
+    pub fw_pages: usize,
+    pub fw_budget: Duration,
+    pub fw_max: usize,
+    pub snap_budget: Duration,
+    pub snap_max: usize,
+    pub memory_snaps: usize,
+    pub memory_full_copy_snaps: usize,
+    pub dfs_depth: u32,
+    pub dfs_rounds: usize,
+    pub dfs_budget: Duration,
+    pub json: Option<PathBuf>,
+}
+
+impl Cfg {
+    fn new(quick: bool) -> Self {
+        let mut sizes = vec![16 * MIB, 256 * MIB, GIB];
+        if !quick {
+            sizes.push(4 * GIB);
+        }
+        let ms = Duration::from_millis;
+        Self {
+            quick,
+            strategies: STRATEGIES.to_vec(),
+            sizes,
+            ks: vec![1, 64, 4096],
+            rounds: if quick { 3 } else { 5 },
+            cycle_budget: if quick { ms(150) } else { ms(1000) },
+            cycle_max: if quick { 100 } else { 1000 },
+            fw_pages: 256,
+            fw_budget: if quick { ms(60) } else { ms(400) },
+            fw_max: if quick { 20 } else { 200 },
+            snap_budget: if quick { ms(60) } else { ms(400) },
+            snap_max: if quick { 30 } else { 300 },
+            memory_snaps: 1000,
+            memory_full_copy_snaps: if quick { 4 } else { 16 },
+            dfs_depth: 12,
+            dfs_rounds: if quick { 1 } else { 3 },
+            dfs_budget: if quick {
+                Duration::from_secs(6)
+            } else {
+                Duration::from_secs(90)
+            },
+            json: None,
+        }
+    }
+}
+
+/// (workload, strategy, arena bytes, dirty pages)
+pub type Key = (Workload, &'static str, u64, u64);
+
+#[derive(Default)]
+pub struct Results {
+    pub samples: BTreeMap<Key, Vec<f64>>,
+    pub na: BTreeMap<Key, String>,
+    pub dfs_depth: BTreeMap<&'static str, u32>,
+    pub memory_parts: BTreeMap<&'static str, sys::MemSample>,
+    dfs_reference: BTreeMap<usize, (u64, &'static str)>,
+}
+
+impl Results {
+    pub fn median(&self, key: &Key) -> Option<f64> {
+        let v = self.samples.get(key)?;
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| {
+            let m = v.len() / 2;
+            if v.len() % 2 == 1 {
+                v[m]
+            } else {
+                (v[m - 1] + v[m]) / 2.0
+            }
+        })
+    }
+
+    fn set_na(&mut self, key: Key, reason: String) {
+        self.na.entry(key).or_insert(reason);
+    }
+
+    /// Files the outcome of one measurement: samples, or n/a with the reason. Wrong results stop
+    /// the run; other errors (a peer crate failing) become n/a.
+    fn record(
+        &mut self,
+        key: Key,
+        unsupported: Option<&str>,
+        run: impl FnOnce() -> Res<Vec<f64>>,
+    ) -> Res<()> {
+        if let Some(why) = unsupported {
+            self.set_na(key, why.to_string());
+            return Ok(());
+        }
+        match run() {
+            Ok(v) => self.samples.entry(key).or_default().extend(v),
+            Err(e) if is_wrong(&e) => return Err(e),
+            Err(e) => self.set_na(key, format!("failed: {e}")),
+        }
+        Ok(())
+    }
+
+    fn check_dfs(&mut self, name: &'static str, sums: &[u64]) -> Res<()> {
+        for (level, &sum) in sums.iter().enumerate() {
+            match self.dfs_reference.get(&level) {
+                Some(&(want, by)) if want != sum => {
+                    return Err(wrong(format!(
+                        "dfs checksum differs at level {level}: {name} has {sum:#018x}, {by} had {want:#018x}"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    self.dfs_reference.insert(level, (sum, name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn seed_for(round: usize, size: usize) -> u64 {
+    strategy::mix(0xc0_a7e4a ^ ((round as u64) << 40) ^ size as u64)
+}
+
+/// All cycle, first_write and snapshot figures of one strategy at one arena size, on a fresh state.
+fn run_unit<S: Strategy>(
+    cfg: &Cfg,
+    size: usize,
+    round: usize,
+    shared: &Shared,
+    res: &mut Results,
+) -> Res<()> {
+    let arena = size as u64;
+    let name = S::NAME;
+    let cycle_keys = || {
+        cfg.ks
+            .iter()
+            .map(|&k| (Workload::Cycle, name, arena, k as u64))
+    };
+    sys::trim_heap();
+    let mut s = match S::setup(size) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("setup of {} failed: {e}", report::fmt_size(size as u64));
+            for key in cycle_keys() {
+                res.set_na(key, why.clone());
+            }
+            for &k in &cfg.ks {
+                res.set_na((Workload::Snapshot, name, arena, k as u64), why.clone());
+            }
+            res.set_na(
+                (Workload::FirstWrite, name, arena, cfg.fw_pages as u64),
+                why,
+            );
+            return Ok(());
+        }
+    };
+    let page = sys::page_size();
+    let pages = s.capacity() / page;
+    let mut picker = PagePicker::new(pages, seed_for(round, size));
+    if S::WARMUP {
+        workloads::cycle(&mut s, &mut picker, 1)?;
+    }
+    for &k in &cfg.ks {
+        let key = (Workload::Cycle, name, arena, k as u64);
+        res.record(key, S::unsupported(Workload::Cycle), || {
+            workloads::sample_loop(cfg.cycle_budget, cfg.cycle_max, || {
+                workloads::cycle(&mut s, &mut picker, k)
+            })
+        })?;
+    }
+    let n = cfg.fw_pages.min(pages);
+    res.record(
+        (Workload::FirstWrite, name, arena, cfg.fw_pages as u64),
+        S::unsupported(Workload::FirstWrite),
+        || {
+            workloads::sample_loop(cfg.fw_budget, cfg.fw_max, || {
+                workloads::first_write(&mut s, &mut picker, n, shared)
+            })
+        },
+    )?;
+    // Last: it leaves its writes in the state.
+    for &k in &cfg.ks {
+        let key = (Workload::Snapshot, name, arena, k as u64);
+        res.record(key, S::unsupported(Workload::Snapshot), || {
+            workloads::sample_loop(cfg.snap_budget, cfg.snap_max, || {
+                workloads::snapshot(&mut s, &mut picker, k)
+            })
+        })?;
+    }
+    drop(s);
+    sys::trim_heap();
+    Ok(())
+}
+
+fn run_memory<S: Strategy>(cfg: &Cfg, res: &mut Results) -> Res<()> {
+    let key = (
+        Workload::Memory,
+        S::NAME,
+        workloads::MEMORY_ARENA as u64,
+        workloads::MEMORY_PAGES_APART as u64,
+    );
+    if let Some(why) = S::unsupported(Workload::Memory) {
+        res.set_na(key, why.to_string());
+        return Ok(());
+    }
+    let n = if S::FULL_COPY {
+        cfg.memory_full_copy_snaps
+    } else {
+        cfg.memory_snaps
+    };
+    match workloads::memory::<S>(n, seed_for(0, workloads::MEMORY_ARENA)) {
+        Ok(used) if S::FULL_COPY => {
+            let bytes = used.total();
+            let per = bytes.saturating_sub(workloads::MEMORY_ARENA as u64) / n as u64;
+            res.set_na(
+                key,
+                format!(
+                    "every snapshot of a written state is a full copy; {n} live snapshots took {} ({} each), so {} would need ~{}",
+                    report::fmt_bytes(bytes),
+                    report::fmt_bytes(per),
+                    cfg.memory_snaps,
+                    report::fmt_bytes(workloads::MEMORY_ARENA as u64 + per * cfg.memory_snaps as u64),
+                ),
+            );
+        }
+        Ok(used) => {
+            res.samples
+                .entry(key)
+                .or_default()
+                .push(used.total() as f64);
+            res.memory_parts.insert(S::NAME, used);
+        }
+        Err(e) if is_wrong(&e) => return Err(e),
+        Err(e) => res.set_na(key, format!("failed: {e}")),
+    }
+    Ok(())
+}
+
+fn nodes(depth: u32) -> f64 {
+    ((1u64 << (depth + 1)) - 1) as f64
+}
+
+fn run_dfs<S: Strategy>(cfg: &Cfg, shared: &Shared, res: &mut Results) -> Res<()> {
+    let key = (
+        Workload::Dfs,
+        S::NAME,
+        workloads::DFS_ARENA as u64,
+        workloads::DFS_WRITES as u64,
+    );
+    if let Some(why) = S::unsupported(Workload::Dfs) {
+        res.set_na(key, why.to_string());
+        return Ok(());
+    }
+    sys::trim_heap();
+    let mut s = match S::setup(workloads::DFS_ARENA) {
+        Ok(s) => s,
+        Err(e) => {
+            res.set_na(key, format!("setup failed: {e}"));
+            return Ok(());
+        }
+    };
+    if S::WARMUP {
+        let mut picker = PagePicker::new(s.capacity() / sys::page_size(), 1);
+        workloads::cycle(&mut s, &mut picker, 1)?;
+    }
+    let run = match res.dfs_depth.get(S::NAME) {
+        Some(&d) => workloads::dfs(&mut s, d, shared)?,
+        None => {
+            // Deepen one level at a time while the next tree (twice the nodes) fits the budget; the
+            // last tree run is the measurement.
+            let mut d = 1;
+            loop {
+                let run = workloads::dfs(&mut s, d, shared)?;
+                res.check_dfs(S::NAME, &run.level_sums)?;
+                let next = run.elapsed.as_secs_f64() * nodes(d + 1) / nodes(d);
+                if d == cfg.dfs_depth || next > cfg.dfs_budget.as_secs_f64() {
+                    res.dfs_depth.insert(S::NAME, d);
+                    break run;
+                }
+                d += 1;
+            }
+        }
+    };
+    res.check_dfs(S::NAME, &run.level_sums)?;
+    res.samples
+        .entry(key)
+        .or_default()
+        .push(run.nodes as f64 / run.elapsed.as_secs_f64());
+    drop(s);
+    sys::trim_heap();
+    Ok(())
+}
+
+fn usage() -> &'static str {
+    "usage: compare [--quick] [--json PATH] [--only NAME,NAME,...]\n\
+     \n\
+     --quick        smaller budgets, no 4 GiB arena, shallower DFS for slow strategies (< 3 min)\n\
+     --json PATH    also write every figure as a JSON array\n\
+     --only LIST    run only these strategies (comma-separated)"
+}
+
+fn parse_args() -> Result<Cfg, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut cfg = Cfg::new(quick);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--json" => cfg.json = Some(it.next().ok_or("--json needs a path")?.into()),
+            "--only" => {
+                let list = it.next().ok_or("--only needs a list")?;
+                let mut chosen = Vec::new();
+                for n in list.split(',') {
+                    let s = STRATEGIES.iter().find(|s| **s == n).ok_or_else(|| {
+                        format!("unknown strategy {n}; known: {}", STRATEGIES.join(", "))
+                    })?;
+                    chosen.push(*s);
+                }
+                cfg.strategies = chosen;
+            }
+            "-h" | "--help" => return Err(usage().to_string()),
+            other => return Err(format!("unknown argument {other}\n{}", usage())),
+        }
+    }
+    Ok(cfg)
+}
+
+fn run(cfg: &Cfg, res: &mut Results) -> Res<()> {
+    let shared = Shared::new()?;
+    let n = cfg.strategies.len();
+    let units = cfg.rounds * cfg.sizes.len() * n + n + cfg.dfs_rounds * n;
+    let pb = ProgressBar::new(units as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} [{elapsed_precise}] {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    for round in 0..cfg.rounds {
+        for &size in &cfg.sizes {
+            for i in 0..n {
+                let name = cfg.strategies[(i + round) % n];
+                pb.set_message(format!(
+                    "round {}/{} {} {name}",
+                    round + 1,
+                    cfg.rounds,
+                    report::fmt_size(size as u64)
+                ));
+                with_strategy!(name, S => run_unit::<S>(cfg, size, round, &shared, res))?;
+                pb.inc(1);
+            }
+        }
+    }
+    for &name in &cfg.strategies {
+        pb.set_message(format!("memory {name}"));
+        with_strategy!(name, S => run_memory::<S>(cfg, res))?;
+        pb.inc(1);
+    }
+    for round in 0..cfg.dfs_rounds {
+        for i in 0..n {
+            let name = cfg.strategies[(i + round) % n];
+            pb.set_message(format!("dfs round {}/{} {name}", round + 1, cfg.dfs_rounds));
+            with_strategy!(name, S => run_dfs::<S>(cfg, &shared, res))?;
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cfg = match parse_args() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let mut res = Results::default();
+    let outcome = run(&cfg, &mut res);
+    let elapsed = started.elapsed();
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    report::print(&cfg, &res, elapsed);
+    let svg = report::target_dir().join("compare.svg");
+    match report::plot(&cfg, &res, &svg) {
+        Ok(()) => println!("plot: {}", svg.display()),
+        Err(e) => eprintln!("plot not written: {e}"),
+    }
+    if let Some(path) = &cfg.json {
+        match report::write_json(&cfg, &res, path) {
+            Ok(()) => println!("json: {}", path.display()),
+            Err(e) => {
+                eprintln!("json not written: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
