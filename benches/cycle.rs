@@ -1,7 +1,14 @@
-//! The cycle "snapshot, write k pages, restore" on fully resident arenas, with the baselines a
-//! user would otherwise pick measured in the same run: `fork()` (the child does the writes),
-//! a deep copy (`Vec` clone as the snapshot), and the kernel's own floor for this work (memfd +
-//! `MAP_PRIVATE`, write, `madvise(MADV_DONTNEED)`).
+//! The core operations on fully resident arenas, each with its baseline in the same run:
+//!
+//! - `cycle_k64`: snapshot, write 64 pages, restore, verify; against `fork()` (the child does
+//!   the writes), a deep copy (`Vec` clone as the snapshot), and the kernel's own floor for this
+//!   work (memfd + `MAP_PRIVATE`, write, `madvise(MADV_DONTNEED)`, verify).
+//! - `snapshot_k64`: the snapshot call alone after 64 pages were written; against copying those
+//!   64 pages into a `Vec` (what any snapshot must at least do).
+//! - `restore_k64`: the restore call alone after 64 pages were written; against `madvise` of
+//!   the 64 pages in the kernel floor.
+//! - `first_write`: the first write to a page after a snapshot; against the kernel's
+//!   copy-on-write fault on a private memfd mapping.
 //!
 //! `cargo bench --bench cycle`; `COWARENA_BENCH_SIZES=16` limits the sizes (MiB).
 
@@ -81,17 +88,25 @@ impl KernelFloor {
         }
     }
 
-    fn cycle(&mut self, pages: &[usize], page: usize) {
+    fn write(&mut self, pages: &[usize], page: usize) {
         for &p in pages {
             // SAFETY: `p < len / page`; the mapping is writable.
-            unsafe { *self.ptr.add(p * page) = 1 };
+            unsafe { std::ptr::write_volatile(self.ptr.add(p * page), 1) };
         }
+    }
+
+    fn reset(&mut self, pages: &[usize], page: usize) {
         for &p in pages {
             // SAFETY: drops this private page; the memfd still holds its original bytes.
             unsafe {
                 libc::madvise(self.ptr.add(p * page).cast(), page, libc::MADV_DONTNEED);
             }
         }
+    }
+
+    fn cycle(&mut self, pages: &[usize], page: usize) {
+        self.write(pages, page);
+        self.reset(pages, page);
         for &p in pages {
             // SAFETY: in bounds, mapped readable.
             assert_eq!(unsafe { *self.ptr.add(p * page) }, 0xA5);
@@ -195,5 +210,148 @@ fn cycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cycle);
+/// Times `routine` only, running `setup` before each call outside the clock.
+fn timed<S>(iters: u64, mut setup: impl FnMut() -> S, mut routine: impl FnMut(S)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let input = setup();
+        let start = std::time::Instant::now();
+        routine(input);
+        total += start.elapsed();
+    }
+    total
+}
+
+fn resident_arena(len: usize) -> (Arena, cowarena::Snapshot) {
+    let mut a = Arena::with_capacity(len).unwrap();
+    a.bytes_mut(0..len).unwrap().fill(0xA5);
+    let base = a.snapshot().unwrap();
+    (a, base)
+}
+
+fn snapshot_and_restore(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let mut group = c.benchmark_group("snapshot_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        group.sample_size(20);
+        let (mut a, base) = resident_arena(len);
+        let mut gen = Pages { state: 11, pages };
+        let a = std::cell::RefCell::new(&mut a);
+        group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    iters,
+                    || {
+                        let mut a = a.borrow_mut();
+                        a.restore(&base).unwrap();
+                        for p in gen.next() {
+                            a.write(p * page, &[1]).unwrap();
+                        }
+                    },
+                    |()| drop(black_box(a.borrow_mut().snapshot().unwrap())),
+                )
+            })
+        });
+        let state = vec![0xA5u8; len];
+        group.bench_function(
+            BenchmarkId::new("copy_64_pages", format!("{mib}MiB")),
+            |b| {
+                b.iter(|| {
+                    let mut out = Vec::with_capacity(K * page);
+                    for p in gen.next() {
+                        out.extend_from_slice(&state[p * page..(p + 1) * page]);
+                    }
+                    black_box(out)
+                })
+            },
+        );
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("restore_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        group.sample_size(20);
+        let (mut a, base) = resident_arena(len);
+        let mut gen = Pages { state: 13, pages };
+        let a = std::cell::RefCell::new(&mut a);
+        group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    iters,
+                    || {
+                        for p in gen.next() {
+                            a.borrow_mut().write(p * page, &[1]).unwrap();
+                        }
+                    },
+                    |()| a.borrow_mut().restore(&base).unwrap(),
+                )
+            })
+        });
+        let floor = std::cell::RefCell::new(KernelFloor::new(len));
+        group.bench_function(BenchmarkId::new("kernel_floor", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    iters,
+                    || {
+                        let targets = gen.next();
+                        floor.borrow_mut().write(&targets, page);
+                        targets
+                    },
+                    |targets| floor.borrow_mut().reset(&targets, page),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Pages written per timed batch in `first_write`.
+const FIRST_WRITE_PAGES: usize = 256;
+
+fn first_write(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let len = 16 * MIB;
+    let targets: Vec<usize> = (0..FIRST_WRITE_PAGES)
+        .map(|i| i * 61 % (len / page))
+        .collect();
+    let mut group = c.benchmark_group("first_write_256_pages");
+    group.sample_size(30);
+    // A one-page private budget makes every restore return the copies to the kernel, so each
+    // batch writes clean file pages, as the kernel floor does after its `madvise`.
+    let mut a = Arena::builder(len).private_budget(page).build().unwrap();
+    a.bytes_mut(0..len).unwrap().fill(0xA5);
+    let base = a.snapshot().unwrap();
+    let a = std::cell::RefCell::new(&mut a);
+    group.bench_function("cowarena", |b| {
+        b.iter_custom(|iters| {
+            timed(
+                iters,
+                || a.borrow_mut().restore(&base).unwrap(),
+                |()| {
+                    let mut a = a.borrow_mut();
+                    for &p in &targets {
+                        a.write(p * page, &[2]).unwrap();
+                    }
+                },
+            )
+        })
+    });
+    let floor = std::cell::RefCell::new(KernelFloor::new(len));
+    group.bench_function("kernel_cow_fault", |b| {
+        b.iter_custom(|iters| {
+            timed(
+                iters,
+                || floor.borrow_mut().reset(&targets, page),
+                |()| floor.borrow_mut().write(&targets, page),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cycle, snapshot_and_restore, first_write);
 criterion_main!(benches);

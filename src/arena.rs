@@ -55,6 +55,9 @@ use std::sync::Arc;
 /// Frozen runs at least this long are remapped from the store at snapshot time.
 pub const REMAP_MIN_RUN: usize = 16;
 
+/// Private pages closer than this are dropped with one `madvise` call.
+const DISCARD_GAP: usize = 16;
+
 /// Remapped runs after which an arena compacts its mapping (default; see
 /// [`ArenaBuilder::mapping_budget`]).
 pub const MAX_REMAPPED_RUNS: usize = 4096;
@@ -117,6 +120,28 @@ impl ArenaBuilder {
         unsafe { mem.map_zero(0, capacity, true)? };
         Ok(Arena::from_parts(mem, table, self.options))
     }
+}
+
+/// Splits the (sorted, disjoint) `spans` so that none contains a page of (sorted) `keep`.
+fn split_around(spans: Vec<Range<usize>>, keep: &[usize]) -> Vec<Range<usize>> {
+    let mut out = Vec::with_capacity(spans.len());
+    let mut k = 0;
+    for span in spans {
+        let mut start = span.start;
+        while k < keep.len() && keep[k] < span.end {
+            if keep[k] >= start {
+                if keep[k] > start {
+                    out.push(start..keep[k]);
+                }
+                start = keep[k] + 1;
+            }
+            k += 1;
+        }
+        if start < span.end {
+            out.push(start..span.end);
+        }
+    }
+    out
 }
 
 fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
@@ -566,26 +591,43 @@ impl Arena {
         }
     }
 
-    /// Freezes every dirty page; returns the frozen runs (page range, first slot).
+    /// Freezes every dirty page; returns the frozen runs (page range, first slot). Up to a
+    /// chunk's worth of pages, scattered or not, go to the store in one `pwritev`.
     fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
         let sorted = self.dirty.sorted();
         let store = Arc::clone(self.store());
-        let mut frozen = Vec::new();
+        let max = store.max_run_pages();
+        let page = self.page;
+        let all = runs(&sorted, max);
+        let mut frozen: Vec<(Range<usize>, SlotId)> = Vec::new();
         let mut result = Ok(());
-        for run in runs(&sorted, store.max_run_pages()) {
-            let bytes = &self.as_bytes()[run.start * self.page..run.end * self.page];
-            match store.freeze(bytes) {
-                Ok(slots) => {
-                    for (i, p) in run.clone().enumerate() {
-                        self.content.set(p, slots.first().offset(i));
-                    }
-                    frozen.push((run, slots.first()));
-                }
+        let mut i = 0;
+        while i < all.len() {
+            let mut j = i;
+            let mut n = 0;
+            while j < all.len() && n + all[j].len() <= max {
+                n += all[j].len();
+                j += 1;
+            }
+            let bufs: Vec<&[u8]> = all[i..j]
+                .iter()
+                .map(|r| &self.as_bytes()[r.start * page..r.end * page])
+                .collect();
+            let slots = match store.freeze_all(&bufs) {
+                Ok(slots) => slots,
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
+            };
+            let mut updates = Vec::with_capacity(n);
+            for r in &all[i..j] {
+                let first = slots.first().offset(updates.len());
+                frozen.push((r.clone(), first));
+                updates.extend(r.clone().enumerate().map(|(k, p)| (p, first.offset(k))));
             }
+            self.content.set_many(&updates);
+            i = j;
         }
         let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
         if done_pages == self.dirty.len() {
@@ -667,8 +709,8 @@ impl Arena {
             if slot.is_zero() {
                 dst.fill(0);
             } else {
-                let (file, offset) = store.locate(slot);
-                file.read_exact_at(dst, offset)?;
+                let (view, offset) = store.view(slot)?;
+                dst.copy_from_slice(&view.bytes()[offset..offset + dst.len()]);
             }
             i = j;
         }
@@ -676,6 +718,12 @@ impl Arena {
     }
 
     /// Returns private copies to the kernel once there are more than the budget allows.
+    ///
+    /// Pages whose mapping already shows their content are dropped with `madvise`, neighbours
+    /// less than [`DISCARD_GAP`] pages apart in one call (dropping a clean page in between costs
+    /// only a cheap refault). Pages whose content was frozen elsewhere are remapped from the
+    /// store only when private pages exceed twice the budget: remapping costs an `mmap` each
+    /// and splits the mapping, while after the next restore most of them can simply be dropped.
     fn shed_private(&mut self) -> Result<()> {
         let budget = self
             .options
@@ -685,57 +733,89 @@ impl Arena {
         let Layout::Own { mapped, private } = &self.layout else {
             return Ok(());
         };
-        if private.len() <= budget || !self.dirty.is_empty() {
+        if private.len() <= budget {
             return Ok(());
         }
-        let sorted = private.sorted();
+        let dirty = &self.dirty;
+        let content = &self.content;
+        let mut sorted = private.sorted();
+        sorted.retain(|&p| !dirty.contains(p));
         let (discard, remap): (Vec<usize>, Vec<usize>) = sorted
             .into_iter()
-            .partition(|&p| mapped.get(p) == self.content.get(p));
-        for run in runs(&discard, usize::MAX) {
-            // SAFETY: `&mut self`: no live references; these pages' mappings show their content.
+            .partition(|&p| mapped.get(p) == content.get(p));
+        let remap_too = private.len() - discard.len() > 2 * budget;
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        for &p in &discard {
+            match spans.last_mut() {
+                Some(r) if p - r.end < DISCARD_GAP => r.end = p + 1,
+                _ => spans.push(p..p + 1),
+            }
+        }
+        // Pages inside a span that are private but not being discarded (dirty, or synced to
+        // another slot) would lose their bytes: split the span around them.
+        let keep: Vec<usize> = private
+            .sorted()
+            .into_iter()
+            .filter(|&p| dirty.contains(p) || mapped.get(p) != content.get(p))
+            .collect();
+        let spans = split_around(spans, &keep);
+        for span in spans {
+            // SAFETY: `&mut self`: no live references. Every private page in the span shows its
+            // mapping's bytes, and the other pages in it are clean file or zero pages.
             unsafe {
                 self.mem
-                    .discard(run.start * self.page, run.len() * self.page)?
+                    .discard(span.start * self.page, span.len() * self.page)?
             };
         }
+        if let Layout::Own { private, .. } = &mut self.layout {
+            let dropped: std::collections::HashSet<usize> = if remap_too {
+                discard.iter().chain(&remap).copied().collect()
+            } else {
+                discard.iter().copied().collect()
+            };
+            private.retain(|p| !dropped.contains(&p));
+        }
+        if remap_too {
+            self.remap_to_content(&remap)?;
+        }
+        if self.remapped_runs > self.options.mapping_budget {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Maps the (sorted) `pages` from their content slots, one `mmap` per run.
+    fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
         let mut i = 0;
-        while i < remap.len() {
-            let slot = self.content.get(remap[i]);
+        while i < pages.len() {
+            let slot = self.content.get(pages[i]);
             let mut j = i + 1;
-            while j < remap.len()
-                && remap[j] == remap[j - 1] + 1
+            while j < pages.len()
+                && pages[j] == pages[j - 1] + 1
                 && (if slot.is_zero() {
-                    self.content.get(remap[j]).is_zero()
+                    self.content.get(pages[j]).is_zero()
                 } else {
-                    self.content.get(remap[j]) == slot.offset(j - i)
+                    self.content.get(pages[j]) == slot.offset(j - i)
                 })
             {
                 j += 1;
             }
-            let pages = remap[i]..remap[j - 1] + 1;
+            let run = pages[i]..pages[j - 1] + 1;
             if slot.is_zero() {
                 // SAFETY: `&mut self`: no live references into the arena.
                 unsafe {
                     self.mem
-                        .map_zero(pages.start * self.page, pages.len() * self.page, true)?
+                        .map_zero(run.start * self.page, run.len() * self.page, true)?
                 };
                 self.remapped_runs += 1;
                 if let Layout::Own { mapped, .. } = &mut self.layout {
-                    for p in pages {
-                        mapped.set(p, SlotId::ZERO);
-                    }
+                    let updates: Vec<(usize, SlotId)> = run.map(|p| (p, SlotId::ZERO)).collect();
+                    mapped.set_many(&updates);
                 }
             } else {
-                self.map_slots(pages, slot)?;
+                self.map_slots(run, slot)?;
             }
             i = j;
-        }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.clear();
-        }
-        if self.remapped_runs > self.options.mapping_budget {
-            self.compact()?;
         }
         Ok(())
     }

@@ -108,9 +108,30 @@ impl PageTable {
 
     /// Points `page` at `slot`, taking a hold on `slot` and dropping the one on the old slot.
     pub(crate) fn set(&mut self, page: usize, slot: SlotId) {
+        self.set_many(&[(page, slot)]);
+    }
+
+    /// [`set`](PageTable::set) for many pages, with one store lock for all the counts.
+    pub(crate) fn set_many(&mut self, updates: &[(usize, SlotId)]) {
+        let mut taken = Vec::with_capacity(updates.len());
+        let mut dropped = Vec::with_capacity(updates.len());
+        for &(page, slot) in updates {
+            let old = self.swap(page, slot);
+            if old != slot {
+                taken.push(slot);
+                dropped.push(old);
+            }
+        }
+        // Take before dropping, so a slot moved between pages never reaches a count of zero.
+        self.store.retain(&taken);
+        self.store.release(&dropped);
+    }
+
+    /// Points `page` at `slot` without touching counts; returns the old slot.
+    fn swap(&mut self, page: usize, slot: SlotId) -> SlotId {
         debug_assert!(page < self.pages);
         if slot.is_zero() && self.get(page).is_zero() {
-            return;
+            return SlotId::ZERO;
         }
         let store = &self.store;
         let height = self.height;
@@ -119,13 +140,7 @@ impl PageTable {
         loop {
             match Arc::make_mut(node) {
                 Node::Leaf(leaf) => {
-                    let entry = &mut leaf.slots[page & (FANOUT - 1)];
-                    if *entry != slot {
-                        store.retain(&[slot]);
-                        store.release(&[*entry]);
-                        *entry = slot;
-                    }
-                    return;
+                    return std::mem::replace(&mut leaf.slots[page & (FANOUT - 1)], slot);
                 }
                 Node::Branch(children) => {
                     node = children[child_index(page, level - 1)]

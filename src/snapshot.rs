@@ -75,7 +75,8 @@ impl Snapshot {
         self.inner.table.pages() * sys::page_size()
     }
 
-    /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store.
+    /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store (no view
+    /// of the snapshot is mapped).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let capacity = self.capacity();
         if offset
@@ -106,8 +107,8 @@ impl Snapshot {
             if slot.is_zero() {
                 dst.fill(0);
             } else {
-                let (file, off) = store.locate(slot);
-                file.read_exact_at(dst, off + in_page)?;
+                let (view, off) = store.view(slot)?;
+                dst.copy_from_slice(&view.bytes()[off + in_page..off + in_page + n]);
             }
             done += n;
         }

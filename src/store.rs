@@ -15,12 +15,15 @@
 //! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
 
 use crate::error::Result;
-use crate::sys::{self, BackingFile};
+use crate::sys::{self, BackingFile, Reservation, Sharing};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes per chunk file.
 pub(crate) const CHUNK_BYTES: usize = 16 << 20;
+
+/// Freed slots collected before they are punched out together.
+const PUNCH_BATCH: usize = 256;
 
 /// Names one frozen page: a chunk and a slot in it. [`SlotId::ZERO`] is the all-zero page, which
 /// has no storage.
@@ -58,9 +61,27 @@ impl SlotId {
     }
 }
 
+/// A read-only private mapping of a whole chunk, for copying frozen pages out without a system
+/// call. Private, so it does not count as a writable shared mapping when the chunk is sealed.
+#[derive(Debug)]
+pub(crate) struct ChunkView {
+    mem: Reservation,
+}
+
+impl ChunkView {
+    /// The chunk's bytes. Only slots that are live (written and held) may be read: reading a
+    /// punched-out slot would allocate memory for it.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: the reservation is mapped read-only over its whole length for the life of
+        // `self`, and nothing writes through it.
+        unsafe { std::slice::from_raw_parts(self.mem.base(), self.mem.len()) }
+    }
+}
+
 #[derive(Debug)]
 struct Chunk {
     file: Arc<BackingFile>,
+    view: Option<Arc<ChunkView>>,
     /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
     refs: Vec<u32>,
     /// Slots handed out so far; the chunk is full when this reaches its slot count.
@@ -73,8 +94,10 @@ struct Chunk {
     writing: usize,
     /// The kernel has write-sealed the file.
     sealed: bool,
-    /// Slots that were freed after the chunk was retired and still occupy memory.
+    /// Slots that were freed after the chunk was sealed and still occupy memory.
     dead_held: usize,
+    /// Freed slots waiting in [`StoreState::pending`] to be punched out.
+    pending: usize,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +106,8 @@ struct StoreState {
     current: Option<usize>,
     live_slots: usize,
     held_slots: usize,
+    /// Freed slots of unsealed chunks, not yet punched out.
+    pending: Vec<SlotId>,
 }
 
 /// Counters describing the page store.
@@ -96,6 +121,13 @@ pub struct StoreStats {
     pub chunk_files: usize,
     /// Chunk files the kernel has write-sealed.
     pub sealed_chunk_files: usize,
+}
+
+impl StoreState {
+    fn forget_pending_of_closed(&mut self) {
+        let chunks = &self.chunks;
+        self.pending.retain(|s| chunks[s.chunk()].is_some());
+    }
 }
 
 /// The page store (see the module docs).
@@ -150,15 +182,23 @@ impl Store {
 
     /// Copies `bytes` (whole pages, at most [`Store::max_run_pages`]) into consecutive new slots.
     pub(crate) fn freeze(&self, bytes: &[u8]) -> Result<FrozenRun<'_>> {
-        let len = bytes.len() / self.page;
+        self.freeze_all(&[bytes])
+    }
+
+    /// Copies the buffers (whole pages each, at most [`Store::max_run_pages`] in all) into
+    /// consecutive new slots with one `pwritev`: scattered pages frozen together cost one system
+    /// call, and their slots are adjacent, so restoring them reads one contiguous range.
+    pub(crate) fn freeze_all(&self, bufs: &[&[u8]]) -> Result<FrozenRun<'_>> {
+        let bytes: usize = bufs.iter().map(|b| b.len()).sum();
+        let len = bytes / self.page;
         assert!(
-            bytes.len() % self.page == 0 && (1..=self.chunk_pages).contains(&len),
-            "freeze takes 1..={} whole pages, got {} bytes",
+            bufs.iter().all(|b| b.len() % self.page == 0) && (1..=self.chunk_pages).contains(&len),
+            "freeze takes 1..={} whole pages, got {bytes} bytes",
             self.chunk_pages,
-            bytes.len()
         );
         let (file, chunk, index) = {
             let mut st = self.lock();
+            self.punch_pending(&mut st);
             let chunk = self.chunk_with_room(&mut st, len)?;
             let c = st.chunks[chunk].as_mut().expect("current chunk is open");
             let index = c.used;
@@ -178,7 +218,7 @@ impl Store {
             first: SlotId::new(chunk as u32, index as u32),
             len,
         };
-        let written = file.write_all_at(bytes, index * self.page);
+        let written = file.write_all_vectored_at(bufs, index * self.page);
         {
             let mut st = self.lock();
             let c = st.chunks[chunk]
@@ -188,7 +228,7 @@ impl Store {
             if c.used == self.chunk_pages {
                 c.retired = true;
             }
-            Self::seal_if_done(&mut st, chunk);
+            self.seal_if_done(&mut st, chunk);
         }
         // On failure `run` is dropped, which frees the slots again (punching any partial write).
         written.map(|()| run)
@@ -201,7 +241,7 @@ impl Store {
                 return Ok(cur);
             }
             if !c.retired {
-                Self::retire(st, cur);
+                self.retire(st, cur);
             }
         }
         let fd = sys::create_backing_file(self.dir.as_deref())?;
@@ -210,6 +250,7 @@ impl Store {
         sys::seal_size(file.owned_fd())?;
         let chunk = Chunk {
             file: Arc::new(file),
+            view: None,
             refs: vec![0; self.chunk_pages],
             used: 0,
             live: 0,
@@ -217,6 +258,7 @@ impl Store {
             writing: 0,
             sealed: false,
             dead_held: 0,
+            pending: 0,
         };
         // Chunk numbers are never reused, so a stale slot can never name a newer chunk.
         st.chunks.push(Some(chunk));
@@ -226,7 +268,7 @@ impl Store {
     }
 
     /// Stops handing out slots from `chunk`; it is sealed once its writes are done.
-    fn retire(st: &mut StoreState, chunk: usize) {
+    fn retire(&self, st: &mut StoreState, chunk: usize) {
         st.chunks[chunk]
             .as_mut()
             .expect("retiring an open chunk")
@@ -234,32 +276,42 @@ impl Store {
         if st.current == Some(chunk) {
             st.current = None;
         }
-        Self::seal_if_done(st, chunk);
+        self.seal_if_done(st, chunk);
     }
 
     /// Write-seals a retired chunk with no write in flight; closes it if nothing is live.
-    fn seal_if_done(st: &mut StoreState, chunk: usize) {
-        let c = st.chunks[chunk].as_mut().expect("open chunk");
+    fn seal_if_done(&self, st: &mut StoreState, chunk: usize) {
+        let c = st.chunks[chunk].as_ref().expect("open chunk");
         if !c.retired || c.writing > 0 {
             return;
         }
         if st.current == Some(chunk) {
             st.current = None;
         }
+        if c.pending > 0 {
+            // The kernel refuses to punch holes once the chunk is sealed.
+            self.punch_pending(st);
+        }
+        let c = st.chunks[chunk].as_mut().expect("open chunk");
         if !c.sealed {
             // Sealing fails only where the kernel does not support it; the chunk is then simply
             // never written again by this crate.
             c.sealed = sys::seal_write(c.file.owned_fd()).unwrap_or(false);
         }
-        Self::close_if_dead(st, chunk);
+        if Self::close_if_dead(st, chunk) {
+            st.forget_pending_of_closed();
+        }
     }
 
-    fn close_if_dead(st: &mut StoreState, chunk: usize) {
+    /// Closes a retired chunk with nothing live; returns whether it did.
+    fn close_if_dead(st: &mut StoreState, chunk: usize) -> bool {
         let c = st.chunks[chunk].as_ref().expect("open chunk");
         if c.retired && c.writing == 0 && c.live == 0 {
-            st.held_slots -= c.dead_held;
+            st.held_slots -= c.dead_held + c.pending;
             st.chunks[chunk] = None;
+            return true;
         }
+        false
     }
 
     /// Adds one holder to each non-zero slot.
@@ -274,22 +326,43 @@ impl Store {
     }
 
     /// Drops one holder from each non-zero slot; frees slots that have none left.
+    ///
+    /// Freed slots of unsealed chunks are punched out in batches ([`PUNCH_BATCH`] slots, or
+    /// before the next freeze or stats call): the pages of one dropped snapshot are released by
+    /// many page-table leaves, and one `fallocate` per run beats one per leaf.
     pub(crate) fn release(&self, slots: &[SlotId]) {
         let mut st = self.lock();
-        let mut freed: Vec<SlotId> = Vec::new();
+        let mut closed_any = false;
         for &s in slots.iter().filter(|s| !s.is_zero()) {
             let c = st.chunks[s.chunk()]
                 .as_mut()
                 .expect("released slot's chunk is open");
             let r = &mut c.refs[s.index()];
             *r -= 1;
-            if *r == 0 {
-                freed.push(s);
+            if *r > 0 {
+                continue;
             }
+            c.live -= 1;
+            if c.sealed {
+                c.dead_held += 1;
+            } else {
+                c.pending += 1;
+                st.pending.push(s);
+            }
+            st.live_slots -= 1;
+            closed_any |= Self::close_if_dead(&mut st, s.chunk());
         }
-        if freed.is_empty() {
-            return;
+        if closed_any {
+            st.forget_pending_of_closed();
         }
+        if st.pending.len() >= PUNCH_BATCH {
+            self.punch_pending(&mut st);
+        }
+    }
+
+    /// Punches out the freed slots waiting in `pending`, one `fallocate` per run.
+    fn punch_pending(&self, st: &mut StoreState) {
+        let mut freed = std::mem::take(&mut st.pending);
         freed.sort_unstable();
         let mut i = 0;
         while i < freed.len() {
@@ -297,36 +370,29 @@ impl Store {
             while j < freed.len() && freed[j].follows(freed[j - 1]) {
                 j += 1;
             }
-            self.free_run(&mut st, freed[i], j - i);
-            i = j;
-        }
-    }
-
-    fn free_run(&self, st: &mut StoreState, first: SlotId, len: usize) {
-        let chunk = first.chunk();
-        st.live_slots -= len;
-        let c = st.chunks[chunk]
-            .as_mut()
-            .expect("freed slot's chunk is open");
-        c.live -= len;
-        if c.sealed {
-            c.dead_held += len;
-        } else {
-            // Punching can fail only on file systems without hole support; the pages then stay
-            // allocated until the chunk is closed, which `held_bytes` reports.
-            if sys::punch_hole(
-                c.file.owned_fd(),
-                first.index() * self.page,
-                len * self.page,
-            )
-            .is_ok()
-            {
+            let (first, len) = (freed[i], j - i);
+            let c = st.chunks[first.chunk()]
+                .as_mut()
+                .expect("pending slots belong to open chunks");
+            c.pending -= len;
+            // Punching fails only where the file system has no holes, or when the chunk was
+            // sealed meanwhile; the pages then stay until the chunk closes (`held_bytes`).
+            let punched = !c.sealed
+                && sys::punch_hole(
+                    c.file.owned_fd(),
+                    first.index() * self.page,
+                    len * self.page,
+                )
+                .is_ok();
+            if punched {
                 st.held_slots -= len;
             } else {
                 c.dead_held += len;
             }
+            i = j;
         }
-        Self::close_if_dead(st, chunk);
+        freed.clear();
+        st.pending = freed;
     }
 
     /// The file and byte offset holding `slot` (not [`SlotId::ZERO`]).
@@ -338,8 +404,31 @@ impl Store {
         (Arc::clone(&c.file), slot.index() * self.page)
     }
 
+    /// A read-only mapping of the chunk holding `slot` (not [`SlotId::ZERO`]) and the slot's
+    /// byte offset in it.
+    pub(crate) fn view(&self, slot: SlotId) -> Result<(Arc<ChunkView>, usize)> {
+        let mut st = self.lock();
+        let c = st.chunks[slot.chunk()]
+            .as_mut()
+            .expect("a held slot's chunk is open");
+        let view = match &c.view {
+            Some(v) => Arc::clone(v),
+            None => {
+                let len = self.chunk_pages * self.page;
+                let mem = Reservation::new(len)?;
+                // SAFETY: `mem` is new and unreferenced.
+                unsafe { mem.map_file(0, len, &c.file, 0, Sharing::Private, false)? };
+                let v = Arc::new(ChunkView { mem });
+                c.view = Some(Arc::clone(&v));
+                v
+            }
+        };
+        Ok((view, slot.index() * self.page))
+    }
+
     pub(crate) fn stats(&self) -> StoreStats {
-        let st = self.lock();
+        let mut st = self.lock();
+        self.punch_pending(&mut st);
         StoreStats {
             live_pages: st.live_slots,
             held_bytes: st.held_slots * self.page,
