@@ -106,6 +106,8 @@ pub struct Cfg {
     pub fw_max: usize,
     pub snap_budget: Duration,
     pub snap_max: usize,
+    /// Rounds that also run first_write and snapshot (their samples are many per round).
+    pub side_rounds: usize,
     pub memory_snaps: usize,
     pub memory_full_copy_snaps: usize,
     pub dfs_depth: u32,
@@ -134,14 +136,15 @@ impl Cfg {
             fw_max: if quick { 20 } else { 200 },
             snap_budget: if quick { ms(60) } else { ms(400) },
             snap_max: if quick { 30 } else { 300 },
+            side_rounds: if quick { 1 } else { 5 },
             memory_snaps: 1000,
             memory_full_copy_snaps: if quick { 4 } else { 16 },
             dfs_depth: 12,
             dfs_rounds: if quick { 1 } else { 3 },
             dfs_budget: if quick {
-                Duration::from_secs(6)
+                Duration::from_secs(3)
             } else {
-                Duration::from_secs(90)
+                Duration::from_secs(40)
             },
             json: None,
         }
@@ -231,20 +234,22 @@ fn run_unit<S: Strategy>(
 ) -> Res<()> {
     let arena = size as u64;
     let name = S::NAME;
-    let cycle_keys = || {
-        cfg.ks
-            .iter()
-            .map(|&k| (Workload::Cycle, name, arena, k as u64))
-    };
+    let page = sys::page_size();
+    let mut picker = PagePicker::new(size.div_ceil(page), seed_for(round, size));
     sys::trim_heap();
-    let mut s = match S::setup(size) {
+    let started = S::setup(size).and_then(|mut s| {
+        if S::WARMUP {
+            workloads::cycle(&mut s, &mut picker, 1)?;
+        }
+        Ok(s)
+    });
+    let mut s = match started {
         Ok(s) => s,
+        Err(e) if is_wrong(&e) => return Err(e),
         Err(e) => {
-            let why = format!("setup of {} failed: {e}", report::fmt_size(size as u64));
-            for key in cycle_keys() {
-                res.set_na(key, why.clone());
-            }
+            let why = format!("setup of {} failed: {e}", report::fmt_size(arena));
             for &k in &cfg.ks {
+                res.set_na((Workload::Cycle, name, arena, k as u64), why.clone());
                 res.set_na((Workload::Snapshot, name, arena, k as u64), why.clone());
             }
             res.set_na(
@@ -254,12 +259,7 @@ fn run_unit<S: Strategy>(
             return Ok(());
         }
     };
-    let page = sys::page_size();
     let pages = s.capacity() / page;
-    let mut picker = PagePicker::new(pages, seed_for(round, size));
-    if S::WARMUP {
-        workloads::cycle(&mut s, &mut picker, 1)?;
-    }
     for &k in &cfg.ks {
         let key = (Workload::Cycle, name, arena, k as u64);
         res.record(key, S::unsupported(Workload::Cycle), || {
@@ -268,24 +268,26 @@ fn run_unit<S: Strategy>(
             })
         })?;
     }
-    let n = cfg.fw_pages.min(pages);
-    res.record(
-        (Workload::FirstWrite, name, arena, cfg.fw_pages as u64),
-        S::unsupported(Workload::FirstWrite),
-        || {
-            workloads::sample_loop(cfg.fw_budget, cfg.fw_max, || {
-                workloads::first_write(&mut s, &mut picker, n, shared)
-            })
-        },
-    )?;
-    // Last: it leaves its writes in the state.
-    for &k in &cfg.ks {
-        let key = (Workload::Snapshot, name, arena, k as u64);
-        res.record(key, S::unsupported(Workload::Snapshot), || {
-            workloads::sample_loop(cfg.snap_budget, cfg.snap_max, || {
-                workloads::snapshot(&mut s, &mut picker, k)
-            })
-        })?;
+    if round < cfg.side_rounds {
+        let n = cfg.fw_pages.min(pages);
+        res.record(
+            (Workload::FirstWrite, name, arena, cfg.fw_pages as u64),
+            S::unsupported(Workload::FirstWrite),
+            || {
+                workloads::sample_loop(cfg.fw_budget, cfg.fw_max, || {
+                    workloads::first_write(&mut s, &mut picker, n, shared)
+                })
+            },
+        )?;
+        // Last: it leaves its writes in the state.
+        for &k in &cfg.ks {
+            let key = (Workload::Snapshot, name, arena, k as u64);
+            res.record(key, S::unsupported(Workload::Snapshot), || {
+                workloads::sample_loop(cfg.snap_budget, cfg.snap_max, || {
+                    workloads::snapshot(&mut s, &mut picker, k)
+                })
+            })?;
+        }
     }
     drop(s);
     sys::trim_heap();
@@ -310,16 +312,13 @@ fn run_memory<S: Strategy>(cfg: &Cfg, res: &mut Results) -> Res<()> {
     };
     match workloads::memory::<S>(n, seed_for(0, workloads::MEMORY_ARENA)) {
         Ok(used) if S::FULL_COPY => {
-            let bytes = used.total();
-            let per = bytes.saturating_sub(workloads::MEMORY_ARENA as u64) / n as u64;
             res.set_na(
                 key,
                 format!(
-                    "every snapshot of a written state is a full copy; {n} live snapshots took {} ({} each), so {} would need ~{}",
-                    report::fmt_bytes(bytes),
-                    report::fmt_bytes(per),
+                    "every snapshot of a written state is a full copy; {n} live snapshots took {}, so {} would need ~{}",
+                    report::fmt_bytes(used.total()),
                     cfg.memory_snaps,
-                    report::fmt_bytes(workloads::MEMORY_ARENA as u64 + per * cfg.memory_snaps as u64),
+                    report::fmt_bytes((workloads::MEMORY_ARENA * cfg.memory_snaps) as u64),
                 ),
             );
         }
@@ -352,33 +351,39 @@ fn run_dfs<S: Strategy>(cfg: &Cfg, shared: &Shared, res: &mut Results) -> Res<()
         return Ok(());
     }
     sys::trim_heap();
-    let mut s = match S::setup(workloads::DFS_ARENA) {
-        Ok(s) => s,
-        Err(e) => {
-            res.set_na(key, format!("setup failed: {e}"));
-            return Ok(());
+    let run = S::setup(workloads::DFS_ARENA).and_then(|mut s| {
+        if S::WARMUP {
+            let mut picker = PagePicker::new(s.capacity() / sys::page_size(), 1);
+            workloads::cycle(&mut s, &mut picker, 1)?;
         }
-    };
-    if S::WARMUP {
-        let mut picker = PagePicker::new(s.capacity() / sys::page_size(), 1);
-        workloads::cycle(&mut s, &mut picker, 1)?;
-    }
-    let run = match res.dfs_depth.get(S::NAME) {
-        Some(&d) => workloads::dfs(&mut s, d, shared)?,
-        None => {
-            // Deepen one level at a time while the next tree (twice the nodes) fits the budget; the
-            // last tree run is the measurement.
-            let mut d = 1;
-            loop {
-                let run = workloads::dfs(&mut s, d, shared)?;
-                res.check_dfs(S::NAME, &run.level_sums)?;
-                let next = run.elapsed.as_secs_f64() * nodes(d + 1) / nodes(d);
-                if d == cfg.dfs_depth || next > cfg.dfs_budget.as_secs_f64() {
-                    res.dfs_depth.insert(S::NAME, d);
-                    break run;
+        let run = match res.dfs_depth.get(S::NAME) {
+            Some(&d) => workloads::dfs(&mut s, d, shared)?,
+            None => {
+                // Deepen one level at a time while the next tree (twice the nodes) fits the budget;
+                // the last tree run is the measurement.
+                let mut d = 1;
+                loop {
+                    let run = workloads::dfs(&mut s, d, shared)?;
+                    res.check_dfs(S::NAME, &run.level_sums)?;
+                    let next = run.elapsed.as_secs_f64() * nodes(d + 1) / nodes(d);
+                    if d == cfg.dfs_depth || next > cfg.dfs_budget.as_secs_f64() {
+                        res.dfs_depth.insert(S::NAME, d);
+                        break run;
+                    }
+                    d += 1;
                 }
-                d += 1;
             }
+        };
+        drop(s);
+        sys::trim_heap();
+        Ok(run)
+    });
+    let run = match run {
+        Ok(run) => run,
+        Err(e) if is_wrong(&e) => return Err(e),
+        Err(e) => {
+            res.set_na(key, format!("failed: {e}"));
+            return Ok(());
         }
     };
     res.check_dfs(S::NAME, &run.level_sums)?;
@@ -386,8 +391,6 @@ fn run_dfs<S: Strategy>(cfg: &Cfg, shared: &Shared, res: &mut Results) -> Res<()
         .entry(key)
         .or_default()
         .push(run.nodes as f64 / run.elapsed.as_secs_f64());
-    drop(s);
-    sys::trim_heap();
     Ok(())
 }
 
@@ -435,6 +438,13 @@ fn run(cfg: &Cfg, res: &mut Results) -> Res<()> {
         ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} [{elapsed_precise}] {msg}")
             .map_err(|e| e.to_string())?,
     );
+    let outcome = run_all(cfg, res, &shared, &pb);
+    pb.finish_and_clear();
+    outcome
+}
+
+fn run_all(cfg: &Cfg, res: &mut Results, shared: &Shared, pb: &ProgressBar) -> Res<()> {
+    let n = cfg.strategies.len();
     for round in 0..cfg.rounds {
         for &size in &cfg.sizes {
             for i in 0..n {
@@ -445,7 +455,7 @@ fn run(cfg: &Cfg, res: &mut Results) -> Res<()> {
                     cfg.rounds,
                     report::fmt_size(size as u64)
                 ));
-                with_strategy!(name, S => run_unit::<S>(cfg, size, round, &shared, res))?;
+                with_strategy!(name, S => run_unit::<S>(cfg, size, round, shared, res))?;
                 pb.inc(1);
             }
         }
@@ -459,11 +469,10 @@ fn run(cfg: &Cfg, res: &mut Results) -> Res<()> {
         for i in 0..n {
             let name = cfg.strategies[(i + round) % n];
             pb.set_message(format!("dfs round {}/{} {name}", round + 1, cfg.dfs_rounds));
-            with_strategy!(name, S => run_dfs::<S>(cfg, &shared, res))?;
+            with_strategy!(name, S => run_dfs::<S>(cfg, shared, res))?;
             pb.inc(1);
         }
     }
-    pb.finish_and_clear();
     Ok(())
 }
 

@@ -45,7 +45,7 @@
 use crate::error::{Error, Result};
 use crate::page_set::{runs, PageSet};
 use crate::page_table::PageTable;
-use crate::snapshot::{map_table, Snapshot};
+use crate::snapshot::{copy_table, map_table, Snapshot};
 use crate::store::{SlotId, Store, StoreStats};
 use crate::sys::{self, BackingFile, Reservation, Sharing};
 use std::ops::Range;
@@ -115,10 +115,7 @@ impl ArenaBuilder {
         let capacity = checked_capacity(self.capacity, page)?;
         let store = Store::new(page, self.options.dir.clone());
         let table = PageTable::new(capacity / page, Arc::clone(&store));
-        let mem = Reservation::new(capacity)?;
-        // SAFETY: the reservation is new; nothing refers into it.
-        unsafe { mem.map_zero(0, capacity, true)? };
-        Ok(Arena::from_parts(mem, table, self.options))
+        Arena::from_table(&table, self.options)
     }
 }
 
@@ -254,23 +251,26 @@ impl Arena {
         }
     }
 
-    /// An arena over `mem` (mapped and matching `table`), with no private pages.
-    pub(crate) fn from_parts(mem: Reservation, table: PageTable, options: Options) -> Arena {
+    /// A new arena showing `table`'s pages.
+    pub(crate) fn from_table(table: &PageTable, options: Options) -> Result<Arena> {
         let page = sys::page_size();
-        let pages = mem.len() / page;
-        Arena {
+        let pages = table.pages();
+        let empty = PageTable::new(pages, Arc::clone(table.store()));
+        let mut arena = Arena {
+            mem: Reservation::new(pages * page)?,
             page,
-            content: table.clone(),
+            content: empty.clone(),
             dirty: PageSet::new(pages),
             layout: Layout::Own {
-                mapped: table,
+                mapped: empty,
                 private: PageSet::new(pages),
             },
             untracked: false,
             remapped_runs: 0,
             options,
-            mem,
-        }
+        };
+        arena.rebuild_from(table)?;
+        Ok(arena)
     }
 
     /// Capacity in bytes, a multiple of [`page_size`](crate::page_size).
@@ -784,23 +784,30 @@ impl Arena {
         Ok(())
     }
 
-    /// Maps the (sorted) `pages` from their content slots, one `mmap` per run.
+    /// Maps the (sorted) `pages` from their content slots, one `mmap` per run; compacts instead
+    /// when that would take the arena past its mapping budget.
     fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
-        let mut i = 0;
-        while i < pages.len() {
-            let slot = self.content.get(pages[i]);
-            let mut j = i + 1;
-            while j < pages.len()
-                && pages[j] == pages[j - 1] + 1
-                && (if slot.is_zero() {
-                    self.content.get(pages[j]).is_zero()
-                } else {
-                    self.content.get(pages[j]) == slot.offset(j - i)
-                })
-            {
-                j += 1;
+        let mut runs: Vec<(Range<usize>, SlotId)> = Vec::new();
+        for &p in pages {
+            let slot = self.content.get(p);
+            match runs.last_mut() {
+                Some((r, first))
+                    if r.end == p
+                        && (if first.is_zero() {
+                            slot.is_zero()
+                        } else {
+                            slot == first.offset(r.len())
+                        }) =>
+                {
+                    r.end += 1
+                }
+                _ => runs.push((p..p + 1, slot)),
             }
-            let run = pages[i]..pages[j - 1] + 1;
+        }
+        if self.remapped_runs + runs.len() > self.options.mapping_budget && self.dirty.is_empty() {
+            return self.compact();
+        }
+        for (run, slot) in runs {
             if slot.is_zero() {
                 // SAFETY: `&mut self`: no live references into the arena.
                 unsafe {
@@ -815,7 +822,6 @@ impl Arena {
             } else {
                 self.map_slots(run, slot)?;
             }
-            i = j;
         }
         Ok(())
     }
@@ -876,18 +882,32 @@ impl Arena {
         Ok(())
     }
 
-    /// Maps the whole arena afresh from `table` (a proxy detaching, or a shared arena whose
-    /// proxies are gone).
+    /// Maps the whole arena afresh from `table` (a new arena, a proxy detaching, or a shared
+    /// arena whose proxies are gone): one `mmap` per run of consecutive slots, or, when that
+    /// would take more runs than the mapping budget, a private copy of every page.
     fn rebuild_from(&mut self, table: &PageTable) -> Result<()> {
-        // SAFETY: `&mut self`: no live references into the arena.
-        let runs = unsafe { map_table(&self.mem, table, true)? };
         let pages = self.pages();
+        let mut runs = 0;
+        table.for_each_run(|_, _, _| runs += 1);
+        let mut private = PageSet::new(pages);
+        let mapped = if runs <= self.options.mapping_budget {
+            // SAFETY: `&mut self`: no live references into the arena.
+            unsafe { map_table(&self.mem, table, true)? };
+            table.clone()
+        } else {
+            // SAFETY: `&mut self`: no live references into the arena.
+            unsafe { copy_table(&self.mem, table)? };
+            table.for_each_run(|first, len, _| {
+                for p in first..first + len {
+                    private.insert(p);
+                }
+            });
+            runs = 0;
+            PageTable::new(pages, Arc::clone(table.store()))
+        };
         self.content = table.clone();
         self.dirty.clear();
-        self.layout = Layout::Own {
-            mapped: table.clone(),
-            private: PageSet::new(pages),
-        };
+        self.layout = Layout::Own { mapped, private };
         self.remapped_runs = runs;
         Ok(())
     }

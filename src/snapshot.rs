@@ -4,19 +4,42 @@
 //! immutable by construction and can be read from any thread while its arena changes. Reading
 //! bytes (`read`) copies from the store with `pread` and needs no mapping. `as_bytes` (and typed
 //! access) map the snapshot once, lazily, read-only: one `mmap` per run of consecutive slots.
-//! A snapshot whose pages are scattered over more than [`MAX_VIEW_RUNS`] runs is copied into a
-//! private buffer instead, so that viewing many fragmented snapshots cannot exhaust the
-//! process's mapping limit.
+//! A snapshot whose pages are scattered over more than [`MAX_VIEW_RUNS`] runs, or whose view
+//! would take the process's view mappings past [`MAX_VIEW_MAPPINGS`], is copied into a private
+//! buffer instead (costing memory, not mappings), so that viewing many fragmented snapshots
+//! cannot exhaust the process's mapping limit (65530).
 
 use crate::arena::{Arena, Options};
 use crate::error::{Error, Result};
 use crate::page_table::PageTable;
 use crate::store::SlotId;
 use crate::sys::{self, Reservation, Sharing};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Runs above which a snapshot view is a private copy rather than a mapping of the store.
 pub const MAX_VIEW_RUNS: usize = 2048;
+
+/// Kernel mappings that all snapshot views of the process may hold together; past it, new
+/// views are private copies. A view of `r` runs takes up to `2 * r + 1` mappings (runs and the
+/// zero gaps between them).
+pub const MAX_VIEW_MAPPINGS: usize = 16384;
+
+/// Kernel mappings held by the views alive in the process.
+static VIEW_MAPPINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// A snapshot's bytes in memory: a read-only mapping of the store, or a private copy.
+struct View {
+    mem: Reservation,
+    /// Mappings this view accounts for in [`VIEW_MAPPINGS`].
+    mappings: usize,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        VIEW_MAPPINGS.fetch_sub(self.mappings, Ordering::Relaxed);
+    }
+}
 
 /// A frozen state of an [`Arena`]: cheap to take, cheap to clone, readable from any thread.
 ///
@@ -44,7 +67,8 @@ pub struct Snapshot {
 struct Inner {
     table: PageTable,
     options: Options,
-    view: OnceLock<std::result::Result<Reservation, String>>,
+    /// Only a view that was made is kept: a failure (out of address space, say) is retried.
+    view: OnceLock<View>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -89,9 +113,9 @@ impl Snapshot {
                 capacity,
             });
         }
-        if let Some(Ok(view)) = self.inner.view.get() {
+        if let Some(view) = self.inner.view.get() {
             // SAFETY: the view is mapped readable over the whole capacity and never written.
-            let bytes = unsafe { std::slice::from_raw_parts(view.base(), capacity) };
+            let bytes = unsafe { std::slice::from_raw_parts(view.mem.base(), capacity) };
             buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
             return Ok(());
         }
@@ -129,64 +153,73 @@ impl Snapshot {
 
     /// The snapshot's bytes, or the error that kept them from being mapped.
     pub fn try_as_bytes(&self) -> Result<&[u8]> {
-        let view = self
-            .inner
-            .view
-            .get_or_init(|| self.make_view().map_err(|e| e.to_string()));
-        match view {
-            // SAFETY: the view is mapped readable over the whole capacity, is never written, and
-            // lives as long as `self.inner`.
-            Ok(v) => Ok(unsafe { std::slice::from_raw_parts(v.base(), v.len()) }),
-            Err(msg) => Err(Error::Os {
-                op: "mapping a snapshot view",
-                source: std::io::Error::other(msg.clone()),
-            }),
-        }
+        let view = match self.inner.view.get() {
+            Some(v) => v,
+            None => {
+                // Two threads may both make a view; the loser's is dropped.
+                let _ = self.inner.view.set(self.make_view()?);
+                self.inner.view.get().expect("set above")
+            }
+        };
+        // SAFETY: the view is mapped readable over the whole capacity, is never written, and
+        // lives as long as `self.inner`.
+        Ok(unsafe { std::slice::from_raw_parts(view.mem.base(), view.mem.len()) })
     }
 
-    fn make_view(&self) -> Result<Reservation> {
+    fn make_view(&self) -> Result<View> {
         let mem = Reservation::new(self.capacity())?;
         let mut runs = 0;
         self.inner.table.for_each_run(|_, _, _| runs += 1);
-        if runs <= MAX_VIEW_RUNS {
+        let mappings = 2 * runs + 1;
+        let reserved = runs <= MAX_VIEW_RUNS
+            && VIEW_MAPPINGS
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    (held + mappings <= MAX_VIEW_MAPPINGS).then_some(held + mappings)
+                })
+                .is_ok();
+        if reserved {
+            let view = View { mem, mappings };
             // SAFETY: `mem` is new and unreferenced.
-            unsafe { map_table(&mem, &self.inner.table, false)? };
-        } else {
-            // SAFETY: `mem` is new and unreferenced.
-            unsafe { mem.map_zero(0, mem.len(), true)? };
-            let page = sys::page_size();
-            let store = self.inner.table.store();
-            let mut result = Ok(());
-            self.inner.table.for_each_run(|first, len, slot| {
-                if result.is_err() {
-                    return;
-                }
-                let (file, off) = store.locate(slot);
-                // SAFETY: in bounds of `mem`, which is writable and not yet shared.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(mem.base().add(first * page), len * page)
-                };
-                result = file.read_exact_at(dst, off);
-            });
-            result?;
-            mem.protect_read_only()?;
+            unsafe { map_table(&view.mem, &self.inner.table, false)? };
+            return Ok(view);
         }
-        Ok(mem)
+        // SAFETY: `mem` is new and unreferenced.
+        unsafe { copy_table(&mem, &self.inner.table)? };
+        mem.protect_read_only()?;
+        Ok(View { mem, mappings: 0 })
     }
 
     /// A new, independent, writable arena that starts from this snapshot and shares its pages
     /// copy-on-write. Snapshots of it can be restored into it, and its snapshots can be made
     /// into arenas in turn, without limit.
     pub fn to_arena(&self) -> Result<Arena> {
-        let mem = Reservation::new(self.capacity())?;
-        // SAFETY: `mem` is new and unreferenced.
-        unsafe { map_table(&mem, &self.inner.table, true)? };
-        Ok(Arena::from_parts(
-            mem,
-            self.inner.table.clone(),
-            self.inner.options.clone(),
-        ))
+        Arena::from_table(&self.inner.table, self.inner.options.clone())
     }
+}
+
+/// Fills all of `mem` with `table`'s bytes, copied from the store into fresh private memory.
+///
+/// # Safety
+/// No reference may point into `mem`.
+pub(crate) unsafe fn copy_table(mem: &Reservation, table: &PageTable) -> Result<()> {
+    let page = sys::page_size();
+    // SAFETY: forwarded to the caller.
+    unsafe { mem.map_zero(0, mem.len(), true)? };
+    let store = table.store();
+    let mut result = Ok(());
+    table.for_each_run(|first, len, slot| {
+        if result.is_err() {
+            return;
+        }
+        result = store.view(slot).map(|(chunk, off)| {
+            // SAFETY: in bounds of `mem`, which is writable; no reference points into it
+            // (forwarded to the caller).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(mem.base().add(first * page), len * page) };
+            dst.copy_from_slice(&chunk.bytes()[off..off + len * page]);
+        });
+    });
+    result
 }
 
 /// Maps all of `mem` from `table`: zero memory, then each run of consecutive slots with one

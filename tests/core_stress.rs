@@ -2,7 +2,7 @@
 //! mappings and resident memory checked to stay bounded and to return to where they started.
 
 mod common;
-use common::{mappings, open_fds, status_kib};
+use common::{cowarena_memfds, mappings, memfd_mappings, open_fds, status_kib};
 use cowarena::{Arena, MAX_REMAPPED_RUNS};
 
 const MIB: usize = 1 << 20;
@@ -76,7 +76,13 @@ fn hundred_thousand_cycles_stay_bounded() {
     drop(base);
     drop(a);
     assert_eq!(open_fds(), fds0, "every chunk file is closed");
-    assert_eq!(mappings(), maps0, "every mapping is gone");
+    assert!(cowarena_memfds().is_empty() && memfd_mappings() == 0);
+    // Test threads' stacks come and go, so the process count may only be lower.
+    assert!(
+        mappings() <= maps0,
+        "every mapping is gone: {maps0} -> {}",
+        mappings()
+    );
 }
 
 #[test]
@@ -113,7 +119,13 @@ fn thousands_of_live_snapshots_then_nothing_left() {
     drop(snaps);
     drop(a);
     assert_eq!(open_fds(), fds0, "every chunk file is closed");
-    assert_eq!(mappings(), maps0, "every mapping is gone");
+    assert!(cowarena_memfds().is_empty() && memfd_mappings() == 0);
+    // Test threads' stacks come and go, so the process count may only be lower.
+    assert!(
+        mappings() <= maps0,
+        "every mapping is gone: {maps0} -> {}",
+        mappings()
+    );
 }
 
 #[test]

@@ -222,7 +222,7 @@ pub fn print(cfg: &Cfg, res: &Results, elapsed: Duration) {
         fmt_bytes(ideal)
     );
     header(cfg, "");
-    row(cfg, res, "bytes", |s| memory_key(s), &mut notes);
+    row(cfg, res, "bytes", memory_key, &mut notes);
     let mut line = format!("{:<18}", "x ideal");
     for &s in &cfg.strategies {
         let c = res
@@ -252,7 +252,7 @@ pub fn print(cfg: &Cfg, res: &Results, elapsed: Duration) {
         fmt_size(DFS_ARENA as u64)
     );
     header(cfg, "");
-    row(cfg, res, "nodes/s", |s| dfs_key(s), &mut notes);
+    row(cfg, res, "nodes/s", dfs_key, &mut notes);
     let mut line = format!("{:<18}", "depth (nodes)");
     for &s in &cfg.strategies {
         let c = res
@@ -539,13 +539,17 @@ pub fn plot(cfg: &Cfg, res: &Results, path: &Path) -> Res<()> {
             .collect();
         let ys = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
         let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        // Headroom above the data for the legend.
         let (lo, hi) = if lo <= hi {
-            (lo / 2.0, hi * 2.0)
+            (lo / 2.0, hi * 2.0 * (hi / lo).max(10.0).powf(0.6))
         } else {
             (1.0, 10.0)
         };
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("cycle, k = {k} pages"), ("sans-serif", 20))
+            .caption(
+                format!("cycle time, k = {k} page{}", if k == 1 { "" } else { "s" }),
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
@@ -553,8 +557,10 @@ pub fn plot(cfg: &Cfg, res: &Results, path: &Path) -> Res<()> {
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
-            .x_desc("arena (MiB)")
-            .y_desc("median cycle (us)")
+            .x_desc("arena")
+            .y_desc("median cycle")
+            .x_label_formatter(&|mib| fmt_size((*mib * MIB as f64).round() as u64))
+            .y_label_formatter(&|us| fmt_ns(*us * 1e3))
             .draw()
             .map_err(|e| err(&e))?;
         for (i, (name, pts)) in series.iter().enumerate() {

@@ -11,6 +11,7 @@
 #[cfg_attr(cowarena_memfd, path = "linux.rs")]
 #[cfg_attr(not(cowarena_memfd), path = "macos.rs")]
 mod os;
+pub(crate) mod process;
 
 pub(crate) use os::{
     create_backing_file, data_ranges, private_page_runs, punch_hole, seal_size, seal_write,
@@ -62,21 +63,34 @@ impl BackingFile {
         write_all_at(&self.fd, buf, offset)
     }
 
-    /// Fills all of `buf` from `offset`; bytes past the end of the file read as zero.
-    pub(crate) fn read_exact_at(&self, mut buf: &mut [u8], mut offset: usize) -> Result<()> {
-        while !buf.is_empty() {
-            match nix::sys::uio::pread(&self.fd, buf, offset as libc::off_t) {
-                Ok(0) => {
-                    buf.fill(0);
-                    return Ok(());
+    /// Writes the buffers back to back starting at `offset`, with as few `pwritev` calls as the
+    /// kernel's iovec limit allows.
+    pub(crate) fn write_all_vectored_at(&self, bufs: &[&[u8]], mut offset: usize) -> Result<()> {
+        const IOV_MAX: usize = 1024;
+        for group in bufs.chunks(IOV_MAX) {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                group.iter().map(|b| std::io::IoSlice::new(b)).collect();
+            let total: usize = group.iter().map(|b| b.len()).sum();
+            let written = loop {
+                match nix::sys::uio::pwritev(&self.fd, &slices, offset as libc::off_t) {
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(os_error("pwritev", e)),
+                    Ok(n) => break n,
                 }
-                Ok(n) => {
-                    buf = &mut buf[n..];
-                    offset += n;
+            };
+            if written < total {
+                // A short write: finish the group buffer by buffer.
+                let mut pos = 0;
+                for b in group {
+                    let end = pos + b.len();
+                    if end > written {
+                        let from = written.saturating_sub(pos);
+                        self.write_all_at(&b[from..], offset + pos + from)?;
+                    }
+                    pos = end;
                 }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(os_error("pread", e)),
             }
+            offset += total;
         }
         Ok(())
     }

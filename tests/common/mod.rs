@@ -58,3 +58,80 @@ pub fn page_states(bytes: &[u8]) -> Vec<(bool, bool)> {
 pub fn private_pages(bytes: &[u8]) -> usize {
     page_states(bytes).iter().filter(|s| s.1).count()
 }
+
+/// A small deterministic generator (xorshift64), so that a failure reproduces from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The address range of `bytes`, to look for mappings there after its owner is gone.
+pub fn addresses(bytes: &[u8]) -> std::ops::Range<usize> {
+    let start = bytes.as_ptr() as usize;
+    start..start + bytes.len()
+}
+
+/// Kernel mappings (VMAs) of this process that overlap `range`.
+pub fn mappings_in(range: std::ops::Range<usize>) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let (lo, hi) = l
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .split_once('-')
+                .unwrap();
+            let lo = usize::from_str_radix(lo, 16).unwrap();
+            let hi = usize::from_str_radix(hi, 16).unwrap();
+            lo < range.end && hi > range.start
+        })
+        .count()
+}
+
+/// Kernel mappings of this process whose file is one of the page store's memfds.
+pub fn memfd_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("/memfd:cowarena"))
+        .count()
+}
+
+/// The open file descriptors that are the page store's memfds (`/memfd:cowarena (deleted)`).
+pub fn cowarena_memfds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            target
+                .to_str()?
+                .starts_with("/memfd:cowarena")
+                .then_some(fd)
+        })
+        .collect()
+}
+
+/// Bytes of memory the process's cowarena memfds occupy (their allocated blocks).
+pub fn memfd_bytes() -> usize {
+    use std::os::unix::fs::MetadataExt;
+    cowarena_memfds()
+        .into_iter()
+        .filter_map(|fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).ok())
+        .map(|m| m.blocks() as usize * 512)
+        .sum()
+}

@@ -1,0 +1,155 @@
+//! A branch that writes k = 64 pages, run three ways on the same fully resident arena:
+//! - `fork_run`: in a forked child (`Arena::fork_run`), the value coming back through a pipe;
+//! - `fork_snapshot`: the same, and the child's pages come back as a snapshot;
+//! - `snapshot_restore`: in process (snapshot, write the pages, restore);
+//!
+//! with `bare_fork` as the floor of the first two: `fork()` of this process, the child writes the
+//! pages through a raw pointer and `_exit`s, the parent waits.
+//!
+//! `cargo bench --bench fork`; `COWARENA_BENCH_SIZES=16` limits the sizes (MiB).
+
+use cowarena::Arena;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::time::Duration;
+
+const K: usize = 64;
+const MIB: usize = 1 << 20;
+
+fn sizes() -> Vec<usize> {
+    std::env::var("COWARENA_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 1024])
+}
+
+/// `K` distinct pages spread over the arena, different each call.
+struct Pages {
+    state: u64,
+    pages: usize,
+}
+
+impl Pages {
+    fn next(&mut self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(K);
+        while out.len() < K {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let p = self.state as usize % self.pages;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// An arena of `len` bytes, every page written, frozen, and read back so that it is resident.
+fn resident_arena(len: usize) -> Arena {
+    let page = cowarena::page_size();
+    let mut a = Arena::with_capacity(len).unwrap();
+    a.bytes_mut(0..len).unwrap().fill(0xA5);
+    a.snapshot().unwrap();
+    let sum: u64 = a
+        .as_bytes()
+        .iter()
+        .step_by(page)
+        .map(|&b| u64::from(b))
+        .sum();
+    assert_eq!(sum, 0xA5 * (len / page) as u64);
+    a
+}
+
+fn bare_fork(a: &mut Arena, pages: &[usize], page: usize) {
+    // SAFETY: taken right before the fork; the child writes through it inside the arena and
+    // then only calls `_exit`; the parent does not use it.
+    let base = unsafe { a.as_mut_ptr() };
+    // SAFETY: the child makes only async-signal-safe calls (raw writes, `_exit`); the parent
+    // reaps it.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            for &p in pages {
+                base.add(p * page).write_volatile(1);
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+}
+
+fn fork(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let mut group = c.benchmark_group("fork_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        let big = mib >= 256;
+        group.sample_size(if big { 10 } else { 30 });
+        group.measurement_time(Duration::from_secs(if big { 6 } else { 3 }));
+        group.warm_up_time(Duration::from_secs(1));
+        let id = |name| BenchmarkId::new(name, format!("{mib}MiB"));
+
+        let mut a = resident_arena(len);
+        let mut gen = Pages { state: 7, pages };
+        group.bench_function(id("fork_run"), |b| {
+            b.iter(|| {
+                let targets = gen.next();
+                let seen = a
+                    .fork_run(|branch| {
+                        for &p in &targets {
+                            branch.write(p * page, &[1]).unwrap();
+                        }
+                        targets
+                            .iter()
+                            .map(|&p| u64::from(branch.as_bytes()[p * page]))
+                            .sum::<u64>()
+                    })
+                    .unwrap();
+                assert_eq!(seen, K as u64);
+            })
+        });
+        group.bench_function(id("fork_snapshot"), |b| {
+            b.iter(|| {
+                let targets = gen.next();
+                let (_, s) = a
+                    .fork_snapshot(|branch| {
+                        for &p in &targets {
+                            branch.write(p * page, &[1]).unwrap();
+                        }
+                        0u8
+                    })
+                    .unwrap();
+                let mut byte = [0u8];
+                s.read(targets[0] * page, &mut byte).unwrap();
+                assert_eq!(byte, [1]);
+            })
+        });
+        group.bench_function(id("bare_fork"), |b| {
+            b.iter(|| bare_fork(&mut a, &gen.next(), page))
+        });
+        drop(a);
+
+        let mut a = resident_arena(len);
+        group.bench_function(id("snapshot_restore"), |b| {
+            b.iter(|| {
+                let targets = gen.next();
+                let s = a.snapshot().unwrap();
+                for &p in &targets {
+                    a.write(p * page, &[1]).unwrap();
+                }
+                a.restore(&s).unwrap();
+                for &p in &targets {
+                    assert_eq!(a.as_bytes()[p * page], 0xA5);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fork);
+criterion_main!(benches);

@@ -1,0 +1,226 @@
+//! Typed values: allocation, access and the hash map, each next to its std baseline, plus the
+//! pages one allocation or free dirties (printed before the timings).
+//!
+//! `cargo bench --bench typed -- --warm-up-time 1 --measurement-time 3`
+
+use bytemuck::{Pod, Zeroable};
+use cowarena::{Arena, ArenaMap, Ptr};
+use criterion::{black_box, criterion_group, Criterion, Throughput};
+use std::collections::HashMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+struct Point {
+    x: i64,
+    y: i64,
+}
+
+const OBJECTS: usize = 1000;
+
+fn alloc_free(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc_free");
+    g.throughput(Throughput::Elements(1));
+    let mut a = Arena::with_capacity(64 << 20).unwrap();
+    g.bench_function("cowarena one", |b| {
+        b.iter(|| {
+            let p = a.alloc(black_box(Point { x: 1, y: 2 })).unwrap();
+            a.free(black_box(p)).unwrap();
+        })
+    });
+    g.bench_function("Box one", |b| {
+        b.iter(|| {
+            let p = Box::new(black_box(Point { x: 1, y: 2 }));
+            drop(black_box(p));
+        })
+    });
+    g.throughput(Throughput::Elements(OBJECTS as u64));
+    let mut ptrs = Vec::with_capacity(OBJECTS);
+    g.bench_function("cowarena 1000 then free", |b| {
+        b.iter(|| {
+            for i in 0..OBJECTS as i64 {
+                ptrs.push(a.alloc(Point { x: i, y: i }).unwrap());
+            }
+            for p in ptrs.drain(..) {
+                a.free(p).unwrap();
+            }
+        })
+    });
+    let mut boxes = Vec::with_capacity(OBJECTS);
+    g.bench_function("Box 1000 then free", |b| {
+        b.iter(|| {
+            for i in 0..OBJECTS as i64 {
+                boxes.push(Box::new(Point { x: i, y: i }));
+            }
+            boxes.drain(..).for_each(|p| drop(black_box(p)));
+        })
+    });
+    g.finish();
+}
+
+fn get(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get");
+    g.throughput(Throughput::Elements(OBJECTS as u64));
+    let mut a = Arena::with_capacity(64 << 20).unwrap();
+    let ptrs: Vec<Ptr<Point>> = (0..OBJECTS as i64)
+        .map(|i| a.alloc(Point { x: i, y: -i }).unwrap())
+        .collect();
+    let boxes: Vec<Box<Point>> = (0..OBJECTS as i64)
+        .map(|i| Box::new(Point { x: i, y: -i }))
+        .collect();
+    let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
+    g.bench_function("cowarena get", |b| {
+        b.iter(|| {
+            let a = black_box(&a);
+            ptrs.iter().map(|&p| a.get(p).x).sum::<i64>()
+        })
+    });
+    g.bench_function("plain reference", |b| {
+        b.iter(|| black_box(&refs).iter().map(|r| r.x).sum::<i64>())
+    });
+    let s = a.snapshot().unwrap();
+    g.bench_function("snapshot get", |b| {
+        b.iter(|| {
+            let s = black_box(&s);
+            ptrs.iter().map(|&p| s.get(p).x).sum::<i64>()
+        })
+    });
+    g.bench_function("cowarena get_mut", |b| {
+        b.iter(|| {
+            for &p in &ptrs {
+                a.get_mut(p).y += 1;
+            }
+        })
+    });
+    let mut boxes = boxes;
+    g.bench_function("plain mutable reference", |b| {
+        b.iter(|| {
+            for p in black_box(&mut boxes).iter_mut() {
+                p.y += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
+const KEYS: u64 = 10_000;
+
+fn keys() -> Vec<u64> {
+    (0..KEYS)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect()
+}
+
+fn map(c: &mut Criterion) {
+    let mut g = c.benchmark_group("map");
+    g.throughput(Throughput::Elements(KEYS));
+    let keys = keys();
+    let mut a = Arena::with_capacity(256 << 20).unwrap();
+    g.bench_function("ArenaMap insert 10k", |b| {
+        b.iter(|| {
+            let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
+            for &k in &keys {
+                m.insert(&mut a, k, k).unwrap();
+            }
+            m.free(&mut a).unwrap();
+        })
+    });
+    g.bench_function("std HashMap insert 10k", |b| {
+        b.iter(|| {
+            let mut m = HashMap::new();
+            for &k in &keys {
+                m.insert(k, k);
+            }
+            black_box(m)
+        })
+    });
+    let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
+    let mut std_map = HashMap::new();
+    for &k in &keys {
+        m.insert(&mut a, k, k).unwrap();
+        std_map.insert(k, k);
+    }
+    g.bench_function("ArenaMap get 10k", |b| {
+        b.iter(|| {
+            let a = black_box(&a);
+            keys.iter().map(|k| *m.get(a, k).unwrap()).sum::<u64>()
+        })
+    });
+    g.bench_function("std HashMap get 10k", |b| {
+        b.iter(|| {
+            let m = black_box(&std_map);
+            keys.iter().map(|k| m[k]).sum::<u64>()
+        })
+    });
+    g.finish();
+}
+
+/// Average pages dirtied by one allocation and one free, over a mix of sizes: a snapshot before
+/// each operation clears the dirty set, and the arena's stats count what the operation wrote.
+fn print_dirty_pages() {
+    let mut a = Arena::with_capacity(256 << 20).unwrap();
+    let mut live: Vec<(u8, usize, u64)> = Vec::new();
+    let (mut alloc_pages, mut allocs, mut free_pages, mut frees) = (0, 0, 0, 0);
+    let mut max_alloc = 0;
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    for i in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        a.snapshot().unwrap();
+        if i < 2000 || x % 3 != 0 || live.is_empty() {
+            let (kind, p) = match x % 10 {
+                0..=5 => (
+                    0,
+                    bytemuck::cast::<Ptr<Point>, [u64; 2]>(a.alloc(Point::zeroed()).unwrap()),
+                ),
+                6..=8 => (1, bytemuck::cast(a.alloc([0u64; 32]).unwrap())),
+                _ => (2, bytemuck::cast(a.alloc_zeroed::<[u64; 1024]>().unwrap())),
+            };
+            live.push((kind, p[0] as usize, p[1]));
+            let d = a.stats().dirty_pages;
+            alloc_pages += d;
+            max_alloc = max_alloc.max(d);
+            allocs += 1;
+        } else {
+            let (kind, off, stamp) = live.swap_remove((x as usize / 7) % live.len());
+            let raw = [off as u64, stamp];
+            match kind {
+                0 => a.free(bytemuck::cast::<[u64; 2], Ptr<Point>>(raw)).unwrap(),
+                1 => a
+                    .free(bytemuck::cast::<[u64; 2], Ptr<[u64; 32]>>(raw))
+                    .unwrap(),
+                _ => a
+                    .free(bytemuck::cast::<[u64; 2], Ptr<[u64; 1024]>>(raw))
+                    .unwrap(),
+            }
+            free_pages += a.stats().dirty_pages;
+            frees += 1;
+        }
+    }
+    println!(
+        "pages dirtied: {:.3} per allocation (max {max_alloc}, {allocs} allocations: 60% 16-byte, \
+         30% 320-byte, 10% 8 KiB objects), {:.3} per free ({frees} frees); 8 KiB objects write \
+         their own 2-3 pages",
+        alloc_pages as f64 / allocs as f64,
+        free_pages as f64 / frees as f64,
+    );
+    let mut a = Arena::with_capacity(64 << 20).unwrap();
+    let mut small = 0;
+    for _ in 0..10_000 {
+        a.snapshot().unwrap();
+        a.alloc(Point::zeroed()).unwrap();
+        small += a.stats().dirty_pages;
+    }
+    println!(
+        "pages dirtied: {:.3} per 16-byte allocation (10000 in a row)",
+        small as f64 / 10_000.0
+    );
+}
+
+criterion_group!(benches, alloc_free, get, map);
+
+fn main() {
+    print_dirty_pages();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,232 @@
+//! Process control for [`crate::fork`]: fork, close-on-exec pipes, waiting, signals and exit.
+//!
+//! The functions a forked child calls ([`read`], [`write_all`], [`close_raw`],
+//! [`die_with_parent`], [`disable_core_dumps`], [`exit_now`]) are plain system calls: they are
+//! async-signal-safe, allocate nothing and take no lock.
+
+use super::os_error;
+use crate::error::Result;
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// A process id.
+pub(crate) type Pid = libc::pid_t;
+
+/// Which side of a [`fork`] the caller is on.
+pub(crate) enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    Exited(i32),
+    Signaled { signal: i32, core_dumped: bool },
+}
+
+/// Forks the process.
+///
+/// # Safety
+/// Only the calling thread exists in the child, and locks held by other threads at the fork stay
+/// held there forever: in the child of a multi-threaded process, only async-signal-safe functions
+/// are sound. The child must end with [`exit_now`] and never return into frames it shares with
+/// the parent, or it would go on running the parent's code and dropping the parent's values.
+pub(crate) unsafe fn fork() -> Result<Forked> {
+    // SAFETY: forwarded to the caller (see above).
+    match unsafe { libc::fork() } {
+        -1 => Err(os_error("fork", Errno::last())),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// The calling process's id.
+pub(crate) fn getpid() -> Pid {
+    // SAFETY: no arguments; cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// A pipe whose two ends are close-on-exec: `(read end, write end)`.
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: `fds` has room for the two descriptors the call stores.
+        Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+            .map_err(|e| os_error("pipe2(O_CLOEXEC)", e))?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // SAFETY: `fds` has room for the two descriptors the call stores.
+        Errno::result(unsafe { libc::pipe(fds.as_mut_ptr()) }).map_err(|e| os_error("pipe", e))?;
+    }
+    // SAFETY: the call succeeded, so both are fresh descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    for fd in [&read, &write] {
+        // Without pipe2 the flag is set afterwards; the caller holds the fork lock meanwhile.
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| os_error("fcntl(F_SETFD, FD_CLOEXEC)", e))?;
+    }
+    Ok((read, write))
+}
+
+fn decode(status: libc::c_int) -> Option<ExitStatus> {
+    if libc::WIFEXITED(status) {
+        Some(ExitStatus::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(ExitStatus::Signaled {
+            signal: libc::WTERMSIG(status),
+            core_dumped: libc::WCOREDUMP(status),
+        })
+    } else {
+        None
+    }
+}
+
+fn waitpid(pid: Pid, flags: libc::c_int) -> Result<Option<ExitStatus>> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer for the call.
+        match unsafe { libc::waitpid(pid, &mut status, flags) } {
+            -1 if Errno::last() == Errno::EINTR => continue,
+            -1 => return Err(os_error("waitpid", Errno::last())),
+            0 => return Ok(None),
+            // Stop and continue reports need WUNTRACED / WCONTINUED, which are not passed.
+            _ => match decode(status) {
+                Some(s) => return Ok(Some(s)),
+                None => continue,
+            },
+        }
+    }
+}
+
+/// Waits for the child `pid` to end and reaps it.
+pub(crate) fn wait(pid: Pid) -> Result<ExitStatus> {
+    loop {
+        if let Some(status) = waitpid(pid, 0)? {
+            return Ok(status);
+        }
+    }
+}
+
+/// Reaps the child `pid` if it has ended.
+pub(crate) fn try_wait(pid: Pid) -> Result<Option<ExitStatus>> {
+    waitpid(pid, libc::WNOHANG)
+}
+
+/// Sends `SIGKILL` to `pid`. A process that is already gone (or a zombie) is not an error.
+pub(crate) fn kill(pid: Pid) -> Result<()> {
+    // SAFETY: plain system call on a pid the caller started and has not reaped.
+    match Errno::result(unsafe { libc::kill(pid, libc::SIGKILL) }) {
+        Ok(_) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(os_error("kill(SIGKILL)", e)),
+    }
+}
+
+/// Waits until `fd` is readable (or at its end), at most `timeout` (`None`: without limit).
+/// Returns `false` when the time ran out or a signal interrupted the wait.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
+    let millis = match timeout {
+        // Rounded up, so that a wait never ends before the deadline it was computed from.
+        Some(t) => {
+            libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+        }
+        None => -1,
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid `pollfd`, as the count says.
+    match Errno::result(unsafe { libc::poll(&mut pfd, 1, millis) }) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(os_error("poll", e)),
+    }
+}
+
+/// Reads at most `buf.len()` bytes; `0` means the end of the stream.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        match Errno::result(unsafe {
+            libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+        }) {
+            Ok(n) => return Ok(n as usize),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(os_error("read", e)),
+        }
+    }
+}
+
+/// Writes all of `buf`.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        match Errno::result(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+        {
+            Ok(0) => return Err(Errno::EPIPE),
+            Ok(n) => buf = &buf[n as usize..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Closes a descriptor by number.
+///
+/// # Safety
+/// Nothing in this process may use `fd` afterwards (whoever owns it will never close it).
+pub(crate) unsafe fn close_raw(fd: RawFd) {
+    // SAFETY: forwarded to the caller. An error leaves nothing to do.
+    unsafe { libc::close(fd) };
+}
+
+/// Asks the kernel to kill this process when the thread that forked it exits, so that a child
+/// killed on a timeout takes its own children with it. Returns `false` if the parent is already
+/// gone (it is no longer `parent`). A no-op returning `true` where the kernel has no such request.
+pub(crate) fn die_with_parent(parent: Pid) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        // The parent may have died before the request was made.
+        // SAFETY: no arguments; cannot fail.
+        unsafe { libc::getppid() == parent }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = parent;
+        true
+    }
+}
+
+/// Turns core dumps off for this process: a crashing branch must not write a core the size of
+/// the whole heap.
+pub(crate) fn disable_core_dumps() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit out- and in-pointer for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
+            limit.rlim_cur = 0;
+            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+        }
+    }
+}
+
+/// Ends the process at once with `code`: no destructors, no exit handlers, no stdio flush.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}

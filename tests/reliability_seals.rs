@@ -1,0 +1,192 @@
+//! Frozen pages are immutable by the kernel's word, not only by the API's: once a 16 MiB chunk of
+//! the page store is full it is write-sealed, so even its file descriptor cannot change it, and
+//! no store file leaks into a child process through `exec`.
+
+mod common;
+use common::cowarena_memfds;
+use cowarena::Arena;
+use std::os::fd::RawFd;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+const MIB: usize = 1 << 20;
+
+/// Both tests look at every store file of the process, so they must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+fn seals(fd: RawFd) -> i32 {
+    // SAFETY: F_GET_SEALS reads the seals of an open descriptor; no memory is passed.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    assert!(seals >= 0, "F_GET_SEALS on fd {fd}: errno {}", last_errno());
+    seals
+}
+
+fn is_cloexec(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor flags of an open descriptor; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    assert!(flags >= 0, "F_GETFD on fd {fd}: errno {}", last_errno());
+    flags & libc::FD_CLOEXEC != 0
+}
+
+/// The file descriptors of a child process started with `exec`, as their link targets.
+fn child_fds() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "ls -l /proc/$$/fd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    // 24 MiB of frozen pages: one full (sealed) 16 MiB chunk and one being filled.
+    let capacity = 24 * MIB;
+    let mut a = Arena::with_capacity(capacity).unwrap();
+    for (i, chunk) in a
+        .bytes_mut(0..capacity)
+        .unwrap()
+        .chunks_mut(page)
+        .enumerate()
+    {
+        chunk.fill(i as u8);
+    }
+    let s = a.snapshot().unwrap();
+    let before = s.as_bytes().to_vec();
+    let st = a.stats().store;
+    assert!(st.sealed_chunk_files >= 1, "{st:?}");
+
+    let fds = cowarena_memfds();
+    assert_eq!(fds.len(), st.chunk_files, "one memfd per chunk file");
+    let sealed: Vec<RawFd> = fds
+        .iter()
+        .copied()
+        .filter(|&fd| seals(fd) & libc::F_SEAL_WRITE != 0)
+        .collect();
+    assert_eq!(sealed.len(), st.sealed_chunk_files);
+    for &fd in &fds {
+        let s = seals(fd);
+        assert!(
+            s & libc::F_SEAL_GROW != 0 && s & libc::F_SEAL_SHRINK != 0,
+            "every chunk has a fixed size (seals {s:#x})"
+        );
+        assert!(is_cloexec(fd), "store fd {fd} is close-on-exec");
+    }
+
+    for &fd in &sealed {
+        let junk = vec![0xA5u8; page];
+        // SAFETY: `junk` is valid for `page` bytes of reads; the descriptor is open.
+        let n = unsafe { libc::pwrite(fd, junk.as_ptr().cast(), page, 0) };
+        assert_eq!(
+            (n, last_errno()),
+            (-1, libc::EPERM),
+            "pwrite to sealed fd {fd}"
+        );
+
+        // SAFETY: a new mapping at an address the kernel chooses; nothing refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_eq!(p, libc::MAP_FAILED, "a writable shared mapping of fd {fd}");
+        assert_eq!(last_errno(), libc::EPERM);
+
+        // SAFETY: ftruncate and fallocate take no memory; the descriptor is open.
+        let rc = unsafe { libc::ftruncate(fd, 0) };
+        assert_eq!((rc, last_errno()), (-1, libc::EPERM), "shrinking fd {fd}");
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                page as libc::off_t,
+            )
+        };
+        assert_eq!((rc, last_errno()), (-1, libc::EPERM), "punching fd {fd}");
+
+        // Opening the file again through /proc does not get around the seal.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .unwrap();
+        let e = std::io::Write::write(&mut f, &junk).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "write through /proc");
+    }
+
+    // The arena's own private mapping of those pages is still writable (copy-on-write), and
+    // none of the attempts above changed the snapshot.
+    a.write(0, &[0xFF; 64]).unwrap();
+    assert_eq!(&a.as_bytes()[..64], &[0xFF; 64]);
+    let mut buf = vec![0u8; capacity];
+    s.read(0, &mut buf).unwrap();
+    assert!(buf == before, "the snapshot's bytes (read) are unchanged");
+    assert!(
+        s.as_bytes() == &before[..],
+        "the snapshot's view is unchanged"
+    );
+    a.restore(&s).unwrap();
+    assert!(
+        a.as_bytes() == &before[..],
+        "restoring gives the frozen bytes"
+    );
+
+    // A child started with exec sees none of the store's files, nor a proxy's live file.
+    let _proxy = a.proxy().unwrap();
+    let memfds = cowarena_memfds();
+    assert!(memfds.len() > fds.len(), "the proxy added a live file");
+    assert!(memfds.iter().all(|&fd| is_cloexec(fd)));
+    let listing = child_fds();
+    assert!(
+        !listing.contains("memfd:cowarena"),
+        "a child inherited a store file:\n{listing}"
+    );
+}
+
+#[test]
+fn files_in_a_backing_directory_are_close_on_exec() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let dir = std::env::temp_dir().join(format!("cowarena-cloexec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut a = Arena::builder(64 * page).backing_dir(&dir).build().unwrap();
+    a.write(0, b"frozen").unwrap();
+    let s = a.snapshot().unwrap();
+    let _proxy = a.proxy().unwrap();
+    let prefix = dir.to_str().unwrap().to_string();
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            target.to_str()?.starts_with(&prefix).then_some(fd)
+        })
+        .collect();
+    assert!(fds.len() >= 2, "a store file and the proxy's live file");
+    assert!(fds.iter().all(|&fd| is_cloexec(fd)));
+    let listing = child_fds();
+    assert!(
+        !listing.contains(&prefix),
+        "a child inherited a backing file:\n{listing}"
+    );
+    assert_eq!(&s.as_bytes()[..6], b"frozen");
+    drop((a, s, _proxy));
+    std::fs::remove_dir(&dir).unwrap();
+}

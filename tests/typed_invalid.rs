@@ -1,0 +1,304 @@
+//! Every kind of bad `Ptr` is refused with `Error::InvalidPtr` and a message saying why (or a
+//! panic with that message from `get`/`get_mut`), and raw writes into allocator-owned memory
+//! make operations fail, never misbehave.
+
+use bytemuck::{Pod, Zeroable};
+use cowarena::{Arena, ArenaBytes, ArenaMap, ArenaVec, Error, Ptr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(8192))]
+struct OverAligned([[u8; 4096]; 2]);
+
+fn forge<T: 'static>(offset: usize, stamp: u64) -> Ptr<T> {
+    bytemuck::cast([offset as u64, stamp])
+}
+
+fn parts<T: 'static>(p: Ptr<T>) -> [u64; 2] {
+    bytemuck::cast(p)
+}
+
+/// The reason of an `InvalidPtr` error (panics on any other result).
+fn reason<T: std::fmt::Debug>(r: cowarena::Result<T>) -> String {
+    match r {
+        Err(Error::InvalidPtr { reason, .. }) => reason,
+        other => panic!("expected InvalidPtr, got {other:?}"),
+    }
+}
+
+fn arena() -> Arena {
+    Arena::with_capacity(1 << 20).unwrap()
+}
+
+#[test]
+fn null() {
+    let mut a = arena();
+    let p = Ptr::<Point>::null();
+    assert!(p.is_null());
+    assert_eq!(p, Ptr::default());
+    assert!(reason(a.try_get(p)).contains("null"));
+    a.alloc(Point { x: 0, y: 0 }).unwrap();
+    assert!(reason(a.try_get(p)).contains("null"));
+    assert!(reason(a.try_get_mut(p)).contains("null"));
+    assert!(reason(a.free(p)).contains("null"));
+}
+
+#[test]
+fn out_of_range() {
+    let mut big = Arena::with_capacity(16 << 20).unwrap();
+    let mut far = Ptr::null();
+    for _ in 0..4 {
+        far = big.alloc_zeroed::<[[u8; 4096]; 256]>().unwrap();
+    }
+    assert!(far.offset() > 1 << 20);
+    let mut small = arena();
+    small.alloc(1u8).unwrap();
+    let r = reason(small.try_get(far));
+    assert!(
+        r.contains("out of range") && r.contains("another capacity"),
+        "{r}"
+    );
+    assert!(reason(small.free(far)).contains("out of range"));
+    let p: Ptr<u64> = forge(usize::MAX - 3, 1);
+    assert!(reason(small.try_get(p)).contains("out of range"));
+    let p: Ptr<u64> = forge((1 << 20) - 8, 1);
+    assert!(reason(small.try_get_mut(p)).contains("out of range"));
+}
+
+#[test]
+fn misaligned() {
+    let mut a = arena();
+    let p = a.alloc(7u64).unwrap();
+    let [off, stamp] = parts(p);
+    let q: Ptr<u64> = forge(off as usize + 4, stamp);
+    assert!(reason(a.try_get(q)).contains("misaligned"));
+    assert!(reason(a.free(q)).contains("misaligned"));
+    assert_eq!(*a.get(p), 7, "the real object is untouched");
+}
+
+#[test]
+fn never_allocated() {
+    let mut a = arena();
+    let p = a.alloc(7u64).unwrap();
+    let [off, stamp] = parts(p);
+    // The next slot of the same slab: allocated by nobody.
+    let q: Ptr<u64> = forge(off as usize + 16, stamp);
+    let r = reason(a.try_get(q));
+    assert!(r.contains("ever allocated"), "{r}");
+    assert!(reason(a.free(q)).contains("ever allocated"));
+    // A forged stamp that is even was never handed out.
+    let q: Ptr<u64> = forge(off as usize, stamp + 1);
+    assert!(reason(a.try_get(q)).contains("not a pointer made by alloc"));
+}
+
+#[test]
+fn uninitialized_allocator() {
+    let a = arena();
+    let p: Ptr<u64> = forge(8192, 1);
+    assert!(reason(a.try_get(p)).contains("uninitialized"));
+}
+
+#[test]
+fn already_freed_and_reused() {
+    let mut a = arena();
+    let p = a.alloc(Point { x: 1, y: 2 }).unwrap();
+    a.free(p).unwrap();
+    assert!(reason(a.try_get(p)).contains("was freed"));
+    assert!(reason(a.try_get_mut(p)).contains("was freed"));
+    assert!(reason(a.free(p)).contains("was freed"), "double free");
+    let q = a.alloc(Point { x: 3, y: 4 }).unwrap();
+    assert_eq!(q.offset(), p.offset());
+    let r = reason(a.try_get(p));
+    assert!(r.contains("another object lives here"), "{r}");
+    assert!(reason(a.free(p)).contains("another object"));
+    assert_eq!(*a.get(q), Point { x: 3, y: 4 });
+    let big = a.alloc_zeroed::<[[u8; 4096]; 2]>().unwrap();
+    a.free(big).unwrap();
+    assert!(reason(a.try_get(big)).contains("was freed"));
+    assert!(reason(a.free(big)).contains("was freed"));
+}
+
+#[test]
+fn from_another_arena_of_the_same_capacity() {
+    let mut a = arena();
+    let mut b = arena();
+    let pa = a.alloc(1u64).unwrap();
+    let pb = b.alloc(2u64).unwrap();
+    assert_eq!(pa.offset(), pb.offset());
+    let r = reason(b.try_get(pa));
+    assert!(r.contains("another arena"), "{r}");
+    assert!(b.free(pa).is_err());
+    assert_eq!(*b.get(pb), 2);
+}
+
+#[test]
+fn undone_by_restore() {
+    let mut a = arena();
+    let s = a.snapshot().unwrap();
+    let p = a.alloc(1u64).unwrap();
+    a.restore(&s).unwrap();
+    assert!(reason(a.try_get(p)).contains("uninitialized"));
+    a.alloc(0u8).unwrap();
+    let s = a.snapshot().unwrap();
+    let p = a.alloc(1u64).unwrap();
+    a.restore(&s).unwrap();
+    assert!(reason(a.try_get(p)).contains("restored away"));
+    let q = a.alloc(2u64).unwrap();
+    assert_eq!(p.offset(), q.offset(), "the slot is reused");
+    assert!(
+        a.try_get(p).is_err(),
+        "but the old Ptr is not mistaken for the new object"
+    );
+    assert!(s.try_get(p).is_err());
+}
+
+#[test]
+fn wrong_type_for_free() {
+    let mut a = arena();
+    let p = a.alloc(1u64).unwrap();
+    let [off, stamp] = parts(p);
+    let q: Ptr<[u8; 64]> = forge(off as usize, stamp);
+    assert!(a.free(q).is_err());
+    assert_eq!(*a.get(p), 1);
+    a.free(p).unwrap();
+}
+
+#[test]
+fn over_aligned_types_are_refused() {
+    let mut a = arena();
+    let e = a.alloc_zeroed::<OverAligned>();
+    if cowarena::page_size() < 8192 {
+        assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
+    }
+}
+
+#[test]
+fn get_panics_with_the_reason() {
+    let mut a = arena();
+    let p = a.alloc(1u64).unwrap();
+    a.free(p).unwrap();
+    let msg = |r: std::thread::Result<()>| {
+        let e = r.unwrap_err();
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let m = msg(catch_unwind(AssertUnwindSafe(|| {
+        a.get(p);
+    })));
+    assert!(
+        m.contains("invalid pointer") && m.contains("was freed"),
+        "{m}"
+    );
+    let m = msg(catch_unwind(AssertUnwindSafe(|| {
+        *a.get_mut(p) = 3;
+    })));
+    assert!(m.contains("was freed"), "{m}");
+    let s = a.snapshot().unwrap();
+    let m = msg(catch_unwind(AssertUnwindSafe(|| {
+        s.get(p);
+    })));
+    assert!(m.contains("was freed"), "{m}");
+}
+
+#[test]
+fn raw_bytes_before_first_typed_use_are_refused() {
+    let mut a = arena();
+    a.write(16, b"raw").unwrap();
+    let e = a.alloc(1u8).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // Raw bytes past the allocator's metadata are simply taken over.
+    let mut b = arena();
+    b.write(1 << 19, b"raw").unwrap();
+    b.alloc(1u8).unwrap();
+}
+
+#[test]
+fn corrupted_header_is_an_error() {
+    let mut a = arena();
+    let p = a.alloc(5u64).unwrap();
+    a.write(0, &[0xff; 64]).unwrap();
+    assert!(matches!(a.alloc(1u64), Err(Error::Unsupported(_))));
+    assert!(a.free(p).is_err());
+    assert_eq!(*a.get(p), 5, "objects are checked by their own stamps");
+    assert!(a.alloc_stats().is_err());
+}
+
+/// A small deterministic generator for the corruption test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn random_raw_writes_never_cause_panics_in_fallible_calls() {
+    let page = cowarena::page_size();
+    for seed in 1..40u64 {
+        let mut rng = Rng(seed * 0x9E37_79B9_7F4A_7C15);
+        let mut a = Arena::with_capacity(1 << 20).unwrap();
+        let mut ptrs = Vec::new();
+        let v = ArenaVec::<u32>::new(&mut a).unwrap();
+        let m = ArenaMap::<u32, u32>::new(&mut a).unwrap();
+        let s = ArenaBytes::new(&mut a).unwrap();
+        for i in 0..200u32 {
+            ptrs.push(a.alloc(i).unwrap());
+            v.push(&mut a, i).unwrap();
+            m.insert(&mut a, i, i).unwrap();
+            s.append(&mut a, &[i as u8]).unwrap();
+            if i % 3 == 0 {
+                a.alloc_zeroed::<[[u8; 4096]; 2]>().unwrap();
+            }
+        }
+        // Scribble over metadata and objects alike: the header, the page map, slab headers.
+        let used = a.alloc_stats().unwrap().heap_pages + 2;
+        for _ in 0..(1 + rng.below(40)) {
+            let at = if rng.below(2) == 0 {
+                rng.below(2048)
+            } else {
+                rng.below(used) * page + rng.below(256)
+            };
+            let len = 1 + rng.below(16);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let at = at.min((1 << 20) - len);
+            a.write(at, &bytes).unwrap();
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            for (i, &p) in ptrs.iter().enumerate() {
+                let _ = a.try_get(p);
+                let _ = a.try_get_mut(p);
+                if i % 2 == 0 {
+                    let _ = a.free(p);
+                }
+                let _ = a.alloc(i as u64);
+                let _ = a.alloc_zeroed::<[[u8; 4096]; 3]>();
+            }
+            let _ = v.try_as_slice(&a);
+            let _ = v.push(&mut a, 1);
+            let _ = v.pop(&mut a);
+            let _ = m.try_get(&a, &3);
+            let _ = m.insert(&mut a, 1000, 1);
+            let _ = m.remove(&mut a, &5);
+            let _ = s.try_as_slice(&a);
+            let _ = s.append(&mut a, b"more");
+            let _ = a.alloc_stats();
+            let snap = a.snapshot().unwrap();
+            for &p in &ptrs {
+                let _ = snap.try_get(p);
+            }
+        }));
+        assert!(r.is_ok(), "seed {seed}: a fallible call panicked");
+    }
+}
