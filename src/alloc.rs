@@ -185,6 +185,7 @@ impl Placement {
         }
     }
 
+    #[inline]
     fn is_large(&self) -> bool {
         self.class == LARGE
     }
@@ -204,6 +205,7 @@ struct Geo {
 const PAGE_SHIFTS: std::ops::RangeInclusive<u32> = 9..=16;
 
 impl Geo {
+    #[inline]
     fn new(shift: u32, capacity: usize) -> Geo {
         let pages = capacity >> shift;
         let first_page = (PAGE_MAP + pages + (1 << shift) - 1) >> shift;
@@ -215,25 +217,30 @@ impl Geo {
         }
     }
 
+    #[inline]
     fn page(&self) -> usize {
         1 << self.shift
     }
 
     /// Bitmap words of a slab: one bit per 8 bytes of page.
+    #[inline]
     fn words(&self) -> usize {
         (self.page() >> 9).max(1)
     }
 
     /// Where a slab's slots start.
+    #[inline]
     fn data_start(&self) -> usize {
         (SLAB_HEADER + 8 * self.words()).next_multiple_of(MAX_SMALL_ALIGN)
     }
 
+    #[inline]
     fn page_at(&self, p: usize) -> usize {
         p << self.shift
     }
 
     /// Whether `p` is a page the allocator has handed out or holds as free.
+    #[inline]
     fn in_use(&self, p: usize) -> bool {
         p >= self.first_page && p < self.top
     }
@@ -252,13 +259,14 @@ const RECIPROCALS: [u64; CLASSES] = {
 };
 
 fn corrupt() -> Error {
-    Error::Unsupported(
-        "the typed allocator's metadata is corrupt (raw writes into memory the allocator owns?)",
+    Error::Corrupt(
+        "the typed allocator's metadata fails its checks (raw writes into memory it owns?)",
     )
 }
 
 /// The next stamp: odd and never repeated within the process. A thread takes blocks of stamps
 /// from a global counter so that the common case is a thread-local increment.
+#[inline]
 fn fresh_stamp() -> u64 {
     const BLOCK: u64 = 1 << 16;
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
@@ -276,11 +284,13 @@ fn fresh_stamp() -> u64 {
     })
 }
 
+#[inline]
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b = bytes.get(at..at.checked_add(8)?)?;
     Some(u64::from_ne_bytes(b.try_into().ok()?))
 }
 
+#[inline]
 fn header(bytes: &[u8]) -> &Header {
     bytemuck::from_bytes(&bytes[..HEADER_SIZE])
 }
@@ -363,6 +373,7 @@ fn init(arena: &mut Arena) -> Result<Geo> {
     Ok(g)
 }
 
+#[inline]
 fn page_kind(bytes: &[u8], p: usize) -> u8 {
     bytes.get(PAGE_MAP + p).copied().unwrap_or(0)
 }
@@ -427,6 +438,7 @@ fn alloc_small(arena: &mut Arena, g: Geo, place: Placement, init: &[u8]) -> Resu
 }
 
 /// Whether `s` is a slab of class `c` with a free slot.
+#[inline]
 fn slab_has_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> bool {
     if !g.in_use(s) || page_kind(bytes, s) != kind::SLAB + c as u8 {
         return false;
@@ -480,6 +492,7 @@ fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result<()> {
     set_kinds(arena, s..s + 1, kind::SLAB + c as u8)
 }
 
+#[inline]
 fn slab_header(bytes: &[u8], g: Geo, s: usize) -> SlabHeader {
     *bytemuck::from_bytes(&bytes[g.page_at(s)..g.page_at(s) + SLAB_HEADER])
 }
@@ -545,6 +558,7 @@ fn large_pages(g: Geo, place: Placement) -> Option<usize> {
     Some(place.stamp_at.checked_add(16)?.div_ceil(g.page()))
 }
 
+#[inline(never)]
 fn alloc_large(arena: &mut Arena, g: Geo, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
     if place.align > g.page() {
         return Err(Error::Unsupported(
@@ -816,6 +830,7 @@ fn relist(arena: &mut Arena, g: Geo, c: usize, s: usize, used: u32, listed: bool
     }
 }
 
+#[inline(never)]
 fn free_large(
     arena: &mut Arena,
     g: Geo,

@@ -214,6 +214,8 @@ pub struct ArenaStats {
 pub struct Arena {
     mem: Reservation,
     page: usize,
+    /// `page == 1 << page_shift`.
+    page_shift: u32,
     /// For every page that is not dirty, a frozen slot with the same bytes (see module docs;
     /// for a proxy, only its private pages).
     content: PageTable,
@@ -259,6 +261,7 @@ impl Arena {
         let mut arena = Arena {
             mem: Reservation::new(pages * page)?,
             page,
+            page_shift: page.trailing_zeros(),
             content: empty.clone(),
             dirty: PageSet::new(pages),
             layout: Layout::Own {
@@ -303,8 +306,11 @@ impl Arena {
         if len == 0 {
             return;
         }
-        let first = offset / self.page;
-        let last = (offset + len - 1) / self.page;
+        let first = offset >> self.page_shift;
+        let last = (offset + len - 1) >> self.page_shift;
+        if first == last && self.dirty.contains(first) {
+            return;
+        }
         for p in first..=last {
             if self.dirty.insert(p) {
                 match &mut self.layout {
@@ -343,6 +349,7 @@ impl Arena {
     /// For a proxy, the pages it has not written show its source's current bytes, which change
     /// when the source is written: do not hold this slice across writes to the source (see
     /// [`Arena::proxy`]).
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: the whole reservation is mapped readable for as long as `self` lives (every
         // remap replaces pages with readable ones); writes need `&mut self`, so no `&mut` alias
@@ -358,6 +365,7 @@ impl Arena {
     /// assert_eq!(a.as_bytes()[4100], 9);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    #[inline]
     pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
         let len = range
             .end
@@ -524,6 +532,7 @@ impl Arena {
         let pages = self.pages();
         Ok(Arena {
             page: self.page,
+            page_shift: self.page_shift,
             content: PageTable::new(pages, Arc::clone(self.store())),
             dirty: PageSet::new(pages),
             layout: Layout::Proxy {

@@ -59,6 +59,10 @@ pub enum Error {
         /// The arena's capacity.
         capacity: usize,
     },
+    /// Metadata stored in the arena (the typed allocator's) fails its checks, most likely
+    /// because raw writes overwrote it; nothing was changed.
+    #[error("corrupt arena metadata: {0}")]
+    Corrupt(&'static str),
     /// The operation is not possible in the arena's current state; the message says why.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -144,6 +144,7 @@ impl Snapshot {
     /// # Panics
     /// If the view cannot be created (the process is out of address space or mappings); use
     /// [`try_as_bytes`](Snapshot::try_as_bytes) to get that as an error.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         match self.try_as_bytes() {
             Ok(bytes) => bytes,
@@ -152,18 +153,23 @@ impl Snapshot {
     }
 
     /// The snapshot's bytes, or the error that kept them from being mapped.
+    #[inline]
     pub fn try_as_bytes(&self) -> Result<&[u8]> {
         let view = match self.inner.view.get() {
             Some(v) => v,
-            None => {
-                // Two threads may both make a view; the loser's is dropped.
-                let _ = self.inner.view.set(self.make_view()?);
-                self.inner.view.get().expect("set above")
-            }
+            None => self.first_view()?,
         };
         // SAFETY: the view is mapped readable over the whole capacity, is never written, and
         // lives as long as `self.inner`.
         Ok(unsafe { std::slice::from_raw_parts(view.mem.base(), view.mem.len()) })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_view(&self) -> Result<&View> {
+        // Two threads may both make a view; the loser's is dropped.
+        let _ = self.inner.view.set(self.make_view()?);
+        Ok(self.inner.view.get().expect("set above"))
     }
 
     fn make_view(&self) -> Result<View> {

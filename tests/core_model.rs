@@ -169,9 +169,14 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
                 }
                 r.unwrap();
                 if let Some((_, own)) = &mut a.source {
-                    for p in offset / page..=(offset + len - 1) / page {
-                        if !own[p] {
-                            own[p] = true;
+                    let touched = offset / page..=(offset + len - 1) / page;
+                    for (p, mine) in own
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(p, _)| touched.contains(p))
+                    {
+                        if !*mine {
+                            *mine = true;
                             let r = p * page..(p + 1) * page;
                             a.bytes[r.clone()].copy_from_slice(&view[r]);
                         }

@@ -13,14 +13,20 @@ fn read_u64_at(b: &[u8], off: usize) -> u64 {
 }
 
 /// The snapshot is a `Vec<u8>` clone; restore copies it back.
+///
+/// Released snapshot buffers are kept and cloned into again (`clone_from`), so a snapshot costs a
+/// memcpy and not also a page fault per page. Without this the cost depends on the allocator's
+/// state: glibc serves a big clone from a fresh mmap (faults on every page) unless an earlier free
+/// left a large enough chunk in its heap (no faults), which made the figures depend on which
+/// strategy ran before.
 pub struct DeepCopy {
     live: Vec<u8>,
     stack: Vec<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl Strategy for DeepCopy {
     const NAME: &'static str = "deep_copy";
-    const WARMUP: bool = false;
     const FULL_COPY: bool = true;
 
     fn setup(bytes: usize) -> Res<Self> {
@@ -29,6 +35,7 @@ impl Strategy for DeepCopy {
         Ok(Self {
             live,
             stack: Vec::new(),
+            spare: Vec::new(),
         })
     }
     fn capacity(&self) -> usize {
@@ -49,7 +56,9 @@ impl Strategy for DeepCopy {
         Ok(())
     }
     fn snapshot(&mut self) -> Res<()> {
-        self.stack.push(self.live.clone());
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.clone_from(&self.live);
+        self.stack.push(copy);
         Ok(())
     }
     fn restore(&mut self) -> Res<()> {
@@ -58,12 +67,15 @@ impl Strategy for DeepCopy {
         Ok(())
     }
     fn release(&mut self) -> Res<()> {
-        self.stack.pop().ok_or("no snapshot")?;
+        let copy = self.stack.pop().ok_or("no snapshot")?;
+        self.spare.push(copy);
         Ok(())
     }
     fn restore_and_release(&mut self) -> Res<()> {
         // The copy is no longer needed as a snapshot, so it becomes the live state: no copy back.
-        self.live = self.stack.pop().ok_or("no snapshot")?;
+        let copy = self.stack.pop().ok_or("no snapshot")?;
+        let old = std::mem::replace(&mut self.live, copy);
+        self.spare.push(old);
         Ok(())
     }
 }

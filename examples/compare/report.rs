@@ -553,10 +553,11 @@ pub fn plot(cfg: &Cfg, res: &Results, path: &Path) -> Res<()> {
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d((xmin..xmax).log_scale(), (lo..hi).log_scale())
+            .build_cartesian_2d((xmin..xmax).log_scale().base(4.0), (lo..hi).log_scale())
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
+            .y_labels(6)
             .x_desc("arena")
             .y_desc("median cycle")
             .x_label_formatter(&|mib| fmt_size((*mib * MIB as f64).round() as u64))
