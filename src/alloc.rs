@@ -130,6 +130,8 @@ struct SlabHeader {
 }
 
 const SLAB_HEADER: usize = size_of::<SlabHeader>();
+/// Where `SlabHeader::used` sits in a slab, for the fast paths' field writes.
+const USED: usize = std::mem::offset_of!(SlabHeader, used);
 
 /// The links at the start of a free run; its length is also stored in the run's last 8 bytes.
 #[repr(C)]
@@ -264,24 +266,56 @@ fn corrupt() -> Error {
     )
 }
 
+/// Stamps a thread takes from the global counter at a time.
+const STAMP_BLOCK: u64 = 1 << 16;
+
+thread_local! {
+    /// The thread's next stamp and the end of its block; equal when the block is used up.
+    static STAMPS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
 /// The next stamp: odd and never repeated within the process. A thread takes blocks of stamps
 /// from a global counter so that the common case is a thread-local increment.
-#[inline]
+#[inline(always)]
 fn fresh_stamp() -> u64 {
-    const BLOCK: u64 = 1 << 16;
-    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    }
-    RANGE.with(|r| {
-        let (mut next, mut end) = r.get();
+    STAMPS.with(|r| {
+        let (next, end) = r.get();
         if next == end {
-            next = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) * BLOCK;
-            end = next + BLOCK;
+            return next_stamp_block(r);
         }
-        r.set((next + 1, end));
-        (next << 1) | 1
+        r.set((next + 2, end));
+        next
     })
+}
+
+/// The next block of stamps to hand out.
+static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+
+/// Moves a `fork()` child to stamps its parent (and its siblings) do not use: the child starts
+/// with copies of the parent's counters, and a state it sends back must not repeat a stamp the
+/// parent hands out meanwhile. The child draws from a block range above 2^40 picked from its pid
+/// and the time, so two processes collide only with negligible probability.
+pub(crate) fn after_fork_in_child() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = (u64::from(std::process::id()) << 32) ^ nanos ^ NEXT_BLOCK.load(Ordering::Relaxed);
+    // splitmix64 finalizer: spreads nearby pids and times over the whole range.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    NEXT_BLOCK.store((1 << 40) | (x & ((1 << 40) - 1)), Ordering::Relaxed);
+    STAMPS.with(|r| r.set((0, 0)));
+}
+
+/// Takes a new block of stamps for this thread and returns its first.
+#[cold]
+#[inline(never)]
+fn next_stamp_block(r: &Cell<(u64, u64)>) -> u64 {
+    let first = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) * STAMP_BLOCK;
+    let (next, end) = ((first << 1) | 1, ((first + STAMP_BLOCK) << 1) | 1);
+    r.set((next + 2, end));
+    next
 }
 
 #[inline]
@@ -395,8 +429,56 @@ fn out_of_memory(arena: &Arena, place: Placement) -> Error {
 
 /// Allocates room for an object placed as `place`, copies `init` (at most `place.size` bytes)
 /// to its start, and returns its offset and stamp.
+#[inline(always)]
 pub(crate) fn alloc(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
     debug_assert!(init.len() <= place.size);
+    if !place.is_large() {
+        if let Some(done) = alloc_fast(arena, place, init) {
+            return Ok(done);
+        }
+    }
+    alloc_slow(arena, place, init)
+}
+
+/// The common allocation: a free slot in the current slab of the object's class. It makes the
+/// same checks as `alloc_small`, but a failed one returns `None` having written nothing, and
+/// `alloc_slow` starts over (and names the error). Inlined into every typed `alloc`, where the
+/// placement is a constant, so that it costs about what the writes to the slab cost.
+#[inline(always)]
+fn alloc_fast(arena: &mut Arena, place: Placement, init: &[u8]) -> Option<(usize, u64)> {
+    let bytes = arena.as_bytes();
+    let State::Ready(g) = state(bytes) else {
+        return None;
+    };
+    let c = place.class;
+    let size = *CLASS_SIZES.get(c)?;
+    let s = header(bytes).classes[c].current as usize;
+    let head = slab_with_room(bytes, g, s, c)?;
+    let base = g.page_at(s);
+    let (w, word) = bytes
+        .get(base + SLAB_HEADER..base + SLAB_HEADER + 8 * g.words())?
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0xff; 8])))
+        .enumerate()
+        .find(|&(_, w)| w != u64::MAX)?;
+    let bit = word.trailing_ones() as usize;
+    let slot = g.data_start() + (w * 64 + bit) * size;
+    if slot + size > g.page() {
+        return None;
+    }
+    let stamp = fresh_stamp();
+    let page = arena.bytes_mut(base..base + g.page()).ok()?;
+    let word_at = SLAB_HEADER + 8 * w;
+    page[word_at..word_at + 8].copy_from_slice(&(word | 1 << bit).to_ne_bytes());
+    page[USED..USED + 4].copy_from_slice(&(head.used + 1).to_ne_bytes());
+    page[slot..slot + init.len()].copy_from_slice(init);
+    page[slot + size - 8..slot + size].copy_from_slice(&stamp.to_ne_bytes());
+    Some((base + slot, stamp))
+}
+
+/// Everything `alloc_fast` leaves: initialization, a full current slab, large objects, errors.
+#[inline(never)]
+fn alloc_slow(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
     let g = ensure(arena)?;
     if place.is_large() {
         alloc_large(arena, g, place, init)
@@ -405,7 +487,6 @@ pub(crate) fn alloc(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<
     }
 }
 
-#[inline]
 fn alloc_small(arena: &mut Arena, g: Geo, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
     let c = place.class;
     let size = CLASS_SIZES[c];
@@ -440,11 +521,17 @@ fn alloc_small(arena: &mut Arena, g: Geo, place: Placement, init: &[u8]) -> Resu
 /// Whether `s` is a slab of class `c` with a free slot.
 #[inline]
 fn slab_has_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> bool {
+    slab_with_room(bytes, g, s, c).is_some()
+}
+
+/// The header of `s` if it is a slab of class `c` with a free slot.
+#[inline(always)]
+fn slab_with_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> Option<SlabHeader> {
     if !g.in_use(s) || page_kind(bytes, s) != kind::SLAB + c as u8 {
-        return false;
+        return None;
     }
-    let h: &SlabHeader = bytemuck::from_bytes(&bytes[g.page_at(s)..g.page_at(s) + SLAB_HEADER]);
-    h.class as usize == c && h.used < h.slots
+    let h = slab_header(bytes, g, s);
+    (h.class as usize == c && h.used < h.slots).then_some(h)
 }
 
 /// Makes a slab with a free slot the class's current one: a partly free slab if there is one,
@@ -492,9 +579,11 @@ fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result<()> {
     set_kinds(arena, s..s + 1, kind::SLAB + c as u8)
 }
 
-#[inline]
+/// A copy of the header of slab `s` (an unaligned read: `s` is page-aligned, but checking that
+/// would cost a branch on the fast paths).
+#[inline(always)]
 fn slab_header(bytes: &[u8], g: Geo, s: usize) -> SlabHeader {
-    *bytemuck::from_bytes(&bytes[g.page_at(s)..g.page_at(s) + SLAB_HEADER])
+    bytemuck::pod_read_unaligned(&bytes[g.page_at(s)..g.page_at(s) + SLAB_HEADER])
 }
 
 fn slab_header_mut(arena: &mut Arena, g: Geo, s: usize) -> Result<&mut SlabHeader> {
@@ -756,7 +845,79 @@ fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) -> Result<(
 }
 
 /// Frees the object at `offset` with `stamp`, placed as `place`, after checking that it is live.
+#[inline(always)]
 pub(crate) fn free(
+    arena: &mut Arena,
+    offset: usize,
+    stamp: u64,
+    place: Placement,
+    type_name: &str,
+) -> Result<()> {
+    if !place.is_large() {
+        if let Some(done) = free_fast(arena, offset, stamp, place) {
+            return done;
+        }
+    }
+    free_slow(arena, offset, stamp, place, type_name)
+}
+
+/// The common free: a live small object. It makes the same checks as `free_slow`, but a failed
+/// one returns `None` having written nothing, and `free_slow` starts over (and names the error).
+/// Inlined into every typed `free`, like `alloc_fast`.
+#[inline(always)]
+fn free_fast(arena: &mut Arena, offset: usize, stamp: u64, place: Placement) -> Option<Result<()>> {
+    let bytes = arena.as_bytes();
+    let State::Ready(g) = state(bytes) else {
+        return None;
+    };
+    let stamp_at = offset.checked_add(place.stamp_at)?;
+    if offset & place.mask != 0 || stamp & 1 == 0 || read_u64(bytes, stamp_at)? != stamp {
+        return None;
+    }
+    let s = offset >> g.shift;
+    let c = place.class;
+    let size = *CLASS_SIZES.get(c)?;
+    if !g.in_use(s) || page_kind(bytes, s) != kind::SLAB + c as u8 {
+        return None;
+    }
+    let base = g.page_at(s);
+    let head = slab_header(bytes, g, s);
+    let rel = (offset - base).wrapping_sub(g.data_start());
+    let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
+    if rel >= g.page()
+        || index * size != rel
+        || head.class as usize != c
+        || index >= head.slots as usize
+        || index >= g.words() * 64
+        || head.used == 0
+    {
+        return None;
+    }
+    let word_at = base + SLAB_HEADER + 8 * (index / 64);
+    let word = read_u64(bytes, word_at)?;
+    let bit = 1u64 << (index % 64);
+    if word & bit == 0 {
+        return None;
+    }
+    let current = header(bytes).classes[c].current as usize;
+    let page = arena.bytes_mut(base..base + g.page()).ok()?;
+    let word_at = word_at - base;
+    page[word_at..word_at + 8].copy_from_slice(&(word & !bit).to_ne_bytes());
+    let at = stamp_at - base;
+    page[at..at + 8].copy_from_slice(&(stamp + 1).to_ne_bytes());
+    let used = head.used - 1;
+    page[USED..USED + 4].copy_from_slice(&used.to_ne_bytes());
+    if s == current || (used != 0 && head.listed != 0) {
+        Some(Ok(()))
+    } else {
+        Some(relist(arena, g, c, s, used, head.listed != 0))
+    }
+}
+
+/// Everything `free_fast` leaves: large objects, and invalid pointers and corruption, whose
+/// errors it names.
+#[inline(never)]
+fn free_slow(
     arena: &mut Arena,
     offset: usize,
     stamp: u64,
@@ -819,6 +980,7 @@ pub(crate) fn free(
 /// After a free in slab `s` (not its class's current slab): an empty slab goes back to the free
 /// pages, so any class (or a large object) can reuse it; a full one joins the partial list.
 #[cold]
+#[inline(never)]
 fn relist(arena: &mut Arena, g: Geo, c: usize, s: usize, used: u32, listed: bool) -> Result<()> {
     if used == 0 {
         if listed {

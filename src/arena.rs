@@ -28,19 +28,25 @@
 //!
 //! `restore(s)` fixes exactly the pages that differ: the dirty pages plus
 //! `diff(content, s)`, found by walking the two persistent tables and skipping shared subtrees.
-//! Each such run is copied from the store with one `pread`. A page that was already private
-//! stays private, so writing it again costs no fault: a fuzzer resetting the same pages pays a
-//! copy per reset, not a fault and an `madvise`.
+//! Each such run is copied from a read-only mapping of the store chunk that holds it (no system
+//! call). A page that was already private stays private, so writing it again costs no fault: a
+//! fuzzer resetting the same pages pays a copy per reset, not a fault and an `madvise`.
 //!
 //! # Bounding memory and mappings
 //!
-//! Private pages duplicate frozen ones. When more than the private budget (a quarter of the
+//! Private pages duplicate frozen ones. When more than the private budget (an eighth of the
 //! capacity by default, see [`ArenaBuilder::private_budget`]) are private after a snapshot or
 //! restore, they are shed: pages whose mapping already shows their content are dropped with
-//! `madvise(MADV_DONTNEED)`, the others are remapped from the store. Each remapped run may split
-//! the arena's mapping; once more than [`MAX_REMAPPED_RUNS`] runs were remapped, the arena is
-//! compacted: its contents are frozen into one contiguous image and mapped again, so an arena
-//! never holds more than a few thousand kernel mappings (the process limit is 65530).
+//! `madvise(MADV_DONTNEED)`; if that is not enough, the others are remapped from the store, as
+//! far as the mapping budget ([`MAX_REMAPPED_RUNS`] runs by default, see
+//! [`ArenaBuilder::mapping_budget`]) allows. Each remapped run may split the arena's mapping in
+//! three, so an arena holds at most `1 + 2 * budget` kernel mappings (the process limit is
+//! 65530). An arena far over its private budget with no mapping room left is compacted: its
+//! contents are frozen into one contiguous image and mapped again.
+//!
+//! This is the trade-off the kernel leaves: a page frozen apart from its neighbours costs either
+//! a mapping of its own or a private copy. Mappings are the scarcer resource, so past the
+//! mapping budget such pages stay private copies.
 
 use crate::error::{Error, Result};
 use crate::page_set::{runs, PageSet};
@@ -95,7 +101,7 @@ impl ArenaBuilder {
     }
 
     /// The most bytes of private page copies the arena keeps between snapshots and restores
-    /// before it returns them to the kernel (default: a quarter of the capacity).
+    /// before it returns them to the kernel (default: an eighth of the capacity).
     pub fn private_budget(mut self, bytes: usize) -> Self {
         self.options.private_budget_pages = Some(bytes / sys::page_size());
         self
@@ -311,6 +317,14 @@ impl Arena {
         if first == last && self.dirty.contains(first) {
             return;
         }
+        self.mark_dirty_pages(first, last);
+    }
+
+    /// The rest of `mark_dirty`, out of line so that the check above inlines into the typed
+    /// fast paths: this runs once per page between snapshots, next to a copy-on-write fault.
+    #[cold]
+    #[inline(never)]
+    fn mark_dirty_pages(&mut self, first: usize, last: usize) {
         for p in first..=last {
             if self.dirty.insert(p) {
                 match &mut self.layout {
@@ -370,7 +384,8 @@ impl Arena {
         let len = range
             .end
             .checked_sub(range.start)
-            .ok_or(Error::OutOfBounds {
+            // `_else`: an `Error` built eagerly is also dropped on success, a call per write.
+            .ok_or_else(|| Error::OutOfBounds {
                 offset: range.start,
                 len: 0,
                 capacity: self.capacity(),
@@ -730,14 +745,15 @@ impl Arena {
     ///
     /// Pages whose mapping already shows their content are dropped with `madvise`, neighbours
     /// less than [`DISCARD_GAP`] pages apart in one call (dropping a clean page in between costs
-    /// only a cheap refault). Pages whose content was frozen elsewhere are remapped from the
-    /// store only when private pages exceed twice the budget: remapping costs an `mmap` each
-    /// and splits the mapping, while after the next restore most of them can simply be dropped.
+    /// only a cheap refault). If that is not enough, pages whose content was frozen elsewhere
+    /// are remapped from the store, as far as the mapping budget allows (each run costs an
+    /// `mmap` and may split the mapping). Past four times the budget (and half the arena), the
+    /// arena is compacted into one image.
     fn shed_private(&mut self) -> Result<()> {
         let budget = self
             .options
             .private_budget_pages
-            .unwrap_or(self.pages() / 4)
+            .unwrap_or(self.pages() / 8)
             .max(1);
         let Layout::Own { mapped, private } = &self.layout else {
             return Ok(());
@@ -752,7 +768,7 @@ impl Arena {
         let (discard, remap): (Vec<usize>, Vec<usize>) = sorted
             .into_iter()
             .partition(|&p| mapped.get(p) == content.get(p));
-        let remap_too = private.len() - discard.len() > 2 * budget;
+        let left = private.len() - discard.len();
         let mut spans: Vec<Range<usize>> = Vec::new();
         for &p in &discard {
             match spans.last_mut() {
@@ -777,24 +793,21 @@ impl Arena {
             };
         }
         if let Layout::Own { private, .. } = &mut self.layout {
-            let dropped: std::collections::HashSet<usize> = if remap_too {
-                discard.iter().chain(&remap).copied().collect()
-            } else {
-                discard.iter().copied().collect()
-            };
+            let dropped: std::collections::HashSet<usize> = discard.iter().copied().collect();
             private.retain(|p| !dropped.contains(&p));
         }
-        if remap_too {
-            self.remap_to_content(&remap)?;
+        if left <= budget {
+            return Ok(());
         }
-        if self.remapped_runs > self.options.mapping_budget {
-            self.compact()?;
+        if left > (4 * budget).max(self.pages() / 2) && self.dirty.is_empty() {
+            // Far over budget with no mapping room left: one full image is cheaper.
+            return self.compact();
         }
-        Ok(())
+        self.remap_to_content(&remap)
     }
 
-    /// Maps the (sorted) `pages` from their content slots, one `mmap` per run; compacts instead
-    /// when that would take the arena past its mapping budget.
+    /// Maps the (sorted) `pages` from their content slots, one `mmap` per run, for as many runs
+    /// as the mapping budget has room; the pages remapped stop being private.
     fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
         let mut runs: Vec<(Range<usize>, SlotId)> = Vec::new();
         for &p in pages {
@@ -813,10 +826,13 @@ impl Arena {
                 _ => runs.push((p..p + 1, slot)),
             }
         }
-        if self.remapped_runs + runs.len() > self.options.mapping_budget && self.dirty.is_empty() {
-            return self.compact();
-        }
-        for (run, slot) in runs {
+        let room = self
+            .options
+            .mapping_budget
+            .saturating_sub(self.remapped_runs);
+        runs.truncate(room);
+        let mut remapped = std::collections::HashSet::new();
+        for (run, slot) in &runs {
             if slot.is_zero() {
                 // SAFETY: `&mut self`: no live references into the arena.
                 unsafe {
@@ -825,12 +841,17 @@ impl Arena {
                 };
                 self.remapped_runs += 1;
                 if let Layout::Own { mapped, .. } = &mut self.layout {
-                    let updates: Vec<(usize, SlotId)> = run.map(|p| (p, SlotId::ZERO)).collect();
+                    let updates: Vec<(usize, SlotId)> =
+                        run.clone().map(|p| (p, SlotId::ZERO)).collect();
                     mapped.set_many(&updates);
                 }
             } else {
-                self.map_slots(run, slot)?;
+                self.map_slots(run.clone(), *slot)?;
             }
+            remapped.extend(run.clone());
+        }
+        if let Layout::Own { private, .. } = &mut self.layout {
+            private.retain(|p| !remapped.contains(&p));
         }
         Ok(())
     }

@@ -80,6 +80,9 @@ impl ChunkView {
 
 #[derive(Debug)]
 struct Chunk {
+    /// The process that made the chunk. A `fork()` child shares the file with its parent, so it
+    /// must never write, seal or punch it: its own freezes go to chunks it makes itself.
+    owner: u32,
     file: Arc<BackingFile>,
     view: Option<Arc<ChunkView>>,
     /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
@@ -237,6 +240,12 @@ impl Store {
     fn chunk_with_room(&self, st: &mut StoreState, len: usize) -> Result<usize> {
         if let Some(cur) = st.current {
             let c = st.chunks[cur].as_ref().expect("current chunk is open");
+            if c.owner != std::process::id() {
+                // Inherited across fork(): stop allocating from it, but leave it as it is.
+                st.chunks[cur].as_mut().expect("open").retired = true;
+                st.current = None;
+                return self.chunk_with_room(st, len);
+            }
             if !c.retired && c.used + len <= self.chunk_pages {
                 return Ok(cur);
             }
@@ -249,6 +258,7 @@ impl Store {
         file.set_len(self.chunk_pages * self.page)?;
         sys::seal_size(file.owned_fd())?;
         let chunk = Chunk {
+            owner: std::process::id(),
             file: Arc::new(file),
             view: None,
             refs: vec![0; self.chunk_pages],
@@ -293,7 +303,7 @@ impl Store {
             self.punch_pending(st);
         }
         let c = st.chunks[chunk].as_mut().expect("open chunk");
-        if !c.sealed {
+        if !c.sealed && c.owner == std::process::id() {
             // Sealing fails only where the kernel does not support it; the chunk is then simply
             // never written again by this crate.
             c.sealed = sys::seal_write(c.file.owned_fd()).unwrap_or(false);
@@ -378,6 +388,7 @@ impl Store {
             // Punching fails only where the file system has no holes, or when the chunk was
             // sealed meanwhile; the pages then stay until the chunk closes (`held_bytes`).
             let punched = !c.sealed
+                && c.owner == std::process::id()
                 && sys::punch_hole(
                     c.file.owned_fd(),
                     first.index() * self.page,

@@ -268,6 +268,7 @@ impl Arena {
     /// assert!(matches!(too_big, Err(cowarena::Error::OutOfMemory { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    #[inline]
     pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
         Ok(Ptr::from_raw(offset, stamp))
@@ -362,6 +363,7 @@ impl Arena {
     /// assert_eq!(q.offset(), p.offset());
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    #[inline]
     pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
         alloc::free(
             self,
