@@ -1,5 +1,6 @@
 //! Typed values: allocation, access and the hash map, each next to its std baseline, plus the
-//! pages one allocation or free dirties (printed before the timings).
+//! pages one allocation or free dirties (printed before the timings) and, after them, the ratios
+//! to the baselines that the project's goals name, measured in alternating rounds of one run.
 //!
 //! `cargo bench --bench typed -- --warm-up-time 1 --measurement-time 3`
 
@@ -7,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use cowarena::{Arena, ArenaMap, Ptr};
 use criterion::{black_box, criterion_group, Criterion, Throughput};
 use std::collections::HashMap;
+use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 #[repr(C)]
@@ -17,22 +19,38 @@ struct Point {
 
 const OBJECTS: usize = 1000;
 
+/// One allocation and free of a 16-byte object, and the same with `Box`: both see the value and
+/// the handle through `black_box`, so neither can be optimized away or folded.
+#[inline(always)]
+fn arena_one(a: &mut Arena) {
+    let p = a.alloc(black_box(Point { x: 1, y: 2 })).unwrap();
+    a.free(black_box(p)).unwrap();
+}
+
+#[inline(always)]
+fn box_one() {
+    let p = Box::new(black_box(Point { x: 1, y: 2 }));
+    drop(black_box(p));
+}
+
+/// A field of every object, through `get` and through plain references.
+#[inline(always)]
+fn arena_get_sum(a: &Arena, ptrs: &[Ptr<Point>]) -> i64 {
+    let a = black_box(a);
+    ptrs.iter().map(|&p| a.get(p).x).sum()
+}
+
+#[inline(always)]
+fn ref_sum(refs: &[&Point]) -> i64 {
+    black_box(refs).iter().map(|r| r.x).sum()
+}
+
 fn alloc_free(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc_free");
     g.throughput(Throughput::Elements(1));
     let mut a = Arena::with_capacity(64 << 20).unwrap();
-    g.bench_function("cowarena one", |b| {
-        b.iter(|| {
-            let p = a.alloc(black_box(Point { x: 1, y: 2 })).unwrap();
-            a.free(black_box(p)).unwrap();
-        })
-    });
-    g.bench_function("Box one", |b| {
-        b.iter(|| {
-            let p = Box::new(black_box(Point { x: 1, y: 2 }));
-            drop(black_box(p));
-        })
-    });
+    g.bench_function("cowarena one", |b| b.iter(|| arena_one(&mut a)));
+    g.bench_function("Box one", |b| b.iter(box_one));
     g.throughput(Throughput::Elements(OBJECTS as u64));
     let mut ptrs = Vec::with_capacity(OBJECTS);
     g.bench_function("cowarena 1000 then free", |b| {
@@ -68,15 +86,8 @@ fn get(c: &mut Criterion) {
         .map(|i| Box::new(Point { x: i, y: -i }))
         .collect();
     let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
-    g.bench_function("cowarena get", |b| {
-        b.iter(|| {
-            let a = black_box(&a);
-            ptrs.iter().map(|&p| a.get(p).x).sum::<i64>()
-        })
-    });
-    g.bench_function("plain reference", |b| {
-        b.iter(|| black_box(&refs).iter().map(|r| r.x).sum::<i64>())
-    });
+    g.bench_function("cowarena get", |b| b.iter(|| arena_get_sum(&a, &ptrs)));
+    g.bench_function("plain reference", |b| b.iter(|| ref_sum(&refs)));
     let s = a.snapshot().unwrap();
     g.bench_function("snapshot get", |b| {
         b.iter(|| {
@@ -217,10 +228,72 @@ fn print_dirty_pages() {
     );
 }
 
+/// Nanoseconds per call of `f`, over `calls` calls (inlined into the loop, like criterion's).
+fn time(f: &mut impl FnMut(), calls: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
+}
+
+/// Nanoseconds per call of `a` and of `b`: the medians over rounds that alternate the two, so
+/// that both see the same load on a shared machine and their ratio is stable even when the
+/// absolute times are not.
+fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64) {
+    const ROUNDS: usize = 41;
+    time(&mut a, calls);
+    time(&mut b, calls);
+    let (mut ta, mut tb): (Vec<f64>, Vec<f64>) = (0..ROUNDS)
+        .map(|_| (time(&mut a, calls), time(&mut b, calls)))
+        .unzip();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut ta), median(&mut tb))
+}
+
+/// The ratios the project's goals are stated in, each measured within this run.
+fn print_ratios() {
+    let mut a = Arena::with_capacity(64 << 20).unwrap();
+    let (arena, boxed) = paired(|| arena_one(&mut a), box_one, 200_000);
+    println!(
+        "alloc+free of one 16-byte object: cowarena {arena:.2} ns, Box {boxed:.2} ns: {:.2}x \
+         (goal: at most 2x)",
+        arena / boxed
+    );
+    let ptrs: Vec<Ptr<Point>> = (0..OBJECTS as i64)
+        .map(|i| a.alloc(Point { x: i, y: -i }).unwrap())
+        .collect();
+    let boxes: Vec<Box<Point>> = (0..OBJECTS as i64)
+        .map(|i| Box::new(Point { x: i, y: -i }))
+        .collect();
+    let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
+    let (get, plain) = paired(
+        || {
+            black_box(arena_get_sum(&a, &ptrs));
+        },
+        || {
+            black_box(ref_sum(&refs));
+        },
+        2_000,
+    );
+    println!(
+        "get of {OBJECTS} objects: cowarena {get:.0} ns, plain references {plain:.0} ns: {:.2}x \
+         (goal: at most 1.5x)",
+        get / plain
+    );
+}
+
 criterion_group!(benches, alloc_free, get, map);
 
 fn main() {
     print_dirty_pages();
     benches();
     Criterion::default().configure_from_args().final_summary();
+    // Not in `cargo test --benches` (criterion's `--test`), nor when only listing.
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        print_ratios();
+    }
 }

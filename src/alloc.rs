@@ -42,6 +42,7 @@
 
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::ptr;
 use crate::sys;
 use bytemuck::{Pod, Zeroable};
 use std::cell::Cell;
@@ -233,7 +234,8 @@ impl Geo {
     /// Where a slab's slots start.
     #[inline]
     fn data_start(&self) -> usize {
-        (SLAB_HEADER + 8 * self.words()).next_multiple_of(MAX_SMALL_ALIGN)
+        // `next_multiple_of`, spelled with a mask because it branches otherwise.
+        (SLAB_HEADER + 8 * self.words() + MAX_SMALL_ALIGN - 1) & !(MAX_SMALL_ALIGN - 1)
     }
 
     #[inline]
@@ -276,7 +278,10 @@ thread_local! {
 
 /// The next stamp: odd and never repeated within the process. A thread takes blocks of stamps
 /// from a global counter so that the common case is a thread-local increment.
-#[inline(always)]
+///
+/// Never inlined: in another crate (where the typed fast paths are inlined) the thread-local's
+/// accessor is opaque and costs two calls, one of them indirect; here it is one direct call.
+#[inline(never)]
 fn fresh_stamp() -> u64 {
     STAMPS.with(|r| {
         let (next, end) = r.get();
@@ -322,6 +327,29 @@ fn next_stamp_block(r: &Cell<(u64, u64)>) -> u64 {
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b = bytes.get(at..at.checked_add(8)?)?;
     Some(u64::from_ne_bytes(b.try_into().ok()?))
+}
+
+/// The `T` at `bytes[at..]`, read without a bounds check: for the fast paths, whose checks of
+/// the allocator's metadata already place every access inside a slab page.
+///
+/// # Safety
+/// `at + size_of::<T>() <= bytes.len()`.
+#[inline(always)]
+unsafe fn read_at<T: Pod>(bytes: &[u8], at: usize) -> T {
+    debug_assert!(at + size_of::<T>() <= bytes.len());
+    // SAFETY: in bounds (forwarded to the caller); every bit pattern is a `T` (Pod).
+    unsafe { bytes.as_ptr().add(at).cast::<T>().read_unaligned() }
+}
+
+/// Writes `v` at `bytes[at..]` without a bounds check (see `read_at`).
+///
+/// # Safety
+/// `at + size_of::<T>() <= bytes.len()`.
+#[inline(always)]
+unsafe fn write_at<T: Pod>(bytes: &mut [u8], at: usize, v: T) {
+    debug_assert!(at + size_of::<T>() <= bytes.len());
+    // SAFETY: in bounds (forwarded to the caller); `bytes` is plain memory.
+    unsafe { bytes.as_mut_ptr().add(at).cast::<T>().write_unaligned(v) }
 }
 
 #[inline]
@@ -374,6 +402,50 @@ fn geometry(bytes: &[u8]) -> Result<Option<Geo>> {
         State::Ready(g) => Ok(Some(g)),
         State::Corrupt => Err(corrupt()),
     }
+}
+
+/// The header fields `state` checks, read on their own (`Header` is too large to copy).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct HeaderGeo {
+    magic: u64,
+    version: u32,
+    page_shift: u32,
+    capacity: u64,
+    first_page: u64,
+    top: u64,
+}
+
+const _: () = assert!(std::mem::offset_of!(Header, top) == std::mem::offset_of!(HeaderGeo, top));
+
+/// `state` for the fast paths: the geometry if the header is valid, else `None` (initialization
+/// and errors are the slow paths' business). The page size must also be the arena's, as it is
+/// unless the header was overwritten, which makes the expected geometry a function of the
+/// arena's constants instead of the header's fields.
+#[inline(always)]
+fn ready(arena: &Arena) -> Option<Geo> {
+    let bytes = arena.as_bytes();
+    let h: HeaderGeo = bytemuck::pod_read_unaligned(bytes.get(..size_of::<HeaderGeo>())?);
+    let shift = arena.page_shift();
+    let g = Geo::new(shift, bytes.len());
+    let top = usize::try_from(h.top).ok()?;
+    // The exact compares as one test: on the fast path they all hold.
+    let differs = (h.magic ^ MAGIC)
+        | u64::from(h.version ^ VERSION)
+        | u64::from(h.page_shift ^ shift)
+        | (h.capacity ^ bytes.len() as u64)
+        | (h.first_page ^ g.first_page as u64);
+    let valid =
+        differs == 0 && PAGE_SHIFTS.contains(&shift) && top >= g.first_page && top <= g.pages;
+    valid.then_some(Geo { top, ..g })
+}
+
+/// Slab `current` of class `c`, from the header.
+#[inline(always)]
+fn current_slab(bytes: &[u8], c: usize) -> Option<usize> {
+    let at = std::mem::offset_of!(Header, classes) + c * size_of::<ClassLists>();
+    let b = bytes.get(at..at + 4)?;
+    Some(u32::from_ne_bytes(b.try_into().ok()?) as usize)
 }
 
 /// The geometry, initializing the allocator on first use.
@@ -429,8 +501,11 @@ fn out_of_memory(arena: &Arena, place: Placement) -> Error {
 
 /// Allocates room for an object placed as `place`, copies `init` (at most `place.size` bytes)
 /// to its start, and returns its offset and stamp.
+///
+/// `place` is a reference so that the slow path's argument is a pointer to a constant, not a
+/// copy built on the stack before every fast path.
 #[inline(always)]
-pub(crate) fn alloc(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
+pub(crate) fn alloc(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
     debug_assert!(init.len() <= place.size);
     if !place.is_large() {
         if let Some(done) = alloc_fast(arena, place, init) {
@@ -445,40 +520,66 @@ pub(crate) fn alloc(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<
 /// `alloc_slow` starts over (and names the error). Inlined into every typed `alloc`, where the
 /// placement is a constant, so that it costs about what the writes to the slab cost.
 #[inline(always)]
-fn alloc_fast(arena: &mut Arena, place: Placement, init: &[u8]) -> Option<(usize, u64)> {
-    let bytes = arena.as_bytes();
-    let State::Ready(g) = state(bytes) else {
-        return None;
-    };
+fn alloc_fast(arena: &mut Arena, place: &Placement, init: &[u8]) -> Option<(usize, u64)> {
+    // Taken first, while few values are live across the call; one wasted on a fallback to the
+    // slow path costs nothing.
+    let stamp = fresh_stamp();
+    let g = ready(arena)?;
     let c = place.class;
     let size = *CLASS_SIZES.get(c)?;
-    let s = header(bytes).classes[c].current as usize;
-    let head = slab_with_room(bytes, g, s, c)?;
-    let base = g.page_at(s);
-    let (w, word) = bytes
-        .get(base + SLAB_HEADER..base + SLAB_HEADER + 8 * g.words())?
-        .chunks_exact(8)
-        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0xff; 8])))
-        .enumerate()
-        .find(|&(_, w)| w != u64::MAX)?;
-    let bit = word.trailing_ones() as usize;
-    let slot = g.data_start() + (w * 64 + bit) * size;
-    if slot + size > g.page() {
+    let bytes = arena.as_bytes();
+    let s = current_slab(bytes, c)?;
+    // `&`, not `&&`: one branch for the lot.
+    if !(g.in_use(s) & (page_kind(bytes, s) == kind::SLAB + c as u8)) {
         return None;
     }
-    let stamp = fresh_stamp();
-    let page = arena.bytes_mut(base..base + g.page()).ok()?;
-    let word_at = SLAB_HEADER + 8 * w;
-    page[word_at..word_at + 8].copy_from_slice(&(word | 1 << bit).to_ne_bytes());
-    page[USED..USED + 4].copy_from_slice(&(head.used + 1).to_ne_bytes());
-    page[slot..slot + init.len()].copy_from_slice(init);
-    page[slot + size - 8..slot + size].copy_from_slice(&stamp.to_ne_bytes());
+    let base = g.page_at(s);
+    // SAFETY: `s < top <= pages` (`in_use`, `ready`), so page `s` lies inside `bytes`, and its
+    // header is within its first 512 bytes (`PAGE_SHIFTS`).
+    let head: SlabHeader = unsafe { read_at(bytes, base) };
+    if (head.class as usize != c) | (head.used >= head.slots) {
+        return None;
+    }
+    let mut w = 0;
+    let word = loop {
+        if w == g.words() {
+            return None;
+        }
+        // SAFETY: page `s` lies inside `bytes` (above), and word `w < words` ends by
+        // `data_start() <= page()`.
+        let word: u64 = unsafe { read_at(bytes, base + SLAB_HEADER + 8 * w) };
+        if word != u64::MAX {
+            break word;
+        }
+        w += 1;
+    };
+    let bit = word.trailing_ones() as usize;
+    let slot = g.data_start() + (w * 64 + bit) * size;
+    if (slot + size > g.page()) | (init.len() + 8 > size) {
+        return None;
+    }
+    let page = arena.page_mut(s)?;
+    debug_assert_eq!(
+        page.len(),
+        g.page(),
+        "`ready` checked the page size is the arena's"
+    );
+    // SAFETY: `page` is page `s`, of `g.page()` bytes (`ready` checked the header's page size
+    // is the arena's); the bitmap word and the slab header end by `data_start()` (above), and
+    // `init` (at most `size - 8` bytes) and the stamp end by `slot + size <= page()` (checked).
+    unsafe {
+        write_at(page, SLAB_HEADER + 8 * w, word | 1 << bit);
+        write_at(page, USED, head.used + 1);
+        std::ptr::copy_nonoverlapping(init.as_ptr(), page.as_mut_ptr().add(slot), init.len());
+        write_at(page, slot + size - 8, stamp);
+    }
     Some((base + slot, stamp))
 }
 
 /// Everything `alloc_fast` leaves: initialization, a full current slab, large objects, errors.
 #[inline(never)]
-fn alloc_slow(arena: &mut Arena, place: Placement, init: &[u8]) -> Result<(usize, u64)> {
+fn alloc_slow(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
+    let place = *place;
     let g = ensure(arena)?;
     if place.is_large() {
         alloc_large(arena, g, place, init)
@@ -850,68 +951,108 @@ pub(crate) fn free(
     arena: &mut Arena,
     offset: usize,
     stamp: u64,
-    place: Placement,
+    place: &Placement,
     type_name: &str,
 ) -> Result<()> {
     if !place.is_large() {
-        if let Some(done) = free_fast(arena, offset, stamp, place) {
-            return done;
+        match free_fast(arena, offset, stamp, place) {
+            FreeFast::Done => return Ok(()),
+            FreeFast::Relist { g, s, used, listed } => {
+                return relist(arena, g, place.class, s, used, listed)
+            }
+            FreeFast::Slow => {}
         }
     }
     free_slow(arena, offset, stamp, place, type_name)
 }
 
+/// What `free_fast` did.
+enum FreeFast {
+    /// Freed the object.
+    Done,
+    /// Freed the object; its slab `s` (now with `used` objects) must move lists (`relist`).
+    Relist {
+        g: Geo,
+        s: usize,
+        used: u32,
+        listed: bool,
+    },
+    /// Nothing: `free_slow` must handle it.
+    Slow,
+}
+
 /// The common free: a live small object. It makes the same checks as `free_slow`, but a failed
-/// one returns `None` having written nothing, and `free_slow` starts over (and names the error).
+/// one returns `Slow` having written nothing, and `free_slow` starts over (and names the error).
 /// Inlined into every typed `free`, like `alloc_fast`.
 #[inline(always)]
-fn free_fast(arena: &mut Arena, offset: usize, stamp: u64, place: Placement) -> Option<Result<()>> {
+fn free_fast(arena: &mut Arena, offset: usize, stamp: u64, place: &Placement) -> FreeFast {
+    free_fast_or_none(arena, offset, stamp, place).unwrap_or(FreeFast::Slow)
+}
+
+#[inline(always)]
+fn free_fast_or_none(
+    arena: &mut Arena,
+    offset: usize,
+    stamp: u64,
+    place: &Placement,
+) -> Option<FreeFast> {
+    let g = ready(arena)?;
+    let c = place.class;
+    let size = *CLASS_SIZES.get(c)?;
     let bytes = arena.as_bytes();
-    let State::Ready(g) = state(bytes) else {
-        return None;
-    };
-    let stamp_at = offset.checked_add(place.stamp_at)?;
-    if offset & place.mask != 0 || stamp & 1 == 0 || read_u64(bytes, stamp_at)? != stamp {
+    if stamp & 1 == 0 || !ptr::live_at(bytes, offset, stamp, place) {
         return None;
     }
     let s = offset >> g.shift;
-    let c = place.class;
-    let size = *CLASS_SIZES.get(c)?;
-    if !g.in_use(s) || page_kind(bytes, s) != kind::SLAB + c as u8 {
+    if !(g.in_use(s) & (page_kind(bytes, s) == kind::SLAB + c as u8)) {
         return None;
     }
     let base = g.page_at(s);
-    let head = slab_header(bytes, g, s);
+    // SAFETY: as in `alloc_fast`: `s < top <= pages`, and the header is in the first 512 bytes.
+    let head: SlabHeader = unsafe { read_at(bytes, base) };
     let rel = (offset - base).wrapping_sub(g.data_start());
     let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
-    if rel >= g.page()
-        || index * size != rel
-        || head.class as usize != c
-        || index >= head.slots as usize
-        || index >= g.words() * 64
-        || head.used == 0
+    // `|`, not `||`: one branch for the lot; `rel < page()` keeps the sums below from wrapping.
+    if (rel >= g.page())
+        | (index * size != rel)
+        | (g.data_start() + rel + size > g.page())
+        | (head.class as usize != c)
+        | (index >= head.slots as usize)
+        | (index >= g.words() * 64)
+        | (head.used == 0)
     {
         return None;
     }
-    let word_at = base + SLAB_HEADER + 8 * (index / 64);
-    let word = read_u64(bytes, word_at)?;
+    let word_at = SLAB_HEADER + 8 * (index / 64);
+    // SAFETY: page `s` lies inside `bytes`, and `index < words * 64`, so the word ends by
+    // `data_start() <= page()`.
+    let word: u64 = unsafe { read_at(bytes, base + word_at) };
     let bit = 1u64 << (index % 64);
     if word & bit == 0 {
         return None;
     }
-    let current = header(bytes).classes[c].current as usize;
-    let page = arena.bytes_mut(base..base + g.page()).ok()?;
-    let word_at = word_at - base;
-    page[word_at..word_at + 8].copy_from_slice(&(word & !bit).to_ne_bytes());
-    let at = stamp_at - base;
-    page[at..at + 8].copy_from_slice(&(stamp + 1).to_ne_bytes());
+    let current = current_slab(bytes, c)?;
+    let page = arena.page_mut(s)?;
+    debug_assert_eq!(
+        page.len(),
+        g.page(),
+        "`ready` checked the page size is the arena's"
+    );
     let used = head.used - 1;
-    page[USED..USED + 4].copy_from_slice(&used.to_ne_bytes());
-    if s == current || (used != 0 && head.listed != 0) {
-        Some(Ok(()))
-    } else {
-        Some(relist(arena, g, c, s, used, head.listed != 0))
+    // SAFETY: `page` is page `s`, of `g.page()` bytes (as in `alloc_fast`); the word ends by
+    // `data_start()`, the slot (whose last 8 bytes are the stamp) by `data_start() + rel + size
+    // <= page()`, both checked above.
+    unsafe {
+        write_at(page, word_at, word & !bit);
+        write_at(page, offset - base + size - 8, stamp + 1);
+        write_at(page, USED, used);
     }
+    let listed = head.listed != 0;
+    Some(if s == current || (used != 0 && listed) {
+        FreeFast::Done
+    } else {
+        FreeFast::Relist { g, s, used, listed }
+    })
 }
 
 /// Everything `free_fast` leaves: large objects, and invalid pointers and corruption, whose
@@ -921,9 +1062,10 @@ fn free_slow(
     arena: &mut Arena,
     offset: usize,
     stamp: u64,
-    place: Placement,
+    place: &Placement,
     type_name: &str,
 ) -> Result<()> {
+    let place = *place;
     let bytes = arena.as_bytes();
     let g = match state(bytes) {
         State::Ready(g) => g,
@@ -949,6 +1091,8 @@ fn free_slow(
     let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
     if rel >= g.page()
         || index * size != rel
+        // The slot must end in the slab (a slot count overwritten with a larger one says more).
+        || g.data_start() + rel + size > g.page()
         || page_kind(bytes, s) != kind::SLAB + c as u8
         || head.class as usize != c
         || index >= head.slots as usize

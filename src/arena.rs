@@ -307,7 +307,7 @@ impl Arena {
     }
 
     /// Records that `[offset, offset + len)` (in bounds) is about to be written.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn mark_dirty(&mut self, offset: usize, len: usize) {
         if len == 0 {
             return;
@@ -395,6 +395,34 @@ impl Arena {
         // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
         // guarantees no other reference into the arena's memory is live.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
+    }
+
+    /// `log2` of the page size.
+    #[inline(always)]
+    pub(crate) fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+
+    /// Page `p` for writing, marked as written, or `None` past the arena's end: for the typed
+    /// allocator's fast paths, which then fall back to their slow path (and its error), so that
+    /// they build no `Result` and inline the whole write.
+    #[inline(always)]
+    pub(crate) fn page_mut(&mut self, p: usize) -> Option<&mut [u8]> {
+        if p >= self.capacity() >> self.page_shift {
+            return None;
+        }
+        if !self.dirty.contains(p) {
+            self.mark_dirty_pages(p, p);
+        }
+        // The length is spelled `1 << page_shift` (equal to `page`) so that callers' checks
+        // against their own page size, if computed from the same shift, remove bounds checks.
+        let len = 1 << self.page_shift;
+        // SAFETY: as in `bytes_mut`: page `p` is within the arena (checked above), mapped
+        // writable for the life of `self`, and `&mut self` guarantees no other reference into the
+        // arena's memory is live.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.mem.base().add(p << self.page_shift), len)
+        })
     }
 
     /// A raw pointer to the start of the arena, for code that must write memory without the

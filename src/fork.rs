@@ -36,12 +36,14 @@
 //! and nested branches ([`Branch::fork_run`]). The collections' mutating methods take
 //! `&mut Arena`, so in a branch collections can be read but not changed.
 //!
-//! A branch cannot snapshot, restore or make proxies: those write the page store's files, and
-//! `fork` copies memory, not files, so a child's snapshot would punch holes in, write into, or
-//! seal the files that hold the parent's snapshots. For the same reason the closure must not
-//! snapshot or restore any *other* arena it captures, nor write an arena that has proxies (its
-//! memory is a shared file). Forking an arena that has proxies is [`Error::Unsupported`]; fork
-//! an arena made with [`Snapshot::to_arena`] instead.
+//! A branch cannot snapshot, restore or make proxies: a branch's state comes back through
+//! [`Arena::fork_snapshot`] instead. `fork` copies memory, not files, so parent and child share
+//! the page store's files; the store therefore never writes, seals or punches a file that
+//! another process made (a child's freezes go to files of its own), which keeps the parent's
+//! snapshots intact even if the closure snapshots some *other* arena it captured. The closure
+//! must not write an arena that has proxies (its memory is a shared file): forking an arena that
+//! has proxies is [`Error::Unsupported`]; fork an arena made with [`Snapshot::to_arena`]
+//! instead.
 //!
 //! # How a branch ends
 //!

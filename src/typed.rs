@@ -268,9 +268,9 @@ impl Arena {
     /// assert!(matches!(too_big, Err(cowarena::Error::OutOfMemory { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
-        let (offset, stamp) = alloc::alloc(self, Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
+        let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
         Ok(Ptr::from_raw(offset, stamp))
     }
 
@@ -285,7 +285,7 @@ impl Arena {
     /// # Ok::<(), cowarena::Error>(())
     /// ```
     pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
-        let (offset, stamp) = alloc::alloc(self, Ptr::<T>::PLACE, &[])?;
+        let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, &[])?;
         self.bytes_mut(offset..offset + size_of::<T>())?.fill(0);
         Ok(Ptr::from_raw(offset, stamp))
     }
@@ -363,13 +363,13 @@ impl Arena {
     /// assert_eq!(q.offset(), p.offset());
     /// # Ok::<(), cowarena::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
         alloc::free(
             self,
             p.offset(),
             p.stamp(),
-            Ptr::<T>::PLACE,
+            &Ptr::<T>::PLACE,
             std::any::type_name::<T>(),
         )
     }

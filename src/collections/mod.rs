@@ -74,7 +74,7 @@ impl Buf {
             return Ok(Buf::default());
         }
         let place = Placement::of(size, align);
-        let (offset, stamp) = alloc::alloc(arena, place, &[])?;
+        let (offset, stamp) = alloc::alloc(arena, &place, &[])?;
         Ok(Buf {
             offset: offset as u64,
             stamp,
@@ -90,7 +90,7 @@ impl Buf {
             arena,
             self.offset as usize,
             self.stamp,
-            Placement::of(size, align),
+            &Placement::of(size, align),
             "collection buffer",
         )
     }
