@@ -17,37 +17,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::Duration;
 
-const K: usize = 64;
-const MIB: usize = 1 << 20;
-
-fn sizes() -> Vec<usize> {
-    std::env::var("COWARENA_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![16, 1024])
-}
-
-/// `K` distinct pages spread over the arena, different each call.
-struct Pages {
-    state: u64,
-    pages: usize,
-}
-
-impl Pages {
-    fn next(&mut self) -> Vec<usize> {
-        let mut out = Vec::with_capacity(K);
-        while out.len() < K {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let p = self.state as usize % self.pages;
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-        out
-    }
-}
+mod common;
+use common::{sizes, Pages, K, MIB};
 
 /// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
 /// `MADV_DONTNEED` drops them again.
