@@ -2,8 +2,9 @@
 //!
 //! A [`Snapshot`] is a page table whose slots are frozen (sealed) store pages, so it is
 //! immutable by construction and can be read from any thread while its arena changes. Reading
-//! bytes (`read`) copies from the store with `pread` and needs no mapping. `as_bytes` (and typed
-//! access) map the snapshot once, lazily, read-only: one `mmap` per run of consecutive slots.
+//! bytes (`read`) copies from the store's read-only chunk mappings and maps nothing of the
+//! snapshot's own. `as_bytes` (and typed access) map the snapshot once, lazily, read-only: one
+//! `mmap` per run of consecutive slots.
 //! A snapshot whose pages are scattered over more than [`MAX_VIEW_RUNS`] runs, or whose view
 //! would take the process's view mappings past [`MAX_VIEW_MAPPINGS`], is copied into a private
 //! buffer instead (costing memory, not mappings), so that viewing many fragmented snapshots

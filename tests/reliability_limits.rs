@@ -94,7 +94,12 @@ fn check_files(a: &Arena, fds0: usize, when: &str) {
 /// no store file open or mapped.
 fn check_released(ranges: &[Range<usize>], fds0: usize) {
     assert!(cowarena_memfds().is_empty(), "every chunk file is closed");
-    assert_eq!(open_fds(), fds0, "no file descriptor is left open");
+    // At most as many as before: the harness may close descriptors of its own meanwhile.
+    let fds = open_fds();
+    assert!(
+        fds <= fds0,
+        "no file descriptor is left open: {fds0} before, {fds} after"
+    );
     assert_eq!(memfd_mappings(), 0, "no mapping of a store file is left");
     for r in ranges {
         assert_eq!(mappings_in(r.clone()), 0, "{r:x?} is unmapped");
