@@ -15,7 +15,7 @@
 //! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
 
 use crate::error::Result;
-use crate::sys::{self, BackingFile, Reservation, Sharing};
+use crate::sys::{self, BackingFile};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -65,16 +65,14 @@ impl SlotId {
 /// call. Private, so it does not count as a writable shared mapping when the chunk is sealed.
 #[derive(Debug)]
 pub(crate) struct ChunkView {
-    mem: Reservation,
+    map: memmap2::Mmap,
 }
 
 impl ChunkView {
     /// The chunk's bytes. Only slots that are live (written and held) may be read: reading a
     /// punched-out slot would allocate memory for it.
     pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: the reservation is mapped read-only over its whole length for the life of
-        // `self`, and nothing writes through it.
-        unsafe { std::slice::from_raw_parts(self.mem.base(), self.mem.len()) }
+        &self.map
     }
 }
 
@@ -425,11 +423,8 @@ impl Store {
         let view = match &c.view {
             Some(v) => Arc::clone(v),
             None => {
-                let len = self.chunk_pages * self.page;
-                let mem = Reservation::new(len)?;
-                // SAFETY: `mem` is new and unreferenced.
-                unsafe { mem.map_file(0, len, &c.file, 0, Sharing::Private, false)? };
-                let v = Arc::new(ChunkView { mem });
+                let map = c.file.map_read_only(self.chunk_pages * self.page)?;
+                let v = Arc::new(ChunkView { map });
                 c.view = Some(Arc::clone(&v));
                 v
             }

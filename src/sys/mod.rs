@@ -95,6 +95,24 @@ impl BackingFile {
         Ok(())
     }
 
+    /// A private read-only mapping of the file's first `len` bytes.
+    ///
+    /// The bytes read through it must not change while it lives: callers read only frozen
+    /// pages, which are never written again (and are kernel-sealed once their chunk is full).
+    pub(crate) fn map_read_only(&self, len: usize) -> Result<memmap2::Mmap> {
+        // SAFETY: the mapping is read-only and private; the pages read through it are frozen, so
+        // no one modifies them while the returned `Mmap` (and slices borrowed from it) live.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map_copy_read_only(&self.fd)
+        }
+        .map_err(|e| Error::Os {
+            op: "mmap (read-only view of a store chunk)",
+            source: e,
+        })
+    }
+
     /// Allocates backing blocks for `[offset, offset + len)` now, so that touching them through a
     /// mapping later cannot fail with SIGBUS on a full file system.
     pub(crate) fn allocate(&self, offset: usize, len: usize) -> Result<()> {
