@@ -125,6 +125,29 @@ impl ArenaBuilder {
     }
 }
 
+/// Groups the (sorted) `pages` into runs of consecutive pages whose slots in `table` are
+/// consecutive too (or all zero): each run is one `mmap` or one copy.
+fn slot_runs(pages: &[usize], table: &PageTable) -> Vec<(Range<usize>, SlotId)> {
+    let mut runs: Vec<(Range<usize>, SlotId)> = Vec::new();
+    for &p in pages {
+        let slot = table.get(p);
+        match runs.last_mut() {
+            Some((r, first))
+                if r.end == p
+                    && (if first.is_zero() {
+                        slot.is_zero()
+                    } else {
+                        slot == first.offset(r.len())
+                    }) =>
+            {
+                r.end += 1
+            }
+            _ => runs.push((p..p + 1, slot)),
+        }
+    }
+    runs
+}
+
 /// Splits the (sorted, disjoint) `spans` so that none contains a page of (sorted) `keep`.
 fn split_around(spans: Vec<Range<usize>>, keep: &[usize]) -> Vec<Range<usize>> {
     let mut out = Vec::with_capacity(spans.len());
@@ -739,32 +762,18 @@ impl Arena {
         let base = self.mem.base();
         let page = self.page;
         let store = Arc::clone(self.store());
-        let mut i = 0;
-        while i < pages.len() {
-            let first = pages[i];
-            let slot = target.get(first);
-            let mut j = i + 1;
-            while j < pages.len()
-                && pages[j] == pages[j - 1] + 1
-                && (if slot.is_zero() {
-                    target.get(pages[j]).is_zero()
-                } else {
-                    target.get(pages[j]) == slot.offset(j - i)
-                })
-            {
-                j += 1;
-            }
+        for (run, slot) in slot_runs(pages, target) {
             // SAFETY: the pages are in bounds and mapped writable; `&mut self` guarantees no
             // reference into the arena's memory is live.
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(base.add(first * page), (j - i) * page) };
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(base.add(run.start * page), run.len() * page)
+            };
             if slot.is_zero() {
                 dst.fill(0);
             } else {
                 let (view, offset) = store.view(slot)?;
                 dst.copy_from_slice(&view.bytes()[offset..offset + dst.len()]);
             }
-            i = j;
         }
         Ok(())
     }
@@ -837,23 +846,7 @@ impl Arena {
     /// Maps the (sorted) `pages` from their content slots, one `mmap` per run, for as many runs
     /// as the mapping budget has room; the pages remapped stop being private.
     fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
-        let mut runs: Vec<(Range<usize>, SlotId)> = Vec::new();
-        for &p in pages {
-            let slot = self.content.get(p);
-            match runs.last_mut() {
-                Some((r, first))
-                    if r.end == p
-                        && (if first.is_zero() {
-                            slot.is_zero()
-                        } else {
-                            slot == first.offset(r.len())
-                        }) =>
-                {
-                    r.end += 1
-                }
-                _ => runs.push((p..p + 1, slot)),
-            }
-        }
+        let mut runs = slot_runs(pages, &self.content);
         let room = self
             .options
             .mapping_budget
