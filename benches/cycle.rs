@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 mod common;
-use common::{sizes, Pages, K, MIB};
+use common::{fork_and_write, resident_arena, sizes, Pages, K, MIB};
 
 /// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
 /// `MADV_DONTNEED` drops them again.
@@ -96,21 +96,9 @@ impl Drop for KernelFloor {
 }
 
 fn fork_cycle(state: &mut [u8], pages: &[usize], page: usize) {
-    // SAFETY: the child only writes its copy of `state` and calls `_exit`, both
-    // async-signal-safe; the parent reaps it.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0);
-        if pid == 0 {
-            for &p in pages {
-                std::ptr::write_volatile(state.as_mut_ptr().add(p * page), 1);
-            }
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    }
+    assert!(pages.iter().all(|&p| (p + 1) * page <= state.len()));
+    // SAFETY: every page written lies inside `state` (checked above).
+    unsafe { fork_and_write(state.as_mut_ptr(), pages, page) };
     for &p in pages {
         assert_eq!(state[p * page], 0xA5);
     }
@@ -191,13 +179,6 @@ fn timed<S>(iters: u64, mut setup: impl FnMut() -> S, mut routine: impl FnMut(S)
         total += start.elapsed();
     }
     total
-}
-
-fn resident_arena(len: usize) -> (Arena, cowarena::Snapshot) {
-    let mut a = Arena::with_capacity(len).unwrap();
-    a.bytes_mut(0..len).unwrap().fill(0xA5);
-    let base = a.snapshot().unwrap();
-    (a, base)
 }
 
 fn snapshot_and_restore(c: &mut Criterion) {

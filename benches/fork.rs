@@ -13,43 +13,14 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::Duration;
 
 mod common;
-use common::{sizes, Pages, K, MIB};
+use common::{fork_and_write, resident_arena, sizes, Pages, K, MIB};
 
 /// An arena of `len` bytes, every page written, frozen, and read back so that it is resident.
-fn resident_arena(len: usize) -> Arena {
-    let page = cowarena::page_size();
-    let mut a = Arena::with_capacity(len).unwrap();
-    a.bytes_mut(0..len).unwrap().fill(0xA5);
-    a.snapshot().unwrap();
-    let sum: u64 = a
-        .as_bytes()
-        .iter()
-        .step_by(page)
-        .map(|&b| u64::from(b))
-        .sum();
-    assert_eq!(sum, 0xA5 * (len / page) as u64);
-    a
-}
-
 fn bare_fork(a: &mut Arena, pages: &[usize], page: usize) {
-    // SAFETY: taken right before the fork; the child writes through it inside the arena and
-    // then only calls `_exit`; the parent does not use it.
+    // SAFETY: taken right before the fork and used only by the child, for pages inside the arena.
     let base = unsafe { a.as_mut_ptr() };
-    // SAFETY: the child makes only async-signal-safe calls (raw writes, `_exit`); the parent
-    // reaps it.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0);
-        if pid == 0 {
-            for &p in pages {
-                base.add(p * page).write_volatile(1);
-            }
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-    }
+    // SAFETY: every page written lies inside the arena, which is valid for writes at `base`.
+    unsafe { fork_and_write(base, pages, page) };
 }
 
 fn fork(c: &mut Criterion) {
@@ -67,7 +38,7 @@ fn fork(c: &mut Criterion) {
         let mut gen = Pages { state: 7, pages };
         // In-process first: fork() is slower in the process criterion leaves after its first
         // analysis, so the fork variants all run after one, under the same conditions.
-        let mut a = resident_arena(len);
+        let (mut a, _base) = resident_arena(len);
         group.bench_function(id("snapshot_restore"), |b| {
             b.iter(|| {
                 let targets = gen.next();
@@ -83,7 +54,7 @@ fn fork(c: &mut Criterion) {
         });
         drop(a);
 
-        let mut a = resident_arena(len);
+        let (mut a, _base) = resident_arena(len);
         group.bench_function(id("bare_fork"), |b| {
             b.iter(|| bare_fork(&mut a, &gen.next(), page))
         });

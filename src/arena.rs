@@ -666,16 +666,30 @@ impl Arena {
         }
     }
 
-    /// Freezes every dirty page; returns the frozen runs (page range, first slot). Up to a
-    /// chunk's worth of pages, scattered or not, go to the store in one `pwritev`.
+    /// Freezes every dirty page; returns the frozen runs (page range, first slot). Pages not
+    /// frozen because of an error stay dirty.
     fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
-        let sorted = self.dirty.sorted();
+        let (frozen, result) = self.freeze_pages(&self.dirty.sorted());
+        let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
+        if done_pages == self.dirty.len() {
+            self.dirty.clear();
+        } else {
+            let done = &frozen;
+            self.dirty
+                .retain(|p| !done.iter().any(|(r, _)| r.contains(&p)));
+        }
+        result.map(|()| frozen)
+    }
+
+    /// Copies the (sorted) `pages`' current bytes into new store slots and points `content` at
+    /// them. Up to a chunk's worth of pages, scattered or not, go to the store in one `pwritev`.
+    /// Returns the runs frozen (page range, first slot), and the error that stopped it, if any.
+    fn freeze_pages(&mut self, pages: &[usize]) -> (Vec<(Range<usize>, SlotId)>, Result<()>) {
         let store = Arc::clone(self.store());
         let max = store.max_run_pages();
         let page = self.page;
-        let all = runs(&sorted, max);
+        let all = runs(pages, max);
         let mut frozen: Vec<(Range<usize>, SlotId)> = Vec::new();
-        let mut result = Ok(());
         let mut i = 0;
         while i < all.len() {
             let mut j = i;
@@ -688,12 +702,9 @@ impl Arena {
                 .iter()
                 .map(|r| &self.as_bytes()[r.start * page..r.end * page])
                 .collect();
-            let slots = match store.freeze_all(&bufs) {
+            let slots = match store.freeze(&bufs) {
                 Ok(slots) => slots,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+                Err(e) => return (frozen, Err(e)),
             };
             let mut updates = Vec::with_capacity(n);
             for r in &all[i..j] {
@@ -704,15 +715,7 @@ impl Arena {
             self.content.set_many(&updates);
             i = j;
         }
-        let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
-        if done_pages == self.dirty.len() {
-            self.dirty.clear();
-        } else {
-            let done = &frozen;
-            self.dirty
-                .retain(|p| !done.iter().any(|(r, _)| r.contains(&p)));
-        }
-        result.map(|()| frozen)
+        (frozen, Ok(()))
     }
 
     /// Maps long frozen runs from the store, dropping their private copies.
@@ -902,28 +905,16 @@ impl Arena {
             }
             extents = merged;
         }
-        let store = Arc::clone(self.store());
-        let mut new_content = self.content.clone();
-        let mut pieces = Vec::new();
-        for e in &extents {
-            let mut start = e.start;
-            while start < e.end {
-                let end = e.end.min(start + store.max_run_pages());
-                let bytes = &self.as_bytes()[start * self.page..end * self.page];
-                let slots = store.freeze(bytes)?;
-                for (i, p) in (start..end).enumerate() {
-                    new_content.set(p, slots.first().offset(i));
-                }
-                pieces.push((start..end, slots.first()));
-                start = end;
-            }
-        }
+        let pages: Vec<usize> = extents.into_iter().flatten().collect();
+        // Each page's new slot holds the bytes it shows, so `content` stays true even if this
+        // stops part-way.
+        let (pieces, result) = self.freeze_pages(&pages);
+        result?;
         // SAFETY: `&mut self`: no live references into the arena; the new mappings below restore
-        // every non-zero page's bytes from `new_content`.
+        // every non-zero page's bytes from `content`.
         unsafe { self.mem.map_zero(0, self.capacity(), true)? };
-        self.content = new_content;
         self.layout = Layout::Own {
-            mapped: PageTable::new(self.pages(), Arc::clone(&store)),
+            mapped: PageTable::new(self.pages(), Arc::clone(self.store())),
             private: PageSet::new(self.pages()),
         };
         self.remapped_runs = 0;
@@ -1025,22 +1016,13 @@ impl Arena {
             let last = r.end.div_ceil(page).min(self.pages());
             pages.extend((first..last).filter(|&p| !private.contains(p)));
         }
-        let mut holes: Vec<usize> = Vec::new();
-        let mut next = 0;
-        let store = Arc::clone(self.store());
-        for run in runs(&pages, store.max_run_pages()) {
-            holes.extend((next..run.start).filter(|&p| !private.contains(p)));
-            next = run.end;
-            let bytes = &self.as_bytes()[run.start * page..run.end * page];
-            let slots = store.freeze(bytes)?;
-            for (i, p) in run.enumerate() {
-                self.content.set(p, slots.first().offset(i));
-            }
-        }
-        holes.extend((next..self.pages()).filter(|&p| !private.contains(p)));
-        for p in holes {
-            self.content.set(p, SlotId::ZERO);
-        }
+        let zero: Vec<usize> = (0..self.pages())
+            .filter(|&p| !private.contains(p) && pages.binary_search(&p).is_err())
+            .collect();
+        let (_, result) = self.freeze_pages(&pages);
+        result?;
+        let updates: Vec<(usize, SlotId)> = zero.into_iter().map(|p| (p, SlotId::ZERO)).collect();
+        self.content.set_many(&updates);
         Ok(())
     }
 }

@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn set_get_diff_and_refcounts() {
         let store = Store::new(4096, None);
-        let run = store.freeze(&vec![7u8; 4096 * 3]).unwrap();
+        let run = store.freeze(&[&vec![7u8; 4096 * 3]]).unwrap();
         let s0 = run.first();
         let mut a = PageTable::new(10_000, Arc::clone(&store));
         a.set(5, s0);

@@ -181,15 +181,10 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Copies `bytes` (whole pages, at most [`Store::max_run_pages`]) into consecutive new slots.
-    pub(crate) fn freeze(&self, bytes: &[u8]) -> Result<FrozenRun<'_>> {
-        self.freeze_all(&[bytes])
-    }
-
     /// Copies the buffers (whole pages each, at most [`Store::max_run_pages`] in all) into
     /// consecutive new slots with one `pwritev`: scattered pages frozen together cost one system
     /// call, and their slots are adjacent, so restoring them reads one contiguous range.
-    pub(crate) fn freeze_all(&self, bufs: &[&[u8]]) -> Result<FrozenRun<'_>> {
+    pub(crate) fn freeze(&self, bufs: &[&[u8]]) -> Result<FrozenRun<'_>> {
         let bytes: usize = bufs.iter().map(|b| b.len()).sum();
         let len = bytes / self.page;
         assert!(
