@@ -803,12 +803,17 @@ impl Arena {
         }
         let dirty = &self.dirty;
         let content = &self.content;
-        let mut sorted = private.sorted();
-        sorted.retain(|&p| !dirty.contains(p));
-        let (discard, remap): (Vec<usize>, Vec<usize>) = sorted
+        // Pages to keep: dirty ones, and synced ones whose mapping shows other bytes.
+        let (discard, keep): (Vec<usize>, Vec<usize>) = private
+            .sorted()
             .into_iter()
-            .partition(|&p| mapped.get(p) == content.get(p));
-        let left = private.len() - discard.len();
+            .partition(|&p| !dirty.contains(p) && mapped.get(p) == content.get(p));
+        let remap: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|&p| !dirty.contains(p))
+            .collect();
+        let left = keep.len();
         let mut spans: Vec<Range<usize>> = Vec::new();
         for &p in &discard {
             match spans.last_mut() {
@@ -816,13 +821,7 @@ impl Arena {
                 _ => spans.push(p..p + 1),
             }
         }
-        // Pages inside a span that are private but not being discarded (dirty, or synced to
-        // another slot) would lose their bytes: split the span around them.
-        let keep: Vec<usize> = private
-            .sorted()
-            .into_iter()
-            .filter(|&p| dirty.contains(p) || mapped.get(p) != content.get(p))
-            .collect();
+        // A span must not drop the bytes of a kept page inside it: split it around them.
         let spans = split_around(spans, &keep);
         for span in spans {
             // SAFETY: `&mut self`: no live references. Every private page in the span shows its
@@ -833,14 +832,13 @@ impl Arena {
             };
         }
         if let Layout::Own { private, .. } = &mut self.layout {
-            let dropped: std::collections::HashSet<usize> = discard.iter().copied().collect();
-            private.retain(|p| !dropped.contains(&p));
+            private.retain(|p| keep.binary_search(&p).is_ok());
         }
         if left <= budget {
             return Ok(());
         }
         if left > (4 * budget).max(self.pages() / 2) && self.dirty.is_empty() {
-            // Far over budget with no mapping room left: one full image is cheaper.
+            // Far over budget: one fresh image costs less memory than these private copies.
             return self.compact();
         }
         self.remap_to_content(&remap)
