@@ -51,9 +51,10 @@
 use crate::error::{Error, Result};
 use crate::page_set::{runs, PageSet};
 use crate::page_table::PageTable;
+use crate::proxy::{ProxyLayout, SharedLayout};
 use crate::snapshot::{copy_table, map_table, Snapshot};
 use crate::store::{SlotId, Store, StoreStats};
-use crate::sys::{self, BackingFile, Reservation, Sharing};
+use crate::sys::{self, Reservation, Sharing};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,26 +185,17 @@ fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
     Ok(capacity)
 }
 
-/// An arena's live file when it has proxies: its memory is a shared mapping of this file, which
-/// the proxies map privately.
+/// How the arena's memory is mapped. Each operation states which layouts it is valid in and
+/// asserts it; the shared and proxy layouts are explained in [`crate::proxy`].
 #[derive(Debug)]
-pub(crate) struct LiveFile {
-    file: BackingFile,
-}
-
-#[derive(Debug)]
-enum Layout {
-    /// The usual layout (see the module docs).
+pub(crate) enum Layout {
+    /// The usual layout (see the module docs): `mapped[p]` is the slot page `p` is mapped from
+    /// (or zero), `private` the pages holding a private copy.
     Own { mapped: PageTable, private: PageSet },
-    /// The arena has (or had) proxies; its memory is a shared mapping of `live`, so writes go to
-    /// the file and proxies see them.
-    Shared { live: Arc<LiveFile> },
-    /// A proxy: a private mapping of its source's live file. Pages in `private` were written by
-    /// the proxy; the others read through to the source.
-    Proxy {
-        source: Arc<LiveFile>,
-        private: PageSet,
-    },
+    /// The arena has proxies (or had, until its next snapshot or restore).
+    Shared(SharedLayout),
+    /// The arena is a proxy.
+    Proxy(ProxyLayout),
 }
 
 /// Counters that describe an arena and its page store.
@@ -241,19 +233,22 @@ pub struct ArenaStats {
 /// ```
 #[derive(Debug)]
 pub struct Arena {
-    mem: Reservation,
-    page: usize,
+    pub(crate) mem: Reservation,
+    pub(crate) page: usize,
     /// `page == 1 << page_shift`.
     page_shift: u32,
     /// For every page that is not dirty, a frozen slot with the same bytes (see module docs;
-    /// for a proxy, only its private pages).
-    content: PageTable,
-    dirty: PageSet,
-    layout: Layout,
+    /// for a proxy, only its private pages until its first snapshot).
+    pub(crate) content: PageTable,
+    /// Pages written since the last snapshot or restore. Invariant: empty in the shared layout,
+    /// whose written pages are kept in the layout, so that every write there takes the checked
+    /// path ([`Arena::mark_dirty_pages`]).
+    pub(crate) dirty: PageSet,
+    pub(crate) layout: Layout,
     /// A raw pointer was handed out; the kernel must be asked what changed.
     untracked: bool,
-    remapped_runs: usize,
-    options: Options,
+    pub(crate) remapped_runs: usize,
+    pub(crate) options: Options,
 }
 
 impl Arena {
@@ -286,23 +281,40 @@ impl Arena {
     pub(crate) fn from_table(table: &PageTable, options: Options) -> Result<Arena> {
         let page = sys::page_size();
         let pages = table.pages();
-        let empty = PageTable::new(pages, Arc::clone(table.store()));
-        let mut arena = Arena {
-            mem: Reservation::new(pages * page)?,
+        let (mem, layout, remapped_runs) = own_memory(table, &options)?;
+        Ok(Arena {
+            mem,
             page,
             page_shift: page.trailing_zeros(),
-            content: empty.clone(),
+            content: table.clone(),
             dirty: PageSet::new(pages),
-            layout: Layout::Own {
-                mapped: empty,
-                private: PageSet::new(pages),
-            },
+            layout,
+            untracked: false,
+            remapped_runs,
+            options,
+        })
+    }
+
+    /// An arena over `mem`, laid out as `layout`, whose clean pages show `content`.
+    pub(crate) fn from_parts(
+        mem: Reservation,
+        content: PageTable,
+        layout: Layout,
+        options: Options,
+    ) -> Arena {
+        let page = sys::page_size();
+        let pages = mem.len() / page;
+        Arena {
+            mem,
+            page,
+            page_shift: page.trailing_zeros(),
+            content,
+            dirty: PageSet::new(pages),
+            layout,
             untracked: false,
             remapped_runs: 0,
             options,
-        };
-        arena.rebuild_from(table)?;
-        Ok(arena)
+        }
     }
 
     /// Capacity in bytes, a multiple of [`page_size`](crate::page_size).
@@ -310,7 +322,7 @@ impl Arena {
         self.mem.len()
     }
 
-    fn pages(&self) -> usize {
+    pub(crate) fn pages(&self) -> usize {
         self.mem.len() / self.page
     }
 
@@ -329,34 +341,59 @@ impl Arena {
         }
     }
 
-    /// Records that `[offset, offset + len)` (in bounds) is about to be written.
+    /// Records that `[offset, offset + len)` (in bounds) is about to be written. Fails only
+    /// in the shared layout, in a process other than the one that made it (see
+    /// [`SharedLayout::check_writer`]).
     #[inline(always)]
-    pub(crate) fn mark_dirty(&mut self, offset: usize, len: usize) {
+    pub(crate) fn mark_dirty(&mut self, offset: usize, len: usize) -> Result<()> {
         if len == 0 {
-            return;
+            return Ok(());
         }
         let first = offset >> self.page_shift;
         let last = (offset + len - 1) >> self.page_shift;
         if first == last && self.dirty.contains(first) {
-            return;
+            return Ok(());
         }
-        self.mark_dirty_pages(first, last);
+        self.mark_dirty_pages(first, last)
     }
 
     /// The rest of `mark_dirty`, out of line so that the check above inlines into the typed
-    /// fast paths: this runs once per page between snapshots, next to a copy-on-write fault.
+    /// fast paths: this runs once per page between snapshots, next to a copy-on-write fault
+    /// (and for every write in the shared layout).
     #[cold]
     #[inline(never)]
-    fn mark_dirty_pages(&mut self, first: usize, last: usize) {
-        for p in first..=last {
-            if self.dirty.insert(p) {
-                match &mut self.layout {
-                    Layout::Own { private, .. } | Layout::Proxy { private, .. } => {
+    pub(crate) fn mark_dirty_pages(&mut self, first: usize, last: usize) -> Result<()> {
+        let dirty = &mut self.dirty;
+        match &mut self.layout {
+            Layout::Own { private, .. } | Layout::Proxy(ProxyLayout { private, .. }) => {
+                for p in first..=last {
+                    if dirty.insert(p) {
                         private.insert(p);
                     }
-                    Layout::Shared { .. } => {}
                 }
             }
+            Layout::Shared(shared) => {
+                shared.check_writer()?;
+                for p in first..=last {
+                    shared.dirty.insert(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pages written since the last snapshot or restore.
+    pub(crate) fn dirty_pages(&self) -> &PageSet {
+        match &self.layout {
+            Layout::Shared(shared) => &shared.dirty,
+            _ => &self.dirty,
+        }
+    }
+
+    fn clear_dirty(&mut self) {
+        self.dirty.clear();
+        if let Layout::Shared(shared) = &mut self.layout {
+            shared.dirty.clear();
         }
     }
 
@@ -382,15 +419,14 @@ impl Arena {
     }
 
     /// The whole arena as bytes.
-    ///
-    /// For a proxy, the pages it has not written show its source's current bytes, which change
-    /// when the source is written: do not hold this slice across writes to the source (see
-    /// [`Arena::proxy`]).
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: the whole reservation is mapped readable for as long as `self` lives (every
-        // remap replaces pages with readable ones); writes need `&mut self`, so no `&mut` alias
-        // exists while this borrow lives.
+        // remap replaces pages with readable ones). Its bytes change only through `&mut self`,
+        // so not while this borrow lives, with one exception: a proxy's pages that read through
+        // to its source change when the source is written. A proxy's arena is reachable only
+        // through `ProxyRef`/`ProxyMut`, which hold the source borrowed (or exist once it is
+        // gone) for as long as they lend this arena, so the source is not written meanwhile.
         unsafe { std::slice::from_raw_parts(self.mem.base(), self.capacity()) }
     }
 
@@ -414,7 +450,7 @@ impl Arena {
                 capacity: self.capacity(),
             })?;
         self.check_range(range.start, len)?;
-        self.mark_dirty(range.start, len);
+        self.mark_dirty(range.start, len)?;
         // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
         // guarantees no other reference into the arena's memory is live.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
@@ -426,7 +462,8 @@ impl Arena {
         self.page_shift
     }
 
-    /// Page `p` for writing, marked as written, or `None` past the arena's end: for the typed
+    /// Page `p` for writing, marked as written, or `None` past the arena's end (or where
+    /// [`mark_dirty`](Arena::mark_dirty) fails): for the typed
     /// allocator's fast paths, which then fall back to their slow path (and its error), so that
     /// they build no `Result` and inline the whole write.
     #[inline(always)]
@@ -435,7 +472,7 @@ impl Arena {
             return None;
         }
         if !self.dirty.contains(p) {
-            self.mark_dirty_pages(p, p);
+            self.mark_dirty_pages(p, p).ok()?;
         }
         // The length is spelled `1 << page_shift` (equal to `page`) so that callers' checks
         // against their own page size, if computed from the same shift, remove bounds checks.
@@ -478,8 +515,8 @@ impl Arena {
                 self.remap_long_runs(&frozen)?;
                 self.shed_private()?;
             }
-            Layout::Proxy { .. } => self.freeze_read_through()?,
-            Layout::Shared { .. } => {}
+            Layout::Proxy(_) => self.freeze_read_through()?,
+            Layout::Shared(_) => {}
         }
         Ok(Snapshot::new(self.content.clone(), self.options.clone()))
     }
@@ -492,9 +529,6 @@ impl Arena {
     /// untouched. If copying fails part-way (the system is out of memory), some pages already
     /// hold the snapshot's bytes: the arena stays consistent (its next snapshot freezes what it
     /// holds) and restoring again completes the job.
-    ///
-    /// A proxy that is restored stops reading through to its source: it becomes an ordinary
-    /// arena holding the snapshot's contents.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(4096 * 4)?;
@@ -518,14 +552,15 @@ impl Arena {
         if !Arc::ptr_eq(snapshot.table().store(), self.store()) {
             return Err(Error::ForeignSnapshot);
         }
+        assert!(
+            !matches!(self.layout, Layout::Proxy(_)),
+            "a proxy's arena is never restored (`Proxy` offers no restore)"
+        );
         self.find_untracked_writes();
-        if let Layout::Proxy { .. } = self.layout {
-            return self.rebuild_from(snapshot.table());
-        }
         self.leave_shared_if_alone()?;
         let target = snapshot.table();
-        let mut pages = self.dirty.sorted();
-        let dirty = &self.dirty;
+        let dirty = self.dirty_pages();
+        let mut pages = dirty.sorted();
         let mut changed = Vec::new();
         self.content.diff(target, |p| {
             if !dirty.contains(p) {
@@ -538,93 +573,32 @@ impl Arena {
         }
         // Marked first, so that a failed copy leaves every page it may have touched dirty.
         for &p in &pages {
-            self.mark_dirty(p * self.page, self.page);
+            self.mark_dirty(p * self.page, self.page)?;
         }
         self.copy_in(&pages, target)?;
         self.content = target.clone();
-        self.dirty.clear();
-        self.shed_private()
-    }
-
-    /// A copy-on-write proxy of this arena: it reads through to this arena's current bytes until
-    /// it writes a page; its writes are its own.
-    ///
-    /// The unit is the page, not the object: once the proxy writes a page it no longer sees this
-    /// arena's later writes to that page (other objects on the page included). What the proxy
-    /// sees, for the pages it has not written:
-    /// - when this arena is written or [restored](Arena::restore): the new bytes;
-    /// - when this arena takes a snapshot: nothing changes;
-    /// - when this arena is dropped: the bytes it had last, for as long as the proxy lives.
-    ///
-    /// A snapshot of the proxy freezes what it sees at that moment, which costs a copy of every
-    /// page its source holds data in (the proxy cannot know which of them its source changed).
-    /// Restoring a snapshot into the proxy detaches it: it becomes an ordinary arena.
-    ///
-    /// While an arena has proxies its memory is a shared file, so its snapshots copy written
-    /// pages instead of remapping them and its memory is counted twice (live file and store);
-    /// it returns to its usual layout at the first snapshot or restore after the last proxy is
-    /// dropped. Slices from the proxy's [`as_bytes`](Arena::as_bytes) show the source's bytes:
-    /// hold them only while the source is not being written, as with any shared memory.
-    ///
-    /// A proxy of a proxy is [`Error::Unsupported`]; take a snapshot's
-    /// [`to_arena`](Snapshot::to_arena) instead.
-    ///
-    /// ```
-    /// let mut a = cowarena::Arena::with_capacity(4096 * 2)?;
-    /// a.write(0, &[1])?;
-    /// let mut b = a.proxy()?;
-    /// assert_eq!(b.as_bytes()[0], 1);
-    /// a.write(0, &[42])?;
-    /// assert_eq!(b.as_bytes()[0], 42);
-    /// b.write(0, &[7])?;
-    /// assert_eq!((a.as_bytes()[0], b.as_bytes()[0]), (42, 7));
-    /// # Ok::<(), cowarena::Error>(())
-    /// ```
-    pub fn proxy(&mut self) -> Result<Arena> {
-        if let Layout::Proxy { .. } = self.layout {
-            return Err(Error::Unsupported(
-                "a proxy of a proxy; take to_arena() of the proxy's snapshot instead",
-            ));
+        self.clear_dirty();
+        match self.layout {
+            Layout::Own { .. } => self.shed_private(),
+            _ => Ok(()),
         }
-        self.find_untracked_writes();
-        let live = match &self.layout {
-            Layout::Shared { live } => Arc::clone(live),
-            _ => self.enter_shared()?,
-        };
-        let mem = Reservation::new(self.capacity())?;
-        let file = &live.file;
-        // SAFETY: the reservation is new; nothing refers into it.
-        unsafe { mem.map_file(0, self.capacity(), file, 0, Sharing::Private, true)? };
-        let pages = self.pages();
-        Ok(Arena {
-            page: self.page,
-            page_shift: self.page_shift,
-            content: PageTable::new(pages, Arc::clone(self.store())),
-            dirty: PageSet::new(pages),
-            layout: Layout::Proxy {
-                source: live,
-                private: PageSet::new(pages),
-            },
-            untracked: false,
-            remapped_runs: 0,
-            options: self.options.clone(),
-            mem,
-        })
     }
 
     /// Counters describing the arena and its store.
     pub fn stats(&self) -> ArenaStats {
         let private_pages = match &self.layout {
-            Layout::Own { private, .. } | Layout::Proxy { private, .. } => private.len(),
-            Layout::Shared { .. } => 0,
+            Layout::Own { private, .. } | Layout::Proxy(ProxyLayout { private, .. }) => {
+                private.len()
+            }
+            Layout::Shared(_) => 0,
         };
         ArenaStats {
             capacity: self.capacity(),
-            dirty_pages: self.dirty.len(),
+            dirty_pages: self.dirty_pages().len(),
             private_pages,
             remapped_runs: self.remapped_runs,
-            is_proxy: matches!(self.layout, Layout::Proxy { .. }),
-            has_proxies: matches!(self.layout, Layout::Shared { .. }),
+            is_proxy: matches!(self.layout, Layout::Proxy(_)),
+            has_proxies: matches!(&self.layout, Layout::Shared(shared) if shared.has_proxies()),
             store: self.store().stats(),
         }
     }
@@ -633,50 +607,60 @@ impl Arena {
     /// writes included).
     pub(crate) fn written_pages(&mut self) -> Vec<usize> {
         self.find_untracked_writes();
-        self.dirty.sorted()
+        self.dirty_pages().sorted()
     }
 
-    /// Marks the pages written through a raw pointer as dirty.
-    fn find_untracked_writes(&mut self) {
+    /// Marks the pages written through a raw pointer as dirty. Raw pointers are only handed out
+    /// in the own and shared layouts (a proxy offers none).
+    pub(crate) fn find_untracked_writes(&mut self) {
         if !std::mem::take(&mut self.untracked) {
             return;
         }
-        let pages = self.pages();
-        let found = match &self.layout {
-            Layout::Own { .. } | Layout::Proxy { .. } => {
-                self.mem.private_page_runs(0, self.capacity())
-            }
-            Layout::Shared { .. } => None,
+        let (found, private_before): (Option<Vec<Range<usize>>>, Vec<usize>) = match &self.layout {
+            Layout::Own { private, .. } => (
+                self.mem.private_page_runs(0, self.capacity()),
+                private.iter().collect(),
+            ),
+            // Shared memory holds no private copies; only the file's data pages can be written.
+            Layout::Shared(shared) => (shared.data_pages(self.page, self.pages()), Vec::new()),
+            Layout::Proxy(_) => unreachable!("a proxy hands out no raw pointer"),
         };
-        let private_before: Vec<usize> = match &self.layout {
-            Layout::Own { private, .. } | Layout::Proxy { private, .. } => private.iter().collect(),
-            Layout::Shared { .. } => Vec::new(),
-        };
-        match found {
-            Some(runs) => {
-                for r in runs {
-                    self.mark_dirty(r.start * self.page, r.len() * self.page);
-                }
-                // A page that was private before can have changed without a new fault.
-                for p in private_before {
-                    self.mark_dirty(p * self.page, self.page);
-                }
+        let all = 0..self.pages();
+        // A page that was private before can have changed without a new fault.
+        let written = found
+            .unwrap_or_else(|| vec![all])
+            .into_iter()
+            .chain(private_before.into_iter().map(|p| p..p + 1));
+        for r in written {
+            // Fails only in a process that may not write this (shared) arena at all, where
+            // there is nothing to freeze for it.
+            if self
+                .mark_dirty(r.start * self.page, r.len() * self.page)
+                .is_err()
+            {
+                return;
             }
-            None => self.mark_dirty(0, pages * self.page),
         }
     }
 
     /// Freezes every dirty page; returns the frozen runs (page range, first slot). Pages not
     /// frozen because of an error stay dirty.
-    fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
-        let (frozen, result) = self.freeze_pages(&self.dirty.sorted());
+    pub(crate) fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
+        let (frozen, result) = self.freeze_pages(&self.dirty_pages().sorted());
         let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
-        if done_pages == self.dirty.len() {
-            self.dirty.clear();
+        if done_pages == self.dirty_pages().len() {
+            self.clear_dirty();
         } else {
             let done = &frozen;
-            self.dirty
-                .retain(|p| !done.iter().any(|(r, _)| r.contains(&p)));
+            let keep = |p| {
+                !done
+                    .iter()
+                    .any(|(r, _): &(Range<usize>, SlotId)| r.contains(&p))
+            };
+            match &mut self.layout {
+                Layout::Shared(shared) => shared.dirty.retain(keep),
+                _ => self.dirty.retain(keep),
+            }
         }
         result.map(|()| frozen)
     }
@@ -684,7 +668,10 @@ impl Arena {
     /// Copies the (sorted) `pages`' current bytes into new store slots and points `content` at
     /// them. Up to a chunk's worth of pages, scattered or not, go to the store in one `pwritev`.
     /// Returns the runs frozen (page range, first slot), and the error that stopped it, if any.
-    fn freeze_pages(&mut self, pages: &[usize]) -> (Vec<(Range<usize>, SlotId)>, Result<()>) {
+    pub(crate) fn freeze_pages(
+        &mut self,
+        pages: &[usize],
+    ) -> (Vec<(Range<usize>, SlotId)>, Result<()>) {
         let store = Arc::clone(self.store());
         let max = store.max_run_pages();
         let page = self.page;
@@ -730,9 +717,8 @@ impl Arena {
         for (run, slot) in &long {
             self.map_slots(run.clone(), *slot)?;
         }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| !long.iter().any(|(r, _)| r.contains(&p)));
-        }
+        self.own_private()
+            .retain(|p| !long.iter().any(|(r, _)| r.contains(&p)));
         Ok(())
     }
 
@@ -752,10 +738,11 @@ impl Arena {
             )?
         };
         self.remapped_runs += 1;
-        if let Layout::Own { mapped, .. } = &mut self.layout {
-            for (i, p) in pages.enumerate() {
-                mapped.set(p, first.offset(i));
-            }
+        let Layout::Own { mapped, .. } = &mut self.layout else {
+            unreachable!("only an arena in its own layout maps store slots");
+        };
+        for (i, p) in pages.enumerate() {
+            mapped.set(p, first.offset(i));
         }
         Ok(())
     }
@@ -796,7 +783,7 @@ impl Arena {
             .unwrap_or(self.pages() / 8)
             .max(1);
         let Layout::Own { mapped, private } = &self.layout else {
-            return Ok(());
+            unreachable!("only an arena in its own layout holds private copies to shed");
         };
         if private.len() <= budget {
             return Ok(());
@@ -831,9 +818,8 @@ impl Arena {
                     .discard(span.start * self.page, span.len() * self.page)?
             };
         }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| keep.binary_search(&p).is_ok());
-        }
+        self.own_private()
+            .retain(|p| keep.binary_search(&p).is_ok());
         if left <= budget {
             return Ok(());
         }
@@ -862,24 +848,34 @@ impl Arena {
                         .map_zero(run.start * self.page, run.len() * self.page, true)?
                 };
                 self.remapped_runs += 1;
-                if let Layout::Own { mapped, .. } = &mut self.layout {
-                    let updates: Vec<(usize, SlotId)> =
-                        run.clone().map(|p| (p, SlotId::ZERO)).collect();
-                    mapped.set_many(&updates);
-                }
+                let Layout::Own { mapped, .. } = &mut self.layout else {
+                    unreachable!("only an arena in its own layout remaps pages");
+                };
+                let updates: Vec<(usize, SlotId)> =
+                    run.clone().map(|p| (p, SlotId::ZERO)).collect();
+                mapped.set_many(&updates);
             } else {
                 self.map_slots(run.clone(), *slot)?;
             }
             remapped.extend(run.clone());
         }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| !remapped.contains(&p));
-        }
+        self.own_private().retain(|p| !remapped.contains(&p));
         Ok(())
+    }
+
+    /// The private-page set of an arena in its own layout.
+    fn own_private(&mut self) -> &mut PageSet {
+        let Layout::Own { private, .. } = &mut self.layout else {
+            unreachable!("only an arena in its own layout tracks private copies this way");
+        };
+        private
     }
 
     /// Freezes the arena's whole contents into contiguous slots and maps them again, so the
     /// arena is back to one mapping per store chunk plus one per long zero gap.
+    ///
+    /// The new mapping is built in a new reservation and swapped in only when complete, so a
+    /// failure (out of mappings, say) leaves the arena's memory as it was.
     fn compact(&mut self) -> Result<()> {
         debug_assert!(self.dirty.is_empty());
         let mut extents: Vec<Range<usize>> = Vec::new();
@@ -906,121 +902,54 @@ impl Arena {
         let pages: Vec<usize> = extents.into_iter().flatten().collect();
         // Each page's new slot holds the bytes it shows, so `content` stays true even if this
         // stops part-way.
-        let (pieces, result) = self.freeze_pages(&pages);
+        let (_, result) = self.freeze_pages(&pages);
         result?;
-        // SAFETY: `&mut self`: no live references into the arena; the new mappings below restore
-        // every non-zero page's bytes from `content`.
-        unsafe { self.mem.map_zero(0, self.capacity(), true)? };
-        self.layout = Layout::Own {
-            mapped: PageTable::new(self.pages(), Arc::clone(self.store())),
-            private: PageSet::new(self.pages()),
-        };
-        self.remapped_runs = 0;
-        for (pages, slot) in pieces {
-            self.map_slots(pages, slot)?;
-        }
-        Ok(())
-    }
-
-    /// Maps the whole arena afresh from `table` (a new arena, a proxy detaching, or a shared
-    /// arena whose proxies are gone): one `mmap` per run of consecutive slots, or, when that
-    /// would take more runs than the mapping budget, a private copy of every page.
-    fn rebuild_from(&mut self, table: &PageTable) -> Result<()> {
-        let pages = self.pages();
-        let mut runs = 0;
-        table.for_each_run(|_, _, _| runs += 1);
-        let mut private = PageSet::new(pages);
-        let mapped = if runs <= self.options.mapping_budget {
-            // SAFETY: `&mut self`: no live references into the arena.
-            unsafe { map_table(&self.mem, table, true)? };
-            table.clone()
-        } else {
-            // SAFETY: `&mut self`: no live references into the arena.
-            unsafe { copy_table(&self.mem, table)? };
-            table.for_each_run(|first, len, _| {
-                for p in first..first + len {
-                    private.insert(p);
-                }
-            });
-            runs = 0;
-            PageTable::new(pages, Arc::clone(table.store()))
-        };
-        self.content = table.clone();
-        self.dirty.clear();
-        self.layout = Layout::Own { mapped, private };
-        self.remapped_runs = runs;
-        Ok(())
-    }
-
-    /// Moves the arena's memory into a shared live file that proxies can map.
-    fn enter_shared(&mut self) -> Result<Arc<LiveFile>> {
-        let fd = sys::create_backing_file(self.options.dir.as_deref())?;
-        let file = BackingFile::new(fd);
-        file.set_len(self.capacity())?;
-        if self.options.dir.is_some() {
-            // A full file system must fail here, not as SIGBUS on a later page fault.
-            file.allocate(0, self.capacity())?;
-        }
-        let mut data: Vec<usize> = Vec::new();
-        self.content
-            .for_each_run(|first, len, _| data.extend(first..first + len));
-        if let Layout::Own { private, .. } = &self.layout {
-            data.extend(private.iter());
-        }
-        data.sort_unstable();
-        data.dedup();
-        for run in runs(&data, usize::MAX) {
-            let bytes = &self.as_bytes()[run.start * self.page..run.end * self.page];
-            file.write_all_at(bytes, run.start * self.page)?;
-        }
-        // SAFETY: `&mut self`: no live references into the arena; the file holds every page's
-        // current bytes.
-        unsafe {
-            self.mem
-                .map_file(0, self.capacity(), &file, 0, Sharing::Shared, true)?
-        };
-        let live = Arc::new(LiveFile { file });
-        self.layout = Layout::Shared {
-            live: Arc::clone(&live),
-        };
-        self.remapped_runs = 0;
-        Ok(live)
-    }
-
-    /// Returns a shared arena whose proxies are all gone to its usual layout. Dirty pages must be
-    /// frozen first, as their bytes live only in the shared file.
-    fn leave_shared_if_alone(&mut self) -> Result<()> {
-        let Layout::Shared { live } = &self.layout else {
-            return Ok(());
-        };
-        if Arc::strong_count(live) > 1 {
-            return Ok(());
-        }
-        self.freeze_dirty()?;
         let table = self.content.clone();
         self.rebuild_from(&table)
     }
 
-    /// For a proxy: freezes every page it reads through, as its source may have changed it.
-    fn freeze_read_through(&mut self) -> Result<()> {
-        let Layout::Proxy { source, private } = &self.layout else {
-            return Ok(());
-        };
-        let data = sys::data_ranges(source.file.owned_fd(), self.capacity())?;
-        let page = self.page;
-        let mut pages: Vec<usize> = Vec::new();
-        for r in data {
-            let first = r.start / page;
-            let last = r.end.div_ceil(page).min(self.pages());
-            pages.extend((first..last).filter(|&p| !private.contains(p)));
-        }
-        let zero: Vec<usize> = (0..self.pages())
-            .filter(|&p| !private.contains(p) && pages.binary_search(&p).is_err())
-            .collect();
-        let (_, result) = self.freeze_pages(&pages);
-        result?;
-        let updates: Vec<(usize, SlotId)> = zero.into_iter().map(|p| (p, SlotId::ZERO)).collect();
-        self.content.set_many(&updates);
+    /// Maps the whole arena afresh from `table` (a new arena, a shared arena whose proxies are
+    /// gone, or a compaction): one `mmap` per run of consecutive slots, or, when that would take
+    /// more runs than the mapping budget, a private copy of every page.
+    ///
+    /// The new memory is built in a new reservation and replaces the old one only once it is
+    /// complete (the arena's address changes, which `&mut self` allows): on failure the arena
+    /// keeps its memory and state.
+    pub(crate) fn rebuild_from(&mut self, table: &PageTable) -> Result<()> {
+        let (mem, layout, runs) = own_memory(table, &self.options)?;
+        // `&mut self`: no reference into the old memory is live, so it can go.
+        self.mem = mem;
+        self.content = table.clone();
+        self.clear_dirty();
+        self.layout = layout;
+        self.remapped_runs = runs;
         Ok(())
     }
+}
+
+/// New memory showing `table`'s pages, in the own layout: one `mmap` per run of consecutive
+/// slots, or, when that would take more runs than the mapping budget, a private copy of every
+/// page. Returns the memory, its layout and the runs mapped.
+fn own_memory(table: &PageTable, options: &Options) -> Result<(Reservation, Layout, usize)> {
+    let pages = table.pages();
+    let mem = Reservation::new(pages * sys::page_size())?;
+    let mut runs = 0;
+    table.for_each_run(|_, _, _| runs += 1);
+    let mut private = PageSet::new(pages);
+    let mapped = if runs <= options.mapping_budget {
+        // SAFETY: `mem` is new: nothing refers into it.
+        unsafe { map_table(&mem, table, true)? };
+        table.clone()
+    } else {
+        // SAFETY: `mem` is new: nothing refers into it.
+        unsafe { copy_table(&mem, table)? };
+        table.for_each_run(|first, len, _| {
+            for p in first..first + len {
+                private.insert(p);
+            }
+        });
+        runs = 0;
+        PageTable::new(pages, Arc::clone(table.store()))
+    };
+    Ok((mem, Layout::Own { mapped, private }, runs))
 }

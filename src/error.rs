@@ -41,6 +41,14 @@ pub enum Error {
         "foreign snapshot: it belongs to an unrelated arena; restore it with to_arena() instead"
     )]
     ForeignSnapshot,
+    /// The arena given to [`Proxy::with`](crate::Proxy::with) (or `with_mut`) is not the one the
+    /// proxy was made from.
+    #[error("not the proxy's source: a proxy reads through only to the arena it was made from")]
+    NotTheSource,
+    /// [`Proxy::without_source`](crate::Proxy::without_source) (or `_mut`) while the proxy's
+    /// source is alive.
+    #[error("the proxy's source is alive: access the proxy with `with(&source)`")]
+    SourceAlive,
     /// A `Ptr` that does not name a live object of its type in this arena.
     #[error("invalid pointer {offset:#x}: {reason}")]
     InvalidPtr {

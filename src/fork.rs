@@ -40,10 +40,13 @@
 //! [`Arena::fork_snapshot`] instead. `fork` copies memory, not files, so parent and child share
 //! the page store's files; the store therefore never writes, seals or punches a file that
 //! another process made (a child's freezes go to files of its own), which keeps the parent's
-//! snapshots intact even if the closure snapshots some *other* arena it captured. The closure
-//! must not write an arena that has proxies (its memory is a shared file): forking an arena that
-//! has proxies is [`Error::Unsupported`]; fork an arena made with [`Snapshot::to_arena`]
-//! instead.
+//! snapshots intact even if the closure snapshots some *other* arena it captured.
+//!
+//! An arena with proxies keeps its memory in a shared file, which a child would share with its
+//! parent: its writes would reach the parent, and the parent's writes (by another thread) would
+//! change bytes under the child's references. So branches are [`Error::Unsupported`] while *any*
+//! arena of the process has proxies (or had, until its next snapshot or restore; the arena
+//! being forked leaves the shared layout by itself). See the [`proxy`](crate::proxy) module.
 //!
 //! # How a branch ends
 //!
@@ -114,7 +117,7 @@ use bytemuck::Pod;
 use std::ops::{Deref, Range};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -324,8 +327,7 @@ impl Branch<'_> {
         R: Pod,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
-        // The arena passed the proxy check when its first branch was made, and a branch cannot
-        // make proxies; checking again would take the store's lock, which the child must avoid.
+        // The branch's arena is not shared: branches are refused while any arena is.
         run(self.arena, options, f, None).map(|(value, _)| value)
     }
 }
@@ -350,8 +352,8 @@ impl Arena {
     /// # }
     /// ```
     ///
-    /// An arena with proxies is [`Error::Unsupported`]: its memory is a shared file mapping, so
-    /// the child's writes would reach the parent.
+    /// While any arena of the process has proxies, branches are [`Error::Unsupported`]: see the
+    /// [module docs](crate::fork#what-a-branch-can-do).
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -423,15 +425,9 @@ impl Arena {
         ))
     }
 
-    fn check_forkable(&self) -> Result<(), ForkError> {
-        if self.stats().has_proxies {
-            return Err(Error::Unsupported(
-                "forking an arena with proxies: its memory is a shared file, so the child's \
-                 writes would reach the parent; fork an arena made with to_arena() instead",
-            )
-            .into());
-        }
-        Ok(())
+    /// An arena whose proxies are all gone leaves the shared layout before it is forked.
+    fn check_forkable(&mut self) -> Result<(), ForkError> {
+        Ok(self.leave_shared_if_alone()?)
     }
 }
 
@@ -460,6 +456,32 @@ static FORK_LOCK: Mutex<()> = Mutex::new(());
 /// only under [`FORK_LOCK`], which orders the accesses; a full table leaves a descriptor open in
 /// siblings forked meanwhile, which costs an idle descriptor until they exit.
 static CLOSE_IN_CHILD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+/// Arenas of this process whose memory is a shared file mapping (arenas with proxies). A child
+/// would share that memory with its parent: its writes would reach the parent, and the parent's
+/// writes would change bytes under the child's references. Branches are refused while any
+/// exists. Grown under [`FORK_LOCK`], as forks are checked under it, so no fork can slip between
+/// a check and a new shared mapping.
+static SHARED_ARENAS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one arena in [`SHARED_ARENAS`] for as long as it lives. Made before the shared mapping
+/// exists and dropped after it is gone.
+#[derive(Debug)]
+pub(crate) struct SharedMemoryGuard(());
+
+impl SharedMemoryGuard {
+    pub(crate) fn new() -> Self {
+        let _lock = fork_lock();
+        SHARED_ARENAS.fetch_add(1, Ordering::Relaxed);
+        SharedMemoryGuard(())
+    }
+}
+
+impl Drop for SharedMemoryGuard {
+    fn drop(&mut self) {
+        SHARED_ARENAS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 fn fork_lock() -> MutexGuard<'static, ()> {
     // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
@@ -660,6 +682,15 @@ where
     let pages = arena.capacity() / page;
     let parent = process::getpid();
     let lock = fork_lock();
+    if SHARED_ARENAS.load(Ordering::Relaxed) > 0 {
+        return Err(Error::Unsupported(
+            "forking while an arena of this process shares its memory with proxies: the child \
+             would share that memory with the parent; drop the proxies (the arena leaves the \
+             shared layout at its next snapshot or restore), or fork an arena made with \
+             to_arena() in a process without proxies",
+        )
+        .into());
+    }
     let (read_end, write_end) = process::pipe()?;
     // SAFETY: the child runs `child_main`, which never returns (it ends with `_exit`) and, apart
     // from the caller's closure, makes only system calls and allocations (see the module docs on

@@ -9,6 +9,7 @@ mod error;
 pub mod fork;
 mod page_set;
 mod page_table;
+pub mod proxy;
 mod ptr;
 mod snapshot;
 mod store;
@@ -20,6 +21,7 @@ pub use arena::{Arena, ArenaBuilder, ArenaStats, MAX_REMAPPED_RUNS, REMAP_MIN_RU
 pub use collections::{ArenaBytes, ArenaMap, ArenaVec};
 pub use error::{Error, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
+pub use proxy::{Proxy, ProxyMut, ProxyRef};
 pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;

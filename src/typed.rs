@@ -79,98 +79,20 @@
 //! raw bytes: such a `Ptr` is checked the same way and can never cause undefined behaviour, but
 //! one that copies the offset and stamp of a live object names that object.
 //!
-//! # Proxies: `Proxy(obj)` at page granularity
+//! # Proxies
 //!
-//! A [proxy](Arena::proxy) reads through to its source arena until it writes, then keeps its own
-//! copy. The seed's two examples:
-//!
-//! ```text
-//! a = Point(1, 2); b = Proxy(a)
-//! b.x == 1;  a.x = 42;  b.x == 42        # b reads through to a until b writes
-//! b.x = 420; a.x == 42; b.x == 420       # b's write is b's alone
-//! ```
-//!
-//! ```
-//! use cowarena::Arena;
-//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-//! #[repr(C)]
-//! struct Point { x: i32, y: i32 }
-//!
-//! let mut arena = Arena::with_capacity(1 << 20)?;
-//! let a = arena.alloc(Point { x: 1, y: 2 })?;   // a = Point(1, 2)
-//! let mut b = arena.proxy()?;                    // b = Proxy(a): the whole arena, proxied
-//! assert_eq!(b.get(a).x, 1);                     // b.x == 1
-//! arena.get_mut(a).x = 42;                       // a.x = 42
-//! assert_eq!(b.get(a).x, 42);                    // b.x == 42
-//! b.get_mut(a).x = 420;                          // b.x = 420
-//! assert_eq!(arena.get(a).x, 42);                // a.x == 42
-//! assert_eq!(b.get(a).x, 420);                   // b.x == 420
-//! # Ok::<(), cowarena::Error>(())
-//! ```
-//!
-//! The nested case, `c = TwoPoints(a, b); d = Proxy(c)`. As in the Python original, `c` holds
-//! *references* to `a` and `b` (here two `Ptr<Point>`), so writes to `a` and `b` are seen through
-//! `c` and through `d`. (Were the points stored inline in `TwoPoints`, `c.a` would be a copy of
-//! `a` and `a.x = 10` could not show as `d.a.x`.)
-//!
-//! ```
-//! use cowarena::{Arena, Ptr};
-//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-//! #[repr(C)]
-//! struct Point { x: i32, y: i32 }
-//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-//! #[repr(C)]
-//! struct TwoPoints { a: Ptr<Point>, b: Ptr<Point> }
-//!
-//! let mut arena = Arena::with_capacity(1 << 20)?;
-//! let a = arena.alloc(Point { x: 1, y: 2 })?;
-//! let b = arena.alloc(Point { x: 3, y: 4 })?;
-//! let c = arena.alloc(TwoPoints { a, b })?;
-//! let mut d = arena.proxy()?;                    // d = Proxy(c)
-//!
-//! arena.get_mut(a).x = 10;                       // a.x = 10
-//! let d_a = d.get(c).a;
-//! assert_eq!(d.get(d_a).x, 10);                  // d.a.x == 10
-//! arena.get_mut(b).y = 20;                       // b.y = 20
-//! let d_b = d.get(c).b;
-//! assert_eq!(d.get(d_b).y, 20);                  // d.b.y == 20
-//!
-//! d.get_mut(d_a).x = 100;                        // d.a.x = 100
-//! assert_eq!(d.get(d_a).x, 100);                 // d.a.x == 100
-//! assert_eq!(d.get(d_a).y, arena.get(a).y);      // d.a.y == a.y
-//! assert_eq!(arena.get(a).x, 10);                // a.x == 10
-//! let c_a = arena.get(c).a;
-//! assert_eq!(arena.get(c_a).x, 10);              // c.a.x == 10
-//!
-//! // The unit of copy-on-write is the page, not the object: `a` and `b` share a slab page, so
-//! // once d has written `a` it no longer sees the source's later writes to `b` either.
-//! assert_eq!(a.offset() / cowarena::page_size(), b.offset() / cowarena::page_size());
-//! arena.get_mut(b).y = 30;
-//! assert_eq!(d.get(d_b).y, 20);
-//! # Ok::<(), cowarena::Error>(())
-//! ```
-//!
-//! Where page granularity differs from per-object copy-on-write:
-//!
-//! - Once a proxy writes a page it stops seeing its source's later writes to **every** object on
-//!   that page, not only the one it wrote. Small objects of one size class share pages; to keep
-//!   an object on a page of its own, make it larger than 1016 bytes.
-//! - Allocating or freeing in a proxy writes allocator metadata (a slab page, sometimes the
-//!   allocator header or the page map). A proxy and its source share one allocator until one of
-//!   them allocates or frees; after that, allocate in only one of them. If both allocate, each
-//!   sees a mix of its own metadata pages and the other's: it never causes undefined behaviour,
-//!   and objects of either are validated by their stamps, but objects allocated in the source
-//!   after the proxy's own allocations may be invisible to the proxy, or vice versa.
-//! - What a proxy sees when its source takes a snapshot (nothing changes), is restored (the
-//!   restored bytes, on the pages the proxy has not written) or is dropped (its last bytes) is
-//!   described under [`Arena::proxy`].
-//! - A reference from a proxy's `get` points into memory its source writes, on the pages the
-//!   proxy has not written: as with [`Arena::as_bytes`], hold it only while the source is not
-//!   being written (from another thread, say).
+//! A [proxy](crate::proxy) shares the allocator and every object with its source until it
+//! writes their pages; the seed's `Proxy(obj)` examples are in the [`proxy`](crate::proxy)
+//! module. Allocating or freeing in a proxy writes allocator metadata (a slab page, sometimes
+//! the header or the page map): after that, allocate in only one of the two. If both allocate,
+//! each sees a mix of its own metadata pages and the other's; it never causes undefined
+//! behaviour, and objects of either are validated by their stamps, but objects allocated in one
+//! may be invisible to the other.
 
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
 use crate::error::Result;
+use crate::proxy::{ProxyMut, ProxyRef};
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
 use bytemuck::Pod;
@@ -181,6 +103,8 @@ mod private {
     pub trait Sealed {}
     impl Sealed for crate::Arena {}
     impl Sealed for crate::Snapshot {}
+    impl Sealed for crate::ProxyRef<'_> {}
+    impl Sealed for crate::ProxyMut<'_> {}
 }
 
 /// Read access to typed values: implemented by [`Arena`] (including proxies) and [`Snapshot`],
@@ -240,6 +164,22 @@ impl View for Snapshot {
     #[inline]
     fn try_bytes(&self) -> Result<&[u8]> {
         self.try_as_bytes()
+    }
+}
+
+/// A proxy read while its source is borrowed (or gone): see [`crate::proxy`].
+impl View for ProxyRef<'_> {
+    #[inline]
+    fn try_bytes(&self) -> Result<&[u8]> {
+        Ok(self.as_bytes())
+    }
+}
+
+/// A proxy written while its source is borrowed (or gone): see [`crate::proxy`].
+impl View for ProxyMut<'_> {
+    #[inline]
+    fn try_bytes(&self) -> Result<&[u8]> {
+        Ok(self.as_bytes())
     }
 }
 

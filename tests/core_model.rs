@@ -2,17 +2,20 @@
 //! snapshot, snapshot drops, `to_arena`, proxies and arena drops, checked after every step
 //! against plain `Vec<u8>` copies.
 
-use cowarena::{Arena, Error, Snapshot};
+use cowarena::{Arena, Error, Proxy, ProxyMut, Snapshot};
 use proptest::prelude::*;
+
+enum Handle {
+    Arena(Arena),
+    Proxy(Proxy),
+}
 
 /// What an arena's bytes should be. A proxy's pages that it has not written show its source's.
 struct ModelArena {
-    arena: Arena,
+    handle: Handle,
     bytes: Vec<u8>,
     /// For a proxy still reading through: its source (index into `arenas`) and its own pages.
     source: Option<(usize, Vec<bool>)>,
-    /// The arena is a proxy (until it is restored), even if its source is gone.
-    is_proxy: bool,
 }
 
 struct Model {
@@ -60,17 +63,53 @@ impl Model {
         a.source = None;
     }
 
+    fn arena(&self, i: usize) -> &Arena {
+        match &self.arenas[i].as_ref().unwrap().handle {
+            Handle::Arena(a) => a,
+            Handle::Proxy(_) => panic!("arena {i} is a proxy"),
+        }
+    }
+
+    /// Runs `f` on arena `i`'s bytes: an arena's own, or a proxy's read through its source.
+    fn read<R>(&self, i: usize, f: impl FnOnce(&Arena) -> R) -> R {
+        let a = self.arenas[i].as_ref().unwrap();
+        match (&a.handle, &a.source) {
+            (Handle::Arena(arena), _) => f(arena),
+            (Handle::Proxy(p), Some((src, _))) => f(&p.with(self.arena(*src)).unwrap()),
+            (Handle::Proxy(p), None) => f(&p.without_source().unwrap()),
+        }
+    }
+
+    /// Runs `f` on proxy `i`, its source borrowed (or gone).
+    fn proxy_mut<R>(&mut self, i: usize, f: impl FnOnce(&mut ProxyMut<'_>) -> R) -> R {
+        let mut a = self.arenas[i].take().unwrap();
+        let Handle::Proxy(p) = &mut a.handle else {
+            panic!("arena {i} is not a proxy")
+        };
+        let r = match &a.source {
+            Some((src, _)) => {
+                let source = self.arena(*src);
+                assert!(p.without_source().is_err(), "the source is alive");
+                f(&mut p.with_mut(source).unwrap())
+            }
+            None => f(&mut p.without_source_mut().unwrap()),
+        };
+        self.arenas[i] = Some(a);
+        r
+    }
+
     fn check(&self) {
         for i in self.live_arenas() {
             let want = self.view(i);
-            let a = &self.arenas[i].as_ref().unwrap().arena;
-            assert!(
-                a.as_bytes() == &want[..],
-                "arena {i} differs from the model"
-            );
-            let mut buf = vec![0u8; 100];
-            a.read(want.len() - 100, &mut buf).unwrap();
-            assert_eq!(&buf[..], &want[want.len() - 100..]);
+            self.read(i, |a| {
+                assert!(
+                    a.as_bytes() == &want[..],
+                    "arena {i} differs from the model"
+                );
+                let mut buf = vec![0u8; 100];
+                a.read(want.len() - 100, &mut buf).unwrap();
+                assert_eq!(&buf[..], &want[want.len() - 100..]);
+            });
         }
         for (i, s) in self.snapshots.iter().enumerate() {
             if let Some((snap, want)) = s {
@@ -141,10 +180,9 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
     let mut m = Model {
         page,
         arenas: vec![Some(ModelArena {
-            arena,
+            handle: Handle::Arena(arena),
             bytes: vec![0; capacity],
             source: None,
-            is_proxy: false,
         })],
         snapshots: Vec::new(),
     };
@@ -160,9 +198,12 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
             } => {
                 let i = pick(&arenas, arena).unwrap();
                 let view = m.view(i);
-                let a = m.arenas[i].as_mut().unwrap();
                 let data = vec![byte; len];
-                let r = a.arena.write(offset, &data);
+                let r = match &mut m.arenas[i].as_mut().unwrap().handle {
+                    Handle::Arena(a) => a.write(offset, &data),
+                    Handle::Proxy(_) => m.proxy_mut(i, |p| p.write(offset, &data)),
+                };
+                let a = m.arenas[i].as_mut().unwrap();
                 if offset + len > capacity {
                     assert!(matches!(r, Err(Error::OutOfBounds { .. })));
                     continue;
@@ -187,7 +228,10 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
             Op::Snapshot { arena } => {
                 let i = pick(&arenas, arena).unwrap();
                 let v = m.view(i);
-                let s = m.arenas[i].as_mut().unwrap().arena.snapshot().unwrap();
+                let s = match &mut m.arenas[i].as_mut().unwrap().handle {
+                    Handle::Arena(a) => a.snapshot().unwrap(),
+                    Handle::Proxy(_) => m.proxy_mut(i, |p| p.snapshot().unwrap()),
+                };
                 m.snapshots.push(Some((s, v)));
             }
             Op::Restore { arena, snap } => {
@@ -197,16 +241,13 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
                 let i = pick(&arenas, arena).unwrap();
                 let (snapshot, bytes) = m.snapshots[s].as_ref().unwrap();
                 let bytes = bytes.clone();
-                m.arenas[i]
-                    .as_mut()
-                    .unwrap()
-                    .arena
-                    .restore(snapshot)
-                    .unwrap();
                 let a = m.arenas[i].as_mut().unwrap();
+                // A proxy is not restored; its snapshots can be restored into arenas.
+                let Handle::Arena(arena) = &mut a.handle else {
+                    continue;
+                };
+                arena.restore(snapshot).unwrap();
                 a.bytes = bytes;
-                a.source = None;
-                a.is_proxy = false;
             }
             Op::DropSnapshot { snap } => {
                 if let Some(s) = pick(&snaps, snap) {
@@ -224,10 +265,9 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
                 let arena = snapshot.to_arena().unwrap();
                 let bytes = bytes.clone();
                 m.arenas.push(Some(ModelArena {
-                    arena,
+                    handle: Handle::Arena(arena),
                     bytes,
                     source: None,
-                    is_proxy: false,
                 }));
             }
             Op::Proxy { arena } => {
@@ -235,17 +275,15 @@ fn run(pages: usize, budget_pages: usize, ops: Vec<Op>) {
                     continue;
                 }
                 let i = pick(&arenas, arena).unwrap();
-                let a = m.arenas[i].as_mut().unwrap();
-                if a.is_proxy {
-                    assert!(matches!(a.arena.proxy(), Err(Error::Unsupported(_))));
+                let Handle::Arena(a) = &mut m.arenas[i].as_mut().unwrap().handle else {
                     continue;
-                }
-                let proxy = a.arena.proxy().unwrap();
+                };
+                let proxy = a.proxy().unwrap();
+                assert!(a.stats().has_proxies);
                 m.arenas.push(Some(ModelArena {
-                    arena: proxy,
+                    handle: Handle::Proxy(proxy),
                     bytes: vec![0; capacity],
                     source: Some((i, vec![false; pages])),
-                    is_proxy: true,
                 }));
             }
             Op::DropArena { arena } => {

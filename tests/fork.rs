@@ -443,22 +443,60 @@ fn fork_snapshot_of_a_failing_branch_is_an_error() {
 }
 
 #[test]
-fn an_arena_with_proxies_is_not_forked() {
+fn no_branch_while_an_arena_shares_memory_with_proxies() {
     let _g = serial();
     clean(|| {
         let (mut a, _) = patterned(4);
+        let mut other = Arena::with_capacity(page()).unwrap();
         let proxy = a.proxy().unwrap();
-        let r = a.fork_run(|_| 0u8);
-        assert!(
-            matches!(r, Err(ForkError::Parent(cowarena::Error::Unsupported(_)))),
-            "{r:?}"
-        );
-        // The proxy itself is private memory: it can be forked.
-        let mut proxy = proxy;
+        for r in [a.fork_run(|_| 0u8), other.fork_run(|_| 0u8)] {
+            assert!(
+                matches!(r, Err(ForkError::Parent(cowarena::Error::Unsupported(_)))),
+                "{r:?}"
+            );
+        }
+        drop(proxy);
+        assert!(!a.stats().has_proxies, "cleared when the last proxy goes");
+        // `a` shares its memory until it leaves that layout, so other branches still wait.
+        assert!(other.fork_run(|_| 0u8).is_err());
+        // Forking `a` returns it to its own layout first.
+        let seen = a.fork_run(|b| b.as_bytes()[page() + 1]).unwrap();
+        assert_eq!(seen, a.as_bytes()[page() + 1]);
+        assert_eq!(other.fork_run(|_| 7u8).unwrap(), 7);
+    });
+}
+
+#[test]
+fn a_child_of_a_raw_fork_cannot_write_a_shared_arena() {
+    let _g = serial();
+    clean(|| {
+        let (mut a, model) = patterned(4);
+        let proxy = a.proxy().unwrap();
+        // SAFETY: the child only calls `write` (which fails before touching memory and
+        // allocates nothing) and `_exit`.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = match a.write(0, &[0xEE]) {
+                    Err(cowarena::Error::Unsupported(_)) => 0,
+                    _ => 1,
+                };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                assert!(pid > 0, "fork failed");
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
         assert_eq!(
-            proxy.fork_run(|b| b.as_bytes()[1]).unwrap(),
-            a.as_bytes()[1]
+            a.as_bytes(),
+            &model[..],
+            "the child's write never reached the parent"
         );
+        assert_eq!(proxy.with(&a).unwrap().as_bytes(), &model[..]);
     });
 }
 

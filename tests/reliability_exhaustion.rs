@@ -493,7 +493,7 @@ fn the_open_files_limit_is_an_error() {
     a.restore(&s0).unwrap();
     check_bytes(a.as_bytes(), &s0_model, "restored");
     let p = a.proxy().unwrap();
-    check_bytes(p.as_bytes(), &s0_model, "proxy");
+    check_bytes(p.with(&a).unwrap().as_bytes(), &s0_model, "proxy");
 }
 
 fn vm_size() -> u64 {
@@ -550,4 +550,89 @@ fn the_address_space_limit_is_an_error() {
     );
     assert_eq!(&view.unwrap()[at..at + 6], b"before");
     assert_eq!(*unviewed.get(p), 42);
+}
+
+/// Takes the process's kernel mappings until only about `left` remain under `vm.max_map_count`,
+/// and gives them back on drop: a reservation whose every other page is made readable, each
+/// such page splitting it (two more mappings per page).
+struct MappingFiller {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappingFiller {
+    fn leave(left: usize) -> MappingFiller {
+        let page = cowarena::page_size();
+        let max: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let take = max.saturating_sub(common::mappings() + left);
+        let splits = take / 2;
+        let len = (2 * splits + 1) * page;
+        // SAFETY: a new inaccessible mapping at an address the kernel chooses.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        for i in 0..splits {
+            // SAFETY: page `2i + 1` lies inside the mapping made above, which nothing else uses.
+            let rc = unsafe {
+                libc::mprotect(
+                    base.cast::<u8>().add((2 * i + 1) * page).cast(),
+                    page,
+                    libc::PROT_READ,
+                )
+            };
+            assert_eq!(rc, 0, "mprotect split {i} of {splits}");
+        }
+        MappingFiller { base, len }
+    }
+}
+
+impl Drop for MappingFiller {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `leave`, which nothing refers into.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+#[test]
+fn running_out_of_mappings_changes_no_byte() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 8192;
+    let mut a = Arena::with_capacity(pages * page).unwrap();
+    let mut model = vec![0u8; pages];
+    // 2048 scattered frozen pages: mapping them back takes 2048 runs.
+    for p in (0..pages).step_by(4) {
+        fill(&mut a, &mut model, p..p + 1, (p / 4 % 251 + 1) as u8);
+    }
+    let s = a.snapshot().unwrap();
+    fill(&mut a, &mut model, 1..2, 0xEE);
+    // A proxy made and dropped leaves `a` in the shared layout until its next snapshot.
+    drop(a.proxy().unwrap());
+    {
+        let _filler = MappingFiller::leave(600);
+        let e = a.snapshot().unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENOMEM), "{e}");
+        check_bytes(a.as_bytes(), &model, "arena after the failed snapshot");
+        let e = s.to_arena().unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENOMEM), "{e}");
+    }
+    let s2 = a.snapshot().unwrap();
+    check_bytes(a.as_bytes(), &model, "arena after the snapshot that worked");
+    check_snapshot(&s2, &model, "the snapshot that worked");
+    assert!(!a.stats().has_proxies);
+    a.restore(&s).unwrap();
+    model[1] = 0;
+    check_bytes(a.as_bytes(), &model, "restored");
 }

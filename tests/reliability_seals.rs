@@ -190,3 +190,47 @@ fn files_in_a_backing_directory_are_close_on_exec() {
     drop((a, s, _proxy));
     std::fs::remove_dir(&dir).unwrap();
 }
+
+#[test]
+fn a_proxys_live_file_cannot_change_size() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let mut a = Arena::with_capacity(16 * page).unwrap();
+    a.write(3 * page, b"shared").unwrap();
+    let before = cowarena_memfds();
+    let b = a.proxy().unwrap();
+    let live: Vec<RawFd> = cowarena_memfds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .collect();
+    assert_eq!(live.len(), 1, "the first proxy adds one live file");
+    let fd = live[0];
+    let s = seals(fd);
+    assert!(
+        s & libc::F_SEAL_GROW != 0 && s & libc::F_SEAL_SHRINK != 0,
+        "the live file has a fixed size (seals {s:#x})"
+    );
+    // Truncating it under the mappings would make every later access a SIGBUS.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap();
+    let e = f.set_len(0).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "ftruncate through /proc"
+    );
+    // SAFETY: ftruncate takes no memory; the descriptor is open.
+    let rc = unsafe { libc::ftruncate(fd, (64 * page) as libc::off_t) };
+    assert_eq!(
+        (rc, last_errno()),
+        (-1, libc::EPERM),
+        "growing the live file"
+    );
+    assert_eq!(
+        &b.with(&a).unwrap().as_bytes()[3 * page..3 * page + 6],
+        b"shared"
+    );
+    assert_eq!(a.as_bytes()[15 * page], 0);
+}

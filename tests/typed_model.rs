@@ -7,7 +7,8 @@
 //! is exact: an object reads its own copy if the proxy has written the object's page, and the
 //! source's current value otherwise.
 
-use cowarena::{page_size, Arena, Ptr, Snapshot};
+use bytemuck::Pod;
+use cowarena::{page_size, Arena, Proxy, ProxyMut, Ptr, Snapshot};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -61,7 +62,36 @@ fn large(v: u64) -> Large {
     l
 }
 
-fn alloc(a: &mut Arena, kind: u8, v: u64) -> cowarena::Result<Obj> {
+/// What the model writes through: an arena, or a proxy with its source borrowed.
+trait Target {
+    fn alloc<T: Pod>(&mut self, v: T) -> cowarena::Result<Ptr<T>>;
+    fn alloc_zeroed<T: Pod>(&mut self) -> cowarena::Result<Ptr<T>>;
+    fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T;
+    fn free<T: Pod>(&mut self, p: Ptr<T>) -> cowarena::Result<()>;
+}
+
+macro_rules! target {
+    ($t:ty) => {
+        impl Target for $t {
+            fn alloc<T: Pod>(&mut self, v: T) -> cowarena::Result<Ptr<T>> {
+                <$t>::alloc(self, v)
+            }
+            fn alloc_zeroed<T: Pod>(&mut self) -> cowarena::Result<Ptr<T>> {
+                <$t>::alloc_zeroed(self)
+            }
+            fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+                <$t>::get_mut(self, p)
+            }
+            fn free<T: Pod>(&mut self, p: Ptr<T>) -> cowarena::Result<()> {
+                <$t>::free(self, p)
+            }
+        }
+    };
+}
+target!(Arena);
+target!(ProxyMut<'_>);
+
+fn alloc(a: &mut impl Target, kind: u8, v: u64) -> cowarena::Result<Obj> {
     Ok(match kind {
         0 => Obj::of(0, a.alloc(v)?),
         1 => Obj::of(1, a.alloc(mid(v))?),
@@ -73,7 +103,7 @@ fn alloc(a: &mut Arena, kind: u8, v: u64) -> cowarena::Result<Obj> {
     })
 }
 
-fn write(a: &mut Arena, o: Obj, v: u64) {
+fn write(a: &mut impl Target, o: Obj, v: u64) {
     match o.kind {
         0 => *a.get_mut(o.ptr::<u64>()) = v,
         1 => *a.get_mut(o.ptr::<Mid>()) = mid(v),
@@ -81,7 +111,7 @@ fn write(a: &mut Arena, o: Obj, v: u64) {
     }
 }
 
-fn free(a: &mut Arena, o: Obj) -> cowarena::Result<()> {
+fn free(a: &mut impl Target, o: Obj) -> cowarena::Result<()> {
     match o.kind {
         0 => a.free(o.ptr::<u64>()),
         1 => a.free(o.ptr::<Mid>()),
@@ -125,10 +155,15 @@ enum Mode {
     },
 }
 
+enum Handle {
+    Arena(Arena),
+    /// A proxy and its source (index into `arenas`, `None` once dropped).
+    Proxy(Proxy, Option<usize>),
+}
+
 struct Entry {
-    arena: Arena,
+    handle: Handle,
     mode: Mode,
-    is_proxy: bool,
     /// Proxies attached to this arena (reading through it, or having frozen it).
     proxies: BTreeSet<usize>,
 }
@@ -158,6 +193,43 @@ impl World {
 
     fn entry(&mut self, i: usize) -> &mut Entry {
         self.arenas[i].as_mut().unwrap()
+    }
+
+    fn arena(&self, i: usize) -> &Arena {
+        match &self.arenas[i].as_ref().unwrap().handle {
+            Handle::Arena(a) => a,
+            Handle::Proxy(..) => panic!("arena {i} is a proxy"),
+        }
+    }
+
+    fn is_proxy(&self, i: usize) -> bool {
+        matches!(self.arenas[i].as_ref().unwrap().handle, Handle::Proxy(..))
+    }
+
+    /// Runs `f` on arena `i`'s bytes (a proxy's with its source borrowed).
+    fn read<R>(&self, i: usize, f: impl FnOnce(&Arena) -> R) -> R {
+        match &self.arenas[i].as_ref().unwrap().handle {
+            Handle::Arena(a) => f(a),
+            Handle::Proxy(p, Some(src)) => f(&p.with(self.arena(*src)).unwrap()),
+            Handle::Proxy(p, None) => f(&p.without_source().unwrap()),
+        }
+    }
+
+    /// Runs `f` on arena `i` for writing (a proxy's with its source borrowed).
+    fn write<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Arena) -> R,
+        g: impl FnOnce(&mut ProxyMut<'_>) -> R,
+    ) -> R {
+        let mut e = self.arenas[i].take().unwrap();
+        let r = match &mut e.handle {
+            Handle::Arena(a) => f(a),
+            Handle::Proxy(p, Some(src)) => g(&mut p.with_mut(self.arena(*src)).unwrap()),
+            Handle::Proxy(p, None) => g(&mut p.without_source_mut().unwrap()),
+        };
+        self.arenas[i] = Some(e);
+        r
     }
 
     fn add(&mut self, e: Entry) -> usize {
@@ -236,7 +308,8 @@ impl World {
                     return;
                 }
                 self.detach_for_allocation(i);
-                match alloc(&mut self.entry(i).arena, kind % 3, v) {
+                let kind = kind % 3;
+                match self.write(i, |a| alloc(a, kind, v), |p| alloc(p, kind, v)) {
                     Ok(o) => {
                         self.every.push(o);
                         self.model_mut(i).insert(o, v);
@@ -253,10 +326,11 @@ impl World {
                 }
                 let o = *view.keys().nth(n as usize % view.len()).unwrap();
                 self.detach_for_allocation(i);
-                free(&mut self.entry(i).arena, o).unwrap();
+                self.write(i, |a| free(a, o), |p| free(p, o)).unwrap();
                 self.model_mut(i).remove(&o);
-                assert!(read(&self.entry(i).arena, o).is_none());
-                assert!(free(&mut self.entry(i).arena, o).is_err(), "double free");
+                assert!(self.read(i, |a| read(a, o)).is_none());
+                let again = self.write(i, |a| free(a, o), |p| free(p, o));
+                assert!(again.is_err(), "double free");
             }
             Op::Write(a, n, v) => {
                 let i = self.pick(a);
@@ -265,7 +339,7 @@ impl World {
                     return;
                 }
                 let o = *view.keys().nth(n as usize % view.len()).unwrap();
-                write(&mut self.entry(i).arena, o, v);
+                self.write(i, |a| write(a, o, v), |p| write(p, o, v));
                 let source = match self.entry(i).mode {
                     Mode::Through { source, .. } => Some(source),
                     Mode::Own { .. } => None,
@@ -292,7 +366,7 @@ impl World {
             }
             Op::Snapshot(a) => {
                 let i = self.pick(a);
-                let s = self.entry(i).arena.snapshot().unwrap();
+                let s = self.write(i, |a| a.snapshot(), |p| p.snapshot()).unwrap();
                 let view = self.view(i);
                 for (&o, &v) in &view {
                     assert_eq!(read(&s, o), Some(v), "snapshot of arena {i}");
@@ -304,15 +378,19 @@ impl World {
             }
             Op::Restore(a, n) => {
                 let i = self.pick(a);
-                if self.snaps.is_empty() || !self.may_restructure(i) || self.frozen(i) {
+                if self.snaps.is_empty()
+                    || !self.may_restructure(i)
+                    || self.frozen(i)
+                    || self.is_proxy(i)
+                {
                     return;
                 }
                 let (s, model) = self.snaps[n as usize % self.snaps.len()].clone();
-                self.entry(i).arena.restore(&s).unwrap();
-                self.release_source(i);
-                let e = self.entry(i);
-                e.is_proxy = false;
-                e.mode = Mode::Own {
+                let Handle::Arena(arena) = &mut self.entry(i).handle else {
+                    unreachable!("checked above")
+                };
+                arena.restore(&s).unwrap();
+                self.entry(i).mode = Mode::Own {
                     model,
                     frozen_source: None,
                 };
@@ -324,33 +402,30 @@ impl World {
                 let (s, model) = self.snaps[n as usize % self.snaps.len()].clone();
                 let arena = s.to_arena().unwrap();
                 self.add(Entry {
-                    arena,
+                    handle: Handle::Arena(arena),
                     mode: Mode::Own {
                         model,
                         frozen_source: None,
                     },
-                    is_proxy: false,
                     proxies: BTreeSet::new(),
                 });
             }
             Op::Proxy(a) => {
                 let i = self.pick(a);
-                if self.live().len() >= MAX_ARENAS || self.frozen(i) {
+                if self.live().len() >= MAX_ARENAS || self.frozen(i) || self.is_proxy(i) {
                     return;
                 }
-                if self.entry(i).is_proxy {
-                    assert!(self.entry(i).arena.proxy().is_err(), "proxy of a proxy");
-                    return;
-                }
-                let arena = self.entry(i).arena.proxy().unwrap();
+                let Handle::Arena(arena) = &mut self.entry(i).handle else {
+                    unreachable!("checked above")
+                };
+                let proxy = arena.proxy().unwrap();
                 let p = self.add(Entry {
-                    arena,
+                    handle: Handle::Proxy(proxy, Some(i)),
                     mode: Mode::Through {
                         source: i,
                         private: BTreeSet::new(),
                         own: HashMap::new(),
                     },
-                    is_proxy: true,
                     proxies: BTreeSet::new(),
                 });
                 self.entry(i).proxies.insert(p);
@@ -363,6 +438,9 @@ impl World {
                 // Proxies reading through keep the source's last values.
                 let attached: Vec<usize> = self.entry(i).proxies.iter().copied().collect();
                 for p in attached {
+                    if let Handle::Proxy(_, source) = &mut self.entry(p).handle {
+                        *source = None;
+                    }
                     match self.entry(p).mode {
                         Mode::Through { .. } => self.materialize(p, None),
                         Mode::Own {
@@ -398,16 +476,17 @@ impl World {
     fn check(&self) {
         for i in self.live() {
             let view = self.view(i);
-            let a = &self.arenas[i].as_ref().unwrap().arena;
-            for o in &self.every {
-                assert_eq!(read(a, *o), view.get(o).copied(), "arena {i}, object {o:?}");
-            }
-            let stats = a.alloc_stats().unwrap();
-            assert_eq!(
-                stats.small_objects + stats.large_objects,
-                view.len(),
-                "arena {i}"
-            );
+            self.read(i, |a| {
+                for o in &self.every {
+                    assert_eq!(read(a, *o), view.get(o).copied(), "arena {i}, object {o:?}");
+                }
+                let stats = a.alloc_stats().unwrap();
+                assert_eq!(
+                    stats.small_objects + stats.large_objects,
+                    view.len(),
+                    "arena {i}"
+                );
+            });
         }
     }
 }
@@ -441,12 +520,11 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(ops: &[Op]) {
     let mut w = World::default();
     w.add(Entry {
-        arena: Arena::with_capacity(CAPACITY).unwrap(),
+        handle: Handle::Arena(Arena::with_capacity(CAPACITY).unwrap()),
         mode: Mode::Own {
             model: Model::new(),
             frozen_source: None,
         },
-        is_proxy: false,
         proxies: BTreeSet::new(),
     });
     for op in ops {

@@ -8,6 +8,8 @@ use super::os_error;
 use crate::error::Result;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
 /// A process id.
@@ -46,6 +48,43 @@ pub(crate) unsafe fn fork() -> Result<Forked> {
 pub(crate) fn getpid() -> Pid {
     // SAFETY: no arguments; cannot fail.
     unsafe { libc::getpid() }
+}
+
+/// The calling process's id, cached: a load instead of a system call, for checks on write paths.
+/// A `fork()` child (any fork, not only the crate's) clears the cache in an `atfork` handler, so
+/// it never sees its parent's id.
+pub(crate) fn current_pid() -> Pid {
+    match CACHED_PID.load(Ordering::Relaxed) {
+        0 => cache_pid(),
+        pid => pid,
+    }
+}
+
+static CACHED_PID: AtomicI32 = AtomicI32::new(0);
+static FORGET_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+#[cold]
+fn cache_pid() -> Pid {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler is a plain `extern "C" fn` that stores to an atomic, which is
+        // async-signal-safe as an `atfork` child handler must be. Registration fails only when
+        // out of memory; the cache then stays empty (every call asks the kernel).
+        let registered = unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) } == 0;
+        FORGET_REGISTERED.store(registered, Ordering::Relaxed);
+    });
+    let pid = getpid();
+    // Only with the handler in place can a cached id never outlive a fork. A fork by another
+    // thread between `getpid` and the store does not matter: this thread does not exist in
+    // that child, whose handler empties the child's cache.
+    if FORGET_REGISTERED.load(Ordering::Relaxed) {
+        CACHED_PID.store(pid, Ordering::Relaxed);
+    }
+    pid
+}
+
+extern "C" fn forget_pid() {
+    CACHED_PID.store(0, Ordering::Relaxed);
 }
 
 /// A pipe whose two ends are close-on-exec: `(read end, write end)`.

@@ -1,0 +1,632 @@
+//! Proxies: copy-on-write arenas that read through to a source arena until they write.
+//!
+//! `a.proxy()` is the seed's `Proxy(obj)` at page granularity: a [`Proxy`] shows its source's
+//! current bytes on every page it has not written, and its own bytes on the pages it has. The
+//! unit is the page: once a proxy writes a page it no longer sees its source's later writes to
+//! *that page* (other objects on it included).
+//!
+//! # The seed's examples
+//!
+//! ```text
+//! a = Point(1, 2); b = Proxy(a)
+//! b.x == 1;  a.x = 42;  b.x == 42        # b reads through to a until b writes
+//! b.x = 420; a.x == 42; b.x == 420       # b's write is b's alone
+//! ```
+//!
+//! ```
+//! use cowarena::Arena;
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Point { x: i32, y: i32 }
+//!
+//! let mut arena = Arena::with_capacity(1 << 20)?;
+//! let a = arena.alloc(Point { x: 1, y: 2 })?;   // a = Point(1, 2)
+//! let mut b = arena.proxy()?;                    // b = Proxy(a): the whole arena, proxied
+//! assert_eq!(b.with(&arena)?.get(a).x, 1);       // b.x == 1
+//! arena.get_mut(a).x = 42;                       // a.x = 42
+//! assert_eq!(b.with(&arena)?.get(a).x, 42);      // b.x == 42
+//! b.with_mut(&arena)?.get_mut(a).x = 420;        // b.x = 420
+//! assert_eq!(arena.get(a).x, 42);                // a.x == 42
+//! assert_eq!(b.with(&arena)?.get(a).x, 420);     // b.x == 420
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! The nested case, `c = TwoPoints(a, b); d = Proxy(c)`. As in the Python original, `c` holds
+//! *references* to `a` and `b` (here two `Ptr<Point>`), so writes to `a` and `b` are seen through
+//! `c` and through `d`. (Were the points stored inline in `TwoPoints`, `c.a` would be a copy of
+//! `a` and `a.x = 10` could not show as `d.a.x`.)
+//!
+//! ```
+//! use cowarena::{Arena, Ptr};
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Point { x: i32, y: i32 }
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct TwoPoints { a: Ptr<Point>, b: Ptr<Point> }
+//!
+//! let mut arena = Arena::with_capacity(1 << 20)?;
+//! let a = arena.alloc(Point { x: 1, y: 2 })?;
+//! let b = arena.alloc(Point { x: 3, y: 4 })?;
+//! let c = arena.alloc(TwoPoints { a, b })?;
+//! let mut d = arena.proxy()?;                    // d = Proxy(c)
+//!
+//! arena.get_mut(a).x = 10;                       // a.x = 10
+//! let d_c = *d.with(&arena)?.get(c);
+//! assert_eq!(d.with(&arena)?.get(d_c.a).x, 10);  // d.a.x == 10
+//! arena.get_mut(b).y = 20;                       // b.y = 20
+//! assert_eq!(d.with(&arena)?.get(d_c.b).y, 20);  // d.b.y == 20
+//!
+//! d.with_mut(&arena)?.get_mut(d_c.a).x = 100;    // d.a.x = 100
+//! let view = d.with(&arena)?;
+//! assert_eq!(view.get(d_c.a).x, 100);            // d.a.x == 100
+//! assert_eq!(view.get(d_c.a).y, arena.get(a).y); // d.a.y == a.y
+//! assert_eq!(arena.get(a).x, 10);                // a.x == 10
+//! let c_a = arena.get(c).a;
+//! assert_eq!(arena.get(c_a).x, 10);              // c.a.x == 10
+//!
+//! // The unit of copy-on-write is the page, not the object: `a` and `b` share a slab page, so
+//! // once d has written `a` it no longer sees the source's later writes to `b` either.
+//! assert_eq!(a.offset() / cowarena::page_size(), b.offset() / cowarena::page_size());
+//! arena.get_mut(b).y = 30;
+//! assert_eq!(d.with(&arena)?.get(d_c.b).y, 20);
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! Small objects of one size class share pages; to keep an object on a page of its own, make it
+//! larger than 1016 bytes. Allocating in a proxy and in its source is described in the
+//! [`typed`](crate::typed#proxies) module.
+//!
+//! # How memory is laid out
+//!
+//! ```text
+//!  source (Layout::Shared)          live file (memfd)            proxy (Layout::Proxy)
+//!  +----------------------+        +----------------+        +----------------------+
+//!  | MAP_SHARED, writable | <----> | every page of  | -----> | MAP_PRIVATE of the   |
+//!  | writes go to the file|        | the source     |  read  | file; a written page |
+//!  +----------------------+        +----------------+        | becomes a private    |
+//!                                                             | copy (kernel COW)    |
+//!                                                             +----------------------+
+//! ```
+//!
+//! Making the first proxy moves the source's memory into a live file (one copy of its data
+//! pages) and maps it shared; each proxy maps the file privately, so the kernel shows it the
+//! source's writes until it writes a page itself. The source keeps working as an arena: its
+//! snapshots copy written pages into the page store (nothing can be remapped under the proxies)
+//! and its restores copy into the shared memory, where proxies see them. Once its last proxy is
+//! dropped, the source returns to its usual layout at its next snapshot or restore.
+//!
+//! # Why it is sound
+//!
+//! The source's writes change bytes the proxy shows, at another address the compiler knows
+//! nothing about. So a proxy never lends a byte of its memory unless the source is *borrowed*:
+//! every access goes through [`Proxy::with`] (`&source`, giving a [`ProxyRef`]) or
+//! [`Proxy::with_mut`] (`&source` too, giving a [`ProxyMut`]), and the references they lend live
+//! no longer than that borrow. While any of them lives, the borrow checker rejects every write
+//! to the source, on this thread or another, so no `&[u8]` or `&T` the crate lent ever sees its
+//! bytes change, and no read races a write. This costs nothing at run time: the source's writes
+//! are not checked, and the proxy's reads are plain loads. (A lock shared by source and proxies
+//! would cost every source write an atomic operation; confining them to one thread with a
+//! `RefCell`-like flag would still have to catch `&mut T` the source lent before the proxy read,
+//! which a flag cannot see.)
+//!
+//! ```compile_fail
+//! // Holding a proxy's bytes while the source is written does not compile.
+//! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+//! let b = a.proxy()?;
+//! let view = b.with(&a)?;
+//! let bytes = view.as_bytes();
+//! a.write(0, &[1])?;              // error: `a` is borrowed by `view`
+//! assert_eq!(bytes[0], 0);
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! ```compile_fail
+//! // Reading a proxy on one thread while the source is written on another does not compile.
+//! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+//! let b = a.proxy()?;
+//! std::thread::scope(|s| {
+//!     s.spawn(|| a.write(0, &[1]));                 // error: `a` is borrowed mutably here
+//!     s.spawn(|| b.with(&a).map(|v| v.as_bytes()[0]));  // and shared here
+//! });
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! ```compile_fail
+//! // A proxy's arena cannot be moved out of its handle (it would outlive the source's borrow).
+//! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+//! let mut b = a.proxy()?;
+//! let mut other = cowarena::Arena::with_capacity(1 << 16)?;
+//! let mut view = b.with_mut(&a)?;
+//! std::mem::swap(&mut *view, &mut other);   // error: `ProxyMut` lends no `&mut Arena`
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! Two threads can still share a source and its proxies the usual way: a `RwLock<Arena>`
+//! whose readers take [`Proxy::with`] and whose writer writes the source.
+//!
+//! # What a proxy sees
+//!
+//! On the pages it has not written:
+//! - when the source is written or restored: the new bytes;
+//! - when the source takes a snapshot: nothing changes;
+//! - when the source is dropped: its last bytes, for as long as the proxy lives. The proxy is
+//!   then used without a source ([`Proxy::without_source`]).
+//!
+//! A proxy's [snapshot](ProxyMut::snapshot) freezes what it shows. It costs a copy of every page
+//! the source holds data in (the proxy cannot know which of them the source changed), and it is
+//! a snapshot of the source's page store: the source can restore it (taking the proxy's
+//! changes), and [`Snapshot::to_arena`](crate::Snapshot::to_arena) makes it an ordinary arena.
+//! A proxy of a proxy does not exist: take a snapshot's `to_arena` instead.
+//!
+//! # Processes
+//!
+//! The source's memory is shared with the file, so a `fork()` child would share it with the
+//! parent. [`Arena::fork_run`](crate::Arena::fork_run) and its variants are refused while any
+//! arena of the process is in the shared layout, and in a child of any other fork the source's
+//! writes fail (its live file records the process that made it).
+
+use crate::arena::{Arena, ArenaStats, Layout};
+use crate::error::{Error, Result};
+use crate::fork::SharedMemoryGuard;
+use crate::page_set::{runs, PageSet};
+use crate::page_table::PageTable;
+use crate::ptr::Ptr;
+use crate::snapshot::Snapshot;
+use crate::store::SlotId;
+use crate::sys::{self, process, BackingFile, Reservation, Sharing};
+use bytemuck::Pod;
+use std::marker::PhantomData;
+use std::ops::{Deref, Range};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The file behind a source arena and its proxies.
+#[derive(Debug)]
+pub(crate) struct LiveFile {
+    file: BackingFile,
+    /// The process that made the file: the only one whose writes to the source may reach it.
+    owner: process::Pid,
+    /// Cleared when the source leaves the shared layout or is dropped: from then on nothing
+    /// writes the file, and proxies need no source to read it.
+    source_alive: AtomicBool,
+}
+
+/// The layout of an arena with proxies: its memory is a shared mapping of `live`.
+#[derive(Debug)]
+pub(crate) struct SharedLayout {
+    live: Arc<LiveFile>,
+    /// The pages written since the last snapshot or restore (see `Arena::dirty`).
+    pub(crate) dirty: PageSet,
+    _fork_guard: SharedMemoryGuard,
+}
+
+impl SharedLayout {
+    /// Refuses a write from a process other than the file's maker (a child of `fork()`): its
+    /// writes would change its parent's memory.
+    pub(crate) fn check_writer(&self) -> Result<()> {
+        if process::current_pid() == self.live.owner {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(
+                "writing an arena whose memory is shared with proxies from a forked child: the \
+                 write would change the parent's memory",
+            ))
+        }
+    }
+
+    /// Whether a proxy of this arena is alive.
+    pub(crate) fn has_proxies(&self) -> bool {
+        Arc::strong_count(&self.live) > 1
+    }
+
+    /// The page runs holding data in the file (all others are zero), or `None` if unknown.
+    pub(crate) fn data_pages(&self, page: usize, pages: usize) -> Option<Vec<Range<usize>>> {
+        let data = sys::data_ranges(self.live.file.owned_fd(), pages * page).ok()?;
+        Some(
+            data.into_iter()
+                .map(|r| r.start / page..r.end.div_ceil(page).min(pages))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for SharedLayout {
+    fn drop(&mut self) {
+        // Release: the source's last writes happen before a proxy that sees `false` reads.
+        self.live.source_alive.store(false, Ordering::Release);
+    }
+}
+
+/// The layout of a proxy: a private mapping of its source's live file. Pages in `private` were
+/// written by the proxy; the others read through to the file.
+#[derive(Debug)]
+pub(crate) struct ProxyLayout {
+    live: Arc<LiveFile>,
+    pub(crate) private: PageSet,
+}
+
+impl Arena {
+    /// A copy-on-write proxy of this arena: it reads through to this arena's current bytes until
+    /// it writes a page; its writes are its own. Reading or writing it needs this arena borrowed
+    /// ([`Proxy::with`], [`Proxy::with_mut`]), which is what makes it sound: see the
+    /// [`proxy`](crate::proxy) module for the layout, what the proxy sees, and costs.
+    ///
+    /// The first proxy moves this arena's memory into a shared file (a copy of its data pages);
+    /// later ones map that file.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the file or a mapping cannot be made (out of memory, file descriptors or
+    /// mappings); the arena is unchanged. [`Error::Unsupported`] in a forked child whose parent
+    /// made this arena's proxies.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(4096 * 2)?;
+    /// a.write(0, &[1])?;
+    /// let mut b = a.proxy()?;
+    /// assert_eq!(b.with(&a)?.as_bytes()[0], 1);
+    /// a.write(0, &[42])?;
+    /// assert_eq!(b.with(&a)?.as_bytes()[0], 42);
+    /// b.with_mut(&a)?.write(0, &[7])?;
+    /// assert_eq!((a.as_bytes()[0], b.with(&a)?.as_bytes()[0]), (42, 7));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn proxy(&mut self) -> Result<Proxy> {
+        let live = match &self.layout {
+            Layout::Shared(shared) => {
+                shared.check_writer()?;
+                Arc::clone(&shared.live)
+            }
+            Layout::Own { .. } => {
+                self.find_untracked_writes();
+                self.enter_shared()?
+            }
+            Layout::Proxy(_) => unreachable!("a proxy's arena is never lent out to make proxies"),
+        };
+        let capacity = self.capacity();
+        let mem = Reservation::new(capacity)?;
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_file(0, capacity, &live.file, 0, Sharing::Private, true)? };
+        let pages = self.pages();
+        let layout = Layout::Proxy(ProxyLayout {
+            live,
+            private: PageSet::new(pages),
+        });
+        let content = PageTable::new(pages, Arc::clone(self.store()));
+        Ok(Proxy {
+            arena: Arena::from_parts(mem, content, layout, self.options.clone()),
+        })
+    }
+
+    /// Moves the arena's memory into a shared live file that proxies can map. The new memory is
+    /// built aside and swapped in once complete, so on failure the arena is unchanged.
+    fn enter_shared(&mut self) -> Result<Arc<LiveFile>> {
+        let Layout::Own { private, .. } = &self.layout else {
+            unreachable!("only an arena in its own layout enters the shared layout");
+        };
+        let fork_guard = SharedMemoryGuard::new();
+        let capacity = self.capacity();
+        let file = BackingFile::new(sys::create_backing_file(self.options.dir.as_deref())?);
+        file.set_len(capacity)?;
+        // A file whose size cannot change cannot be truncated under the mappings (SIGBUS).
+        sys::seal_size(file.owned_fd())?;
+        if self.options.dir.is_some() {
+            // A full file system must fail here, not as SIGBUS on a later page fault.
+            file.allocate(0, capacity)?;
+        }
+        let mut data: Vec<usize> = private.iter().collect();
+        self.content
+            .for_each_run(|first, len, _| data.extend(first..first + len));
+        data.sort_unstable();
+        data.dedup();
+        let page = self.page;
+        for run in runs(&data, usize::MAX) {
+            let bytes = &self.as_bytes()[run.start * page..run.end * page];
+            file.write_all_at(bytes, run.start * page)?;
+        }
+        let mem = Reservation::new(capacity)?;
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_file(0, capacity, &file, 0, Sharing::Shared, true)? };
+        let live = Arc::new(LiveFile {
+            file,
+            owner: process::current_pid(),
+            source_alive: AtomicBool::new(true),
+        });
+        // `&mut self`: no reference into the old memory is live, so it can go.
+        self.mem = mem;
+        let pages = self.pages();
+        let dirty = std::mem::replace(&mut self.dirty, PageSet::new(pages));
+        self.layout = Layout::Shared(SharedLayout {
+            live: Arc::clone(&live),
+            dirty,
+            _fork_guard: fork_guard,
+        });
+        self.remapped_runs = 0;
+        Ok(live)
+    }
+
+    /// Returns a shared arena whose proxies are all gone to its usual layout. Written pages are
+    /// frozen first, as their bytes live only in the shared file.
+    pub(crate) fn leave_shared_if_alone(&mut self) -> Result<()> {
+        match &self.layout {
+            Layout::Shared(shared) if !shared.has_proxies() => {}
+            _ => return Ok(()),
+        }
+        self.freeze_dirty()?;
+        let table = self.content.clone();
+        self.rebuild_from(&table)
+    }
+
+    /// For a proxy: freezes every page it reads through, as its source may have changed it.
+    pub(crate) fn freeze_read_through(&mut self) -> Result<()> {
+        let Layout::Proxy(proxy) = &self.layout else {
+            unreachable!("only a proxy reads through");
+        };
+        let data = sys::data_ranges(proxy.live.file.owned_fd(), self.capacity())?;
+        let page = self.page;
+        let private = &proxy.private;
+        let mut pages: Vec<usize> = Vec::new();
+        for r in data {
+            let first = r.start / page;
+            let last = r.end.div_ceil(page).min(self.pages());
+            pages.extend((first..last).filter(|&p| !private.contains(p)));
+        }
+        let zero: Vec<usize> = (0..self.pages())
+            .filter(|&p| !private.contains(p) && pages.binary_search(&p).is_err())
+            .collect();
+        let (_, result) = self.freeze_pages(&pages);
+        result?;
+        let updates: Vec<(usize, SlotId)> = zero.into_iter().map(|p| (p, SlotId::ZERO)).collect();
+        self.content.set_many(&updates);
+        Ok(())
+    }
+}
+
+/// A copy-on-write proxy of an [`Arena`] (its *source*), made by [`Arena::proxy`]: it reads
+/// through to the source until it writes a page. See the [`proxy`](crate::proxy) module.
+///
+/// Its bytes are reached through [`with`](Proxy::with) / [`with_mut`](Proxy::with_mut), which
+/// borrow the source for as long as the access lives, or, once the source is dropped, through
+/// [`without_source`](Proxy::without_source) / [`without_source_mut`](Proxy::without_source_mut).
+///
+/// The seed's example, `a = Point(1, 2); b = Proxy(a)`:
+///
+/// ```
+/// # #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// # #[repr(C)]
+/// # struct Point { x: i32, y: i32 }
+/// let mut arena = cowarena::Arena::with_capacity(1 << 20)?;
+/// let a = arena.alloc(Point { x: 1, y: 2 })?;    // a = Point(1, 2)
+/// let mut b = arena.proxy()?;                     // b = Proxy(a)
+/// assert_eq!(b.with(&arena)?.get(a).x, 1);        // b.x == 1
+/// arena.get_mut(a).x = 42;                        // a.x = 42
+/// assert_eq!(b.with(&arena)?.get(a).x, 42);       // b.x == 42
+/// b.with_mut(&arena)?.get_mut(a).x = 420;         // b.x = 420
+/// assert_eq!(arena.get(a).x, 42);                 // a.x == 42
+/// assert_eq!(b.with(&arena)?.get(a).x, 420);      // b.x == 420
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Proxy {
+    /// Invariant: in [`Layout::Proxy`]; never lent out as `&mut Arena`, and lent as `&Arena`
+    /// only while the source is borrowed or gone.
+    arena: Arena,
+}
+
+impl Proxy {
+    fn live(&self) -> &Arc<LiveFile> {
+        match &self.arena.layout {
+            Layout::Proxy(proxy) => &proxy.live,
+            _ => unreachable!("a proxy's arena stays in the proxy layout"),
+        }
+    }
+
+    fn check_source(&self, source: &Arena) -> Result<()> {
+        if self.is_proxy_of(source) {
+            Ok(())
+        } else {
+            Err(Error::NotTheSource)
+        }
+    }
+
+    /// Whether `arena` is this proxy's source.
+    pub fn is_proxy_of(&self, arena: &Arena) -> bool {
+        matches!(&arena.layout, Layout::Shared(shared) if Arc::ptr_eq(&shared.live, self.live()))
+    }
+
+    /// Whether the source is gone (dropped), so that the proxy is used without it.
+    pub fn source_dropped(&self) -> bool {
+        // Acquire: pairs with the source's release, so its last writes are visible.
+        !self.live().source_alive.load(Ordering::Acquire)
+    }
+
+    /// The proxy's bytes and values, read through to `source`, which stays borrowed (and so
+    /// unwritten) while the returned view lives.
+    ///
+    /// # Errors
+    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from.
+    pub fn with<'a>(&'a self, source: &'a Arena) -> Result<ProxyRef<'a>> {
+        self.check_source(source)?;
+        Ok(ProxyRef {
+            arena: &self.arena,
+            _source: PhantomData,
+        })
+    }
+
+    /// Write access to the proxy, with `source` borrowed while it lives. The first write to a
+    /// page copies it (the kernel's copy-on-write); from then on the proxy no longer sees the
+    /// source's writes to that page.
+    ///
+    /// # Errors
+    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from.
+    pub fn with_mut<'a>(&'a mut self, source: &'a Arena) -> Result<ProxyMut<'a>> {
+        self.check_source(source)?;
+        Ok(ProxyMut {
+            arena: &mut self.arena,
+            _source: PhantomData,
+        })
+    }
+
+    /// Read access once the source is dropped: the pages the proxy has not written keep the
+    /// source's last bytes.
+    ///
+    /// # Errors
+    /// [`Error::SourceAlive`] while the source lives (use [`with`](Proxy::with)).
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+    /// a.write(0, b"last words")?;
+    /// let b = a.proxy()?;
+    /// assert!(b.without_source().is_err());
+    /// drop(a);
+    /// assert_eq!(&b.without_source()?.as_bytes()[..10], b"last words");
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn without_source(&self) -> Result<ProxyRef<'_>> {
+        if !self.source_dropped() {
+            return Err(Error::SourceAlive);
+        }
+        Ok(ProxyRef {
+            arena: &self.arena,
+            _source: PhantomData,
+        })
+    }
+
+    /// Write access once the source is dropped.
+    ///
+    /// # Errors
+    /// [`Error::SourceAlive`] while the source lives (use [`with_mut`](Proxy::with_mut)).
+    pub fn without_source_mut(&mut self) -> Result<ProxyMut<'_>> {
+        if !self.source_dropped() {
+            return Err(Error::SourceAlive);
+        }
+        Ok(ProxyMut {
+            arena: &mut self.arena,
+            _source: PhantomData,
+        })
+    }
+
+    /// Capacity in bytes (the source's).
+    pub fn capacity(&self) -> usize {
+        self.arena.capacity()
+    }
+
+    /// Counters describing the proxy (`is_proxy` is set) and the page store it shares with its
+    /// source.
+    pub fn stats(&self) -> ArenaStats {
+        self.arena.stats()
+    }
+}
+
+/// Read access to a [`Proxy`] while its source is borrowed (or gone): everything an `&Arena`
+/// offers, through `Deref`, and [`View`](crate::View) for the typed collections.
+#[derive(Debug)]
+pub struct ProxyRef<'a> {
+    arena: &'a Arena,
+    /// The source's borrow, which must outlive every reference lent from here.
+    _source: PhantomData<&'a Arena>,
+}
+
+impl Deref for ProxyRef<'_> {
+    type Target = Arena;
+
+    fn deref(&self) -> &Arena {
+        self.arena
+    }
+}
+
+/// Write access to a [`Proxy`] while its source is borrowed (or gone). Reads go through
+/// `Deref<Target = Arena>`; writes through the methods below. It lends no `&mut Arena`: the
+/// proxy's memory must never be moved away from the source's borrow.
+#[derive(Debug)]
+pub struct ProxyMut<'a> {
+    arena: &'a mut Arena,
+    _source: PhantomData<&'a Arena>,
+}
+
+impl Deref for ProxyMut<'_> {
+    type Target = Arena;
+
+    fn deref(&self) -> &Arena {
+        self.arena
+    }
+}
+
+impl ProxyMut<'_> {
+    /// Copies `bytes` into the proxy at `offset` (see [`Arena::write`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] past the capacity; nothing is written.
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.arena.write(offset, bytes)
+    }
+
+    /// A mutable view of `range` of the proxy (see [`Arena::bytes_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] past the capacity.
+    pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
+        self.arena.bytes_mut(range)
+    }
+
+    /// Moves `value` into the proxy (see [`Arena::alloc`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`].
+    pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
+        self.arena.alloc(value)
+    }
+
+    /// Allocates a zeroed `T` in the proxy (see [`Arena::alloc_zeroed`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc_zeroed`].
+    pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
+        self.arena.alloc_zeroed()
+    }
+
+    /// The object `p` names, for writing (see [`Arena::get_mut`]).
+    ///
+    /// # Panics
+    /// If `p` names no live object in the proxy.
+    #[track_caller]
+    pub fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+        self.arena.get_mut(p)
+    }
+
+    /// The object `p` names, for writing, or why it names none (see [`Arena::try_get_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] with the reason.
+    pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
+        self.arena.try_get_mut(p)
+    }
+
+    /// Frees the object `p` names in the proxy (see [`Arena::free`]).
+    ///
+    /// # Errors
+    /// As [`Arena::free`].
+    pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+        self.arena.free(p)
+    }
+
+    /// Freezes what the proxy shows into a [`Snapshot`] of its source's page store: the source
+    /// can [restore](Arena::restore) it, and [`Snapshot::to_arena`] makes it an ordinary arena.
+    /// Costs a copy of every page the source holds data in.
+    ///
+    /// # Errors
+    /// As [`Arena::snapshot`]; the proxy keeps its contents.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+    /// let mut b = a.proxy()?;
+    /// b.with_mut(&a)?.write(0, b"proposal")?;
+    /// let s = b.with_mut(&a)?.snapshot()?;
+    /// a.restore(&s)?;                      // the source takes the proxy's changes
+    /// assert_eq!(&a.as_bytes()[..8], b"proposal");
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.arena.snapshot()
+    }
+}
