@@ -1,6 +1,8 @@
 //! The kernel does the copying: after a snapshot, writing k pages gives the live mapping exactly
 //! k private pages, and the snapshot's own pages are never copied.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 use common::{page_states, private_pages};
 use cowarena::Arena;

@@ -1,29 +1,13 @@
 //! Stress: long snapshot/restore loops and thousands of live snapshots, with open files, kernel
 //! mappings and resident memory checked to stay bounded and to return to where they started.
 
+#![cfg(target_os = "linux")]
+
 mod common;
-use common::{addresses, cowarena_memfds, mappings_in, memfd_mappings, status_kib};
+use common::{addresses, cowarena_memfds, mappings_in, memfd_mappings, serial, status_kib, Rng};
 use cowarena::{Arena, MAX_REMAPPED_RUNS};
 
 const MIB: usize = 1 << 20;
-
-/// The tests count the process's files and mappings, so they must not overlap.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A small deterministic generator, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 as usize
-    }
-}
 
 #[test]
 fn hundred_thousand_cycles_stay_bounded() {
@@ -46,7 +30,7 @@ fn hundred_thousand_cycles_stay_bounded() {
     for cycle in 0..100_000usize {
         let s = a.snapshot().unwrap();
         for _ in 0..4 {
-            let p = rng.next() % pages;
+            let p = rng.below(pages);
             a.write(p * page + cycle % page, &[cycle as u8]).unwrap();
         }
         a.restore(&s).unwrap();
@@ -54,7 +38,7 @@ fn hundred_thousand_cycles_stay_bounded() {
             max_fds = max_fds.max(cowarena_memfds().len());
             max_maps = max_maps.max(mappings_in(range.clone()));
             max_mem = max_mem.max(memory_kib(&a));
-            let probe = rng.next() % (64 * MIB);
+            let probe = rng.below(64 * MIB);
             assert_eq!(
                 a.as_bytes()[probe],
                 0xAB,
@@ -94,7 +78,7 @@ fn thousands_of_live_snapshots_then_nothing_left() {
     let mut rng = Rng(42);
     let mut expected = Vec::new();
     for i in 0..5_000usize {
-        let p = rng.next() % pages;
+        let p = rng.below(pages);
         a.write(p * page, &(i as u32).to_le_bytes()).unwrap();
         snaps.push(a.snapshot().unwrap());
         expected.push((p, i as u32));

@@ -3,25 +3,16 @@
 //!
 //! The tests take one global lock, so that no test forks while another is counting descriptors
 //! or children, and no child inherits another test's half-made state.
+#![cfg(target_os = "linux")]
 
+mod common;
 use bytemuck::{Pod, Zeroable};
+use common::{open_fds, serial};
 use cowarena::{Arena, ForkError, ForkOptions};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn page() -> usize {
     cowarena::page_size()
-}
-
-/// Open descriptors of this process (the directory's own descriptor counts in every call alike).
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// Open pipe descriptors of this process.

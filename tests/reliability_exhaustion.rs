@@ -2,21 +2,15 @@
 //! address-space limit. Each must surface as an `Error` (never a SIGBUS or an abort); the arena
 //! and every snapshot keep their contents; once the resource is back, everything works again.
 
+#![cfg(target_os = "linux")]
+
 mod common;
-use common::Rng;
+use common::{serial, Rng};
 use cowarena::{Arena, Error, Snapshot};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 const MIB: usize = 1 << 20;
-
-/// The tests change process-wide limits (open files, address space), so they must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn errno(e: &Error) -> Option<i32> {
     match e {

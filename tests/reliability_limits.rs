@@ -3,14 +3,15 @@
 //! files, kernel mappings and memory stay within bounds derived from the documented constants
 //! (the process limit is 65530 mappings) and return to where they started once all is dropped.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 use common::{
     addresses, cowarena_memfds, mappings, mappings_in, memfd_bytes, memfd_mappings, open_fds,
-    rss_kib, Rng,
+    rss_kib, serial, Rng,
 };
 use cowarena::{Arena, Snapshot, MAX_REMAPPED_RUNS, MAX_VIEW_RUNS};
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
 
 const MIB: usize = 1 << 20;
 /// The page store's chunk size (README: 16 MiB chunk files).
@@ -18,13 +19,6 @@ const CHUNK: usize = 16 * MIB;
 /// Process-wide mapping counts also see the stacks and allocator heaps of the test harness's
 /// other threads, which come and go while a test runs.
 const OTHER_THREADS: usize = 16;
-
-/// The tests count the process's files, mappings and memory, so they must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Resident memory after handing freed heap memory back to the kernel, in KiB.
 fn trimmed_rss_kib() -> usize {

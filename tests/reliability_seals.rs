@@ -2,21 +2,15 @@
 //! the page store is full it is write-sealed, so even its file descriptor cannot change it, and
 //! no store file leaks into a child process through `exec`.
 
+#![cfg(target_os = "linux")]
+
 mod common;
-use common::cowarena_memfds;
+use common::{cowarena_memfds, serial};
 use cowarena::Arena;
 use std::os::fd::RawFd;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 const MIB: usize = 1 << 20;
-
-/// Both tests look at every store file of the process, so they must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap()

@@ -2,6 +2,8 @@
 //! written, snapshotted and restored; snapshots and arenas made from them are dropped on other
 //! threads than the ones that made them. Every read must see exactly the frozen value.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 use common::Rng;
 use cowarena::{Arena, Ptr, Snapshot};

@@ -1,6 +1,16 @@
-//! Process-level counters the tests compare before and after: open files, kernel mappings,
-//! resident memory, and the pagemap state of pages.
+//! What the integration tests share: process-level counters they compare before and after
+//! (open files, kernel mappings, resident memory, the pagemap state of pages; Linux `/proc`), a
+//! lock for tests that must not overlap, and a deterministic generator.
 #![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Tests that look at process-wide state (files, mappings, limits, children) hold this lock so
+/// they do not overlap. A test that failed while holding it poisons nothing they rely on.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 use std::os::unix::fs::FileExt;
 
