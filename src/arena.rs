@@ -3,7 +3,8 @@
 //!
 //! # Page states
 //!
-//! Every page of an arena in its usual layout ([`Layout::Own`]) is in one of three states:
+//! Every page of an arena in its usual layout ([`Layout::Own`]) is in one of three states (an
+//! arena with proxies, and a proxy, are laid out as the [`proxy`](crate::proxy) module shows):
 //!
 //! - **clean**: the page is a private file mapping of the frozen slot `mapped[p]` (or anonymous
 //!   zero memory), untouched since. Its bytes are those of `content[p] == mapped[p]`.
@@ -495,7 +496,9 @@ impl Arena {
     /// # Safety
     /// The pointer is valid for reads and writes of [`capacity`](Arena::capacity) bytes until the
     /// next call of any method of this arena that takes `&mut self`; it must not be used after
-    /// that, nor while a reference from [`as_bytes`](Arena::as_bytes) is live.
+    /// that. It must not be written while a shared borrow of the arena lends memory: a reference
+    /// from [`as_bytes`](Arena::as_bytes) or [`get`](Arena::get), or a proxy's
+    /// [`with`](crate::Proxy::with), whose unwritten pages are this arena's memory.
     pub unsafe fn as_mut_ptr(&mut self) -> *mut u8 {
         self.untracked = true;
         self.mem.base()

@@ -27,3 +27,57 @@ pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;
 pub use sys::page_size;
 pub use typed::View;
+
+/// Failure injection for tests (cargo feature `fault-injection`, off by default): makes the n-th
+/// system call of this thread fail as if the kernel had returned an error, so that a test can
+/// fail every call a workload makes, one at a time, and check that nothing is lost.
+///
+/// ```
+/// # #[cfg(feature = "fault-injection")] {
+/// use cowarena::fault_injection as fi;
+/// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+/// a.write(0, b"kept")?;
+/// fi::reset_count();
+/// let s = a.snapshot()?;
+/// let calls = fi::calls();
+/// drop(s);
+/// a.write(0, b"more")?;
+/// fi::fail_nth(1, libc::ENOSPC);
+/// let failed = a.snapshot();
+/// assert!(failed.is_err() || calls == 0);
+/// fi::disarm();
+/// assert_eq!(&a.as_bytes()[..4], b"more");
+/// # }
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use crate::sys::fault::armed;
+
+    /// Arms a failure: the `n`-th system call (counting from 1) this thread makes from now on
+    /// fails with `errno` instead of reaching the kernel. For `EINTR`, only calls the kernel can
+    /// interrupt count (the crate retries them).
+    pub fn fail_nth(n: u64, errno: i32) {
+        armed::arm(n, errno)
+    }
+
+    /// Disarms; returns the operation whose call failed, if the armed failure happened.
+    pub fn disarm() -> Option<&'static str> {
+        armed::disarm()
+    }
+
+    /// System calls this thread made since [`reset_count`].
+    pub fn calls() -> u64 {
+        armed::calls(false)
+    }
+
+    /// Of [`calls`], those the kernel can interrupt: what an armed `EINTR` counts.
+    pub fn interruptible_calls() -> u64 {
+        armed::calls(true)
+    }
+
+    /// Starts counting calls from zero.
+    pub fn reset_count() {
+        armed::reset_count()
+    }
+}

@@ -2,7 +2,8 @@
 //! `O_TMPFILE` files instead. Private pages are found with the `PAGEMAP_SCAN` ioctl (kernel 6.7+),
 //! falling back to `/proc/self/pagemap`.
 
-use super::os_error;
+use super::fault::{self, Call};
+use super::{os_error, retry_interrupted};
 use crate::error::Result;
 use nix::fcntl::{fallocate, fcntl, open, FallocateFlags, FcntlArg, OFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
@@ -14,18 +15,25 @@ use std::path::Path;
 /// A new empty file for pages: a memfd, or an unnamed file in `dir` when one is given.
 pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     match dir {
-        None => memfd_create(
-            c"cowarena",
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-        )
-        .map_err(|e| os_error("memfd_create", e)),
+        None => fault::point("memfd_create", Call::Plain)
+            .and_then(|()| {
+                memfd_create(
+                    c"cowarena",
+                    MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+                )
+            })
+            .map_err(|e| os_error("memfd_create", e)),
         Some(dir) => {
-            let raw = open(
-                dir,
-                OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-                Mode::S_IRUSR | Mode::S_IWUSR,
-            )
-            .map_err(|e| os_error("open(O_TMPFILE) in the backing directory", e))?;
+            const OP: &str = "open(O_TMPFILE) in the backing directory";
+            let raw = retry_interrupted(|| {
+                fault::point(OP, Call::Interruptible)?;
+                open(
+                    dir,
+                    OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                    Mode::S_IRUSR | Mode::S_IWUSR,
+                )
+            })
+            .map_err(|e| os_error(OP, e))?;
             // SAFETY: `open` returned a fresh descriptor that nothing else owns.
             Ok(unsafe { OwnedFd::from_raw_fd(raw) })
         }
@@ -33,7 +41,9 @@ pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
 }
 
 fn add_seals(fd: &OwnedFd, seals: SealFlag) -> Result<bool> {
-    match fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+    let added = fault::point("fcntl(F_ADD_SEALS)", Call::Plain)
+        .and_then(|()| fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)));
+    match added {
         Ok(_) => Ok(true),
         // Files not created by memfd_create(MFD_ALLOW_SEALING) cannot be sealed.
         Err(nix::errno::Errno::EPERM | nix::errno::Errno::EINVAL) => Ok(false),
@@ -53,22 +63,29 @@ pub(crate) fn seal_write(fd: &OwnedFd) -> Result<bool> {
 
 /// Frees the file's blocks in the range; it reads as zeros afterwards.
 pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
-    fallocate(
-        fd.as_raw_fd(),
-        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-        offset as libc::off_t,
-        len as libc::off_t,
-    )
-    .map_err(|e| os_error("fallocate(PUNCH_HOLE)", e))
+    const OP: &str = "fallocate(PUNCH_HOLE)";
+    retry_interrupted(|| {
+        fault::point(OP, Call::Interruptible)?;
+        fallocate(
+            fd.as_raw_fd(),
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map_err(|e| os_error(OP, e))
 }
 
 pub(crate) fn allocate(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
-    fallocate(
-        fd.as_raw_fd(),
-        FallocateFlags::empty(),
-        offset as libc::off_t,
-        len as libc::off_t,
-    )
+    retry_interrupted(|| {
+        fault::point("fallocate", Call::Interruptible)?;
+        fallocate(
+            fd.as_raw_fd(),
+            FallocateFlags::empty(),
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
     .map_err(|e| os_error("fallocate", e))
 }
 
@@ -78,7 +95,9 @@ pub(crate) fn data_ranges(fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>>
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < len {
-        let start = match lseek(fd.as_raw_fd(), pos as libc::off_t, Whence::SeekData) {
+        let found = fault::point("lseek(SEEK_DATA)", Call::Plain)
+            .and_then(|()| lseek(fd.as_raw_fd(), pos as libc::off_t, Whence::SeekData));
+        let start = match found {
             Ok(s) => s as usize,
             Err(nix::errno::Errno::ENXIO) => break,
             Err(e) => return Err(os_error("lseek(SEEK_DATA)", e)),
@@ -86,7 +105,9 @@ pub(crate) fn data_ranges(fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>>
         if start >= len {
             break;
         }
-        let end = match lseek(fd.as_raw_fd(), start as libc::off_t, Whence::SeekHole) {
+        let found = fault::point("lseek(SEEK_HOLE)", Call::Plain)
+            .and_then(|()| lseek(fd.as_raw_fd(), start as libc::off_t, Whence::SeekHole));
+        let end = match found {
             Ok(e) => (e as usize).min(len),
             Err(e) => return Err(os_error("lseek(SEEK_HOLE)", e)),
         };
@@ -139,6 +160,7 @@ fn pagemap_scan(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
     const PAGEMAP_SCAN: u64 =
         (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
 
+    fault::point("open(/proc/self/pagemap)", Call::Plain).ok()?;
     let file = std::fs::File::open("/proc/self/pagemap").ok()?;
     let page = super::page_size();
     let mut regions = vec![PageRegion::default(); 512];
@@ -160,6 +182,7 @@ fn pagemap_scan(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
             category_anyof_mask: 0,
             return_mask: PAGE_IS_PRESENT,
         };
+        fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain).ok()?;
         // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`, which
         // outlives the call and has room for `vec_len` entries; the ioctl only reads page tables.
         let n = unsafe {
@@ -192,6 +215,7 @@ fn proc_pagemap(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
     use std::os::unix::fs::FileExt;
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
+    fault::point("open(/proc/self/pagemap)", Call::Plain).ok()?;
     let file = std::fs::File::open("/proc/self/pagemap").ok()?;
     let page = super::page_size();
     let pages = len / page;
@@ -201,6 +225,7 @@ fn proc_pagemap(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
     while done < pages {
         let count = (pages - done).min(4096);
         let bytes = &mut buf[..count * 8];
+        fault::point("pread(/proc/self/pagemap)", Call::Plain).ok()?;
         file.read_exact_at(bytes, ((addr / page + done) * 8) as u64)
             .ok()?;
         for (i, entry) in bytes.chunks_exact(8).enumerate() {

@@ -2,6 +2,7 @@
 //! They cannot be sealed, and the kernel offers no scan of a mapping's private pages, so writes
 //! through raw pointers are found by treating every resident page as written.
 
+use super::fault::{self, Call};
 use super::os_error;
 use crate::error::Result;
 use std::ops::Range;
@@ -11,7 +12,8 @@ use std::path::Path;
 /// A new empty, unlinked, close-on-exec file in `dir` or the temporary directory.
 pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let (raw, path) = nix::unistd::mkstemp(&dir.join("cowarena.XXXXXX"))
+    let (raw, path) = fault::point("mkstemp in the backing directory", Call::Plain)
+        .and_then(|()| nix::unistd::mkstemp(&dir.join("cowarena.XXXXXX")))
         .map_err(|e| os_error("mkstemp in the backing directory", e))?;
     // SAFETY: `mkstemp` returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -40,6 +42,8 @@ pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> 
         fp_offset: offset as libc::off_t,
         fp_length: len as libc::off_t,
     };
+    fault::point("fcntl(F_PUNCHHOLE)", Call::Plain)
+        .map_err(|e| os_error("fcntl(F_PUNCHHOLE)", e))?;
     // SAFETY: `args` is a valid `fpunchhole_t` that outlives the call.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_PUNCHHOLE, &args) };
     if r < 0 {

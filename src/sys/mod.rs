@@ -8,6 +8,7 @@
 //! Platform differences (memfd and seals, hole punching, the kernel's page scan) live in
 //! `linux.rs` / `macos.rs` behind one set of function names.
 
+pub(crate) mod fault;
 #[cfg_attr(cowarena_memfd, path = "linux.rs")]
 #[cfg_attr(not(cowarena_memfd), path = "macos.rs")]
 mod os;
@@ -18,6 +19,7 @@ pub(crate) use os::{
 };
 
 use crate::error::{Error, Result};
+use fault::Call;
 use nix::sys::mman::{madvise, mmap, mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
@@ -55,7 +57,11 @@ impl BackingFile {
     }
 
     pub(crate) fn set_len(&self, len: usize) -> Result<()> {
-        nix::unistd::ftruncate(&self.fd, len as libc::off_t).map_err(|e| os_error("ftruncate", e))
+        retry_interrupted(|| {
+            fault::point("ftruncate", Call::Interruptible)?;
+            nix::unistd::ftruncate(&self.fd, len as libc::off_t)
+        })
+        .map_err(|e| os_error("ftruncate", e))
     }
 
     /// Writes all of `buf` at `offset`. A full file system is `ENOSPC` here, never a later SIGBUS.
@@ -71,13 +77,11 @@ impl BackingFile {
             let slices: Vec<std::io::IoSlice<'_>> =
                 group.iter().map(|b| std::io::IoSlice::new(b)).collect();
             let total: usize = group.iter().map(|b| b.len()).sum();
-            let written = loop {
-                match nix::sys::uio::pwritev(&self.fd, &slices, offset as libc::off_t) {
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(os_error("pwritev", e)),
-                    Ok(n) => break n,
-                }
-            };
+            let written = retry_interrupted(|| {
+                fault::point("pwritev", Call::Interruptible)?;
+                nix::sys::uio::pwritev(&self.fd, &slices, offset as libc::off_t)
+            })
+            .map_err(|e| os_error("pwritev", e))?;
             if written < total {
                 // A short write: finish the group buffer by buffer.
                 let mut pos = 0;
@@ -100,6 +104,8 @@ impl BackingFile {
     /// The bytes read through it must not change while it lives: callers read only frozen
     /// pages, which are never written again (and are kernel-sealed once their chunk is full).
     pub(crate) fn map_read_only(&self, len: usize) -> Result<memmap2::Mmap> {
+        const OP: &str = "mmap (read-only view of a store chunk)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: the mapping is read-only and private; the pages read through it are frozen, so
         // no one modifies them while the returned `Mmap` (and slices borrowed from it) live.
         unsafe {
@@ -107,10 +113,7 @@ impl BackingFile {
                 .len(len)
                 .map_copy_read_only(&self.fd)
         }
-        .map_err(|e| Error::Os {
-            op: "mmap (read-only view of a store chunk)",
-            source: e,
-        })
+        .map_err(|e| Error::Os { op: OP, source: e })
     }
 
     /// Allocates backing blocks for `[offset, offset + len)` now, so that touching them through a
@@ -122,17 +125,29 @@ impl BackingFile {
 
 fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut offset: usize) -> Result<()> {
     while !buf.is_empty() {
-        match nix::sys::uio::pwrite(fd, buf, offset as libc::off_t) {
-            Ok(0) => return Err(os_error("pwrite", nix::errno::Errno::ENOSPC)),
-            Ok(n) => {
-                buf = &buf[n..];
-                offset += n;
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(os_error("pwrite", e)),
+        let n = retry_interrupted(|| {
+            fault::point("pwrite", Call::Interruptible)?;
+            nix::sys::uio::pwrite(fd, buf, offset as libc::off_t)
+        })
+        .map_err(|e| os_error("pwrite", e))?;
+        if n == 0 {
+            return Err(os_error("pwrite", nix::errno::Errno::ENOSPC));
         }
+        buf = &buf[n..];
+        offset += n;
     }
     Ok(())
+}
+
+/// Runs `call` again for as long as a signal interrupts it (`EINTR`), as POSIX asks of callers
+/// of interruptible calls; any other result is returned.
+pub(crate) fn retry_interrupted<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => {}
+            other => return other,
+        }
+    }
 }
 
 /// Whether a file mapping is private (copy-on-write) or shared with the file.
@@ -169,8 +184,10 @@ unsafe impl Sync for Reservation {}
 impl Reservation {
     /// Reserves `len` bytes (a multiple of the page size) of inaccessible address space.
     pub(crate) fn new(len: usize) -> Result<Self> {
+        const OP: &str = "mmap (reserve address space)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         let alloc = region::alloc(len, region::Protection::NONE).map_err(|e| Error::Os {
-            op: "mmap (reserve address space)",
+            op: OP,
             source: std::io::Error::other(e.to_string()),
         })?;
         Ok(Reservation { alloc })
@@ -221,6 +238,8 @@ impl Reservation {
                 Sharing::Private => MapFlags::MAP_PRIVATE,
                 Sharing::Shared => MapFlags::MAP_SHARED,
             };
+        const OP: &str = "mmap (map file pages)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: the range lies inside this reservation (checked by `addr`), so MAP_FIXED replaces
         // only memory this value owns; no reference points into it (forwarded to caller).
         unsafe {
@@ -234,7 +253,7 @@ impl Reservation {
             )
         }
         .map(drop)
-        .map_err(|e| os_error("mmap (map file pages)", e))
+        .map_err(|e| os_error(OP, e))
     }
 
     /// Maps fresh zero-filled anonymous memory at `offset`, replacing what was there.
@@ -248,6 +267,8 @@ impl Reservation {
         } else {
             ProtFlags::PROT_READ
         };
+        const OP: &str = "mmap (map zero pages)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: as in `map_file`: inside this reservation, no live references (forwarded).
         unsafe {
             mmap_anonymous(
@@ -258,7 +279,7 @@ impl Reservation {
             )
         }
         .map(drop)
-        .map_err(|e| os_error("mmap (map zero pages)", e))
+        .map_err(|e| os_error(OP, e))
     }
 
     /// Drops the private copies of the pages in the range: a private file mapping reads the file
@@ -269,14 +290,17 @@ impl Reservation {
     pub(crate) unsafe fn discard(&self, offset: usize, len: usize) -> Result<()> {
         let (addr, length) = self.addr(offset, len);
         let ptr = NonNull::new(addr.get() as *mut libc::c_void).expect("non-zero address");
+        const OP: &str = "madvise(MADV_DONTNEED)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: inside this reservation; the caller guarantees no references into the range
         // (forwarded), so losing the private contents is what the caller asked for.
         unsafe { madvise(ptr, length.get(), MmapAdvise::MADV_DONTNEED) }
-            .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))
+            .map_err(|e| os_error(OP, e))
     }
 
     /// Makes the whole reservation read-only.
     pub(crate) fn protect_read_only(&self) -> Result<()> {
+        fault::point("mprotect", Call::Plain).map_err(|e| os_error("mprotect", e))?;
         // SAFETY: the range is this reservation's own; removing write access cannot invalidate
         // any reference (only `&[u8]` views are handed out for read-only reservations).
         unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }.map_err(|e| {

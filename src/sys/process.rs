@@ -4,6 +4,7 @@
 //! [`die_with_parent`], [`disable_core_dumps`], [`exit_now`]) are plain system calls: they are
 //! async-signal-safe, allocate nothing and take no lock.
 
+use super::fault::{self, Call};
 use super::os_error;
 use crate::error::Result;
 use nix::errno::Errno;
@@ -36,6 +37,7 @@ pub(crate) enum ExitStatus {
 /// are sound. The child must end with [`exit_now`] and never return into frames it shares with
 /// the parent, or it would go on running the parent's code and dropping the parent's values.
 pub(crate) unsafe fn fork() -> Result<Forked> {
+    fault::point("fork", Call::Plain).map_err(|e| os_error("fork", e))?;
     // SAFETY: forwarded to the caller (see above).
     match unsafe { libc::fork() } {
         -1 => Err(os_error("fork", Errno::last())),
@@ -90,6 +92,7 @@ extern "C" fn forget_pid() {
 /// A pipe whose two ends are close-on-exec: `(read end, write end)`.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
+    fault::point("pipe", Call::Plain).map_err(|e| os_error("pipe", e))?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: `fds` has room for the two descriptors the call stores.
@@ -131,6 +134,12 @@ fn decode(status: libc::c_int) -> Option<ExitStatus> {
 fn waitpid(pid: Pid, flags: libc::c_int) -> Result<Option<ExitStatus>> {
     loop {
         let mut status = 0;
+        if let Err(e) = fault::point("waitpid", Call::Interruptible) {
+            match e {
+                Errno::EINTR => continue,
+                e => return Err(os_error("waitpid", e)),
+            }
+        }
         // SAFETY: `status` is a valid out-pointer for the call.
         match unsafe { libc::waitpid(pid, &mut status, flags) } {
             -1 if Errno::last() == Errno::EINTR => continue,
@@ -161,8 +170,11 @@ pub(crate) fn try_wait(pid: Pid) -> Result<Option<ExitStatus>> {
 
 /// Sends `SIGKILL` to `pid`. A process that is already gone (or a zombie) is not an error.
 pub(crate) fn kill(pid: Pid) -> Result<()> {
-    // SAFETY: plain system call on a pid the caller started and has not reaped.
-    match Errno::result(unsafe { libc::kill(pid, libc::SIGKILL) }) {
+    let killed = fault::point("kill(SIGKILL)", Call::Plain).and_then(|()| {
+        // SAFETY: plain system call on a pid the caller started and has not reaped.
+        Errno::result(unsafe { libc::kill(pid, libc::SIGKILL) })
+    });
+    match killed {
         Ok(_) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(os_error("kill(SIGKILL)", e)),
     }
@@ -183,8 +195,11 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Re
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: `pfd` is one valid `pollfd`, as the count says.
-    match Errno::result(unsafe { libc::poll(&mut pfd, 1, millis) }) {
+    let polled = fault::point("poll", Call::Interruptible).and_then(|()| {
+        // SAFETY: `pfd` is one valid `pollfd`, as the count says.
+        Errno::result(unsafe { libc::poll(&mut pfd, 1, millis) })
+    });
+    match polled {
         Ok(n) => Ok(n > 0),
         Err(Errno::EINTR) => Ok(false),
         Err(e) => Err(os_error("poll", e)),
@@ -194,10 +209,11 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Re
 /// Reads at most `buf.len()` bytes; `0` means the end of the stream.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        match Errno::result(unsafe {
-            libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-        }) {
+        let n = fault::point("read", Call::Interruptible).and_then(|()| {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+            Errno::result(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+        });
+        match n {
             Ok(n) => return Ok(n as usize),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(os_error("read", e)),
@@ -208,9 +224,11 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
 /// Writes all of `buf`.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        match Errno::result(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
-        {
+        let n = fault::point("write", Call::Interruptible).and_then(|()| {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+            Errno::result(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+        });
+        match n {
             Ok(0) => return Err(Errno::EPIPE),
             Ok(n) => buf = &buf[n as usize..],
             Err(Errno::EINTR) => {}
