@@ -8,6 +8,7 @@
 //! Platform differences (memfd and seals, hole punching, the kernel's page scan) live in
 //! `linux.rs` / `macos.rs` behind one set of function names.
 
+pub(crate) mod file;
 #[cfg_attr(cowarena_memfd, path = "linux.rs")]
 #[cfg_attr(not(cowarena_memfd), path = "macos.rs")]
 mod os;
