@@ -572,7 +572,7 @@ fn open_in(path: &Path, store: Arc<Store>, options: Options) -> Result<Snapshot>
     check_hashes(&chain)?;
     let top_hash = chain.last().expect("not empty").meta.header.content_hash;
     let pages = chain[0].meta.header.capacity / page;
-    let mut table = PageTable::new(pages, Arc::clone(&store));
+    let mut table: Option<PageTable> = None;
     let mut held = Vec::with_capacity(chain.len());
     for f in chain {
         let stored = f.meta.header.stored;
@@ -614,8 +614,12 @@ fn open_in(path: &Path, store: Arc<Store>, options: Options) -> Result<Snapshot>
                 (e.page, slot)
             })
             .collect();
-        table.set_many(&updates);
+        match &mut table {
+            Some(t) => t.set_many(&updates),
+            None => table = Some(PageTable::from_sorted(pages, Arc::clone(&store), &updates)),
+        }
     }
+    let table = table.expect("a chain has a file");
     // Slots of base pages that a delta replaced are released here, with the runs' holds.
     drop(held);
     let snapshot = Snapshot::new(table, options);
