@@ -19,7 +19,9 @@
 //! slot of it is mapped ([`Store::locate`]) or read ([`Store::view`]), the [`LazyPages`] of the
 //! chunk reads those pages from the user's file, checks them and writes them into the chunk (see
 //! [`crate::persist`]). A file chunk is never write-sealed, since pages arrive after it is made;
-//! the crate is its only writer, and it writes a slot only before anyone can map or read it.
+//! the crate is its only writer, and it writes a slot only before anyone can map or read it
+//! (a `fork()` child that fills a slot its parent has not filled yet writes the same checked
+//! bytes). Its slots count in [`StoreStats::held_bytes`] from the start, read or not.
 
 use crate::error::Result;
 use crate::persist::LazyPages;
