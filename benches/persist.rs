@@ -77,7 +77,8 @@ fn persist(c: &mut Criterion) {
     group.bench_function("read_whole_file", |b| {
         b.iter(|| file.read_exact_at(&mut whole, 0).unwrap())
     });
-    // `whole` is now a resident heap of the snapshot's size: the state a program without cowarena would fork.
+    // `whole` is now a resident heap of the snapshot's size: the state a program without
+    // cowarena would fork.
     let heap = whole.as_mut_ptr();
     group.bench_function("fork_heap_write_64_pages", |b| {
         // SAFETY: `heap` covers `whole`, which lives for the whole benchmark; only the child

@@ -332,7 +332,12 @@ proptest! {
     }
 
     #[test]
-    fn random_truncations_and_multi_byte_damage(in_delta: bool, len_frac in 0.0f64..1.0, at_frac in 0.0f64..1.0, junk in any::<[u8; 8]>()) {
+    fn random_truncations_and_multi_byte_damage(
+        in_delta: bool,
+        len_frac in 0.0f64..1.0,
+        at_frac in 0.0f64..1.0,
+        junk in any::<[u8; 8]>(),
+    ) {
         let f = fixture();
         let dir = case_dir("damage");
         let (mut base, mut delta) = (f.base.bytes.clone(), f.delta.bytes.clone());

@@ -1,24 +1,6 @@
 //! The snapshot file format: encoding and checking of the header, the page index and the
-//! checksums, and the content hash. Nothing here touches a file.
-//!
-//! ```text
-//! offset 0    header, 128 bytes, little-endian:
-//!               0  magic "\x89CWSNAP\n"      8  version (u32)     12  flags (u32; bit 0: delta)
-//!              16  page size (u64)           24  capacity (u64)   32  index entries (u64)
-//!              40  stored pages (u64)        48  data offset (u64)
-//!              56  content hash (u128)       72  base content hash (u128; zero unless delta)
-//!              88  base name length (u64)    96  reserved, zero
-//!      128    base name: the base file's path relative to this file's directory (deltas only)
-//!             page index: one u64 per entry, the page number, increasing; bit 63 set means
-//!               "this page is zero" (deltas only); the k-th entry without it is stored page k
-//!             checksums: one u64 (xxh3-64 of the page's bytes) per stored page
-//!             metadata checksum: xxh3-64 of every byte above
-//!             zero padding up to the data offset, a multiple of the page size
-//! data offset stored pages, in index order, one page each
-//! ```
-//!
-//! The file's length is exactly `data offset + stored pages * page size`: a shorter file is
-//! truncated, a longer one is refused too.
+//! checksums, and the content hash. Nothing here touches a file. The layout is drawn in the
+//! [`persist`](super) module docs.
 
 use super::ContentHash;
 use crate::error::FileProblem;

@@ -5,10 +5,31 @@
 //!
 //! A snapshot file is self-describing: magic number, format version, page size, capacity, a page
 //! index, one checksum (xxh3-64) per stored page, a checksum over all of that, then the stored
-//! pages, page-aligned (the layout is drawn in `format.rs`). Zero pages are not stored. A delta
-//! stores only the pages that differ from its base (pages that became zero are index entries
-//! without data) and names its base twice: by the base's file name, relative to the delta's
-//! directory, and by the base's *content hash*.
+//! pages, page-aligned. Zero pages are not stored. A delta stores only the pages that differ
+//! from its base (pages that became zero are index entries without data) and names its base
+//! twice: by the base's file name, relative to the delta's directory, and by the base's *content
+//! hash*. Stored pages sit in index order, so an entry needs no data offset of its own: an index
+//! that passes its checks can only address the file's own pages, and there is one field fewer
+//! to damage.
+//!
+//! ```text
+//! offset 0    header, 128 bytes, little-endian:
+//!               0  magic "\x89CWSNAP\n"      8  version (u32)     12  flags (u32; bit 0: delta)
+//!              16  page size (u64)           24  capacity (u64)   32  index entries (u64)
+//!              40  stored pages (u64)        48  data offset (u64)
+//!              56  content hash (u128)       72  base content hash (u128; zero unless delta)
+//!              88  base name length (u64)    96  reserved, zero
+//!      128    base name: the base file's path relative to this file's directory (deltas only)
+//!             page index: one u64 per entry, the page number, increasing; bit 63 set means
+//!               "this page is zero" (deltas only); the k-th entry without it is stored page k
+//!             checksums: one u64 (xxh3-64 of the page's bytes) per stored page
+//!             metadata checksum: xxh3-64 of every byte above
+//!             zero padding up to the data offset, a multiple of the page size
+//! data offset stored pages, in index order, one page each
+//! ```
+//!
+//! The file's length is exactly `data offset + stored pages * page size`: a shorter file is
+//! truncated, a longer one is refused too.
 //!
 //! The content hash is the identity of a snapshot's contents, not of a file: a wrapping sum of
 //! one 128-bit term for the geometry (page size, capacity) and one per non-zero page,
@@ -22,12 +43,12 @@
 //! # Saving
 //!
 //! `save` walks the snapshot's runs of frozen pages, skips zero pages, checksums the others and
-//! writes them through a 1 MiB staging buffer. `save_delta(path, base)` asks the page tables
-//! which pages differ (the persistent tables' diff skips shared subtrees, so this is `O(differing)` when the snapshot descends from the base, for example an
-//! arena made with `base.to_arena()`), compares those pages' bytes and stores only the changed
-//! ones. When the two share no page store (no common history), every non-zero page of either is
-//! compared instead. The base must have been saved or opened: a snapshot remembers the file it
-//! was last saved to or opened from.
+//! writes them through a 1 MiB staging buffer. `save_delta(path, base)` asks the page tables which
+//! pages differ (their diff skips shared subtrees, so this is `O(differing)` when the snapshot
+//! descends from the base, for example from an arena made with `base.to_arena()`), compares those
+//! pages' bytes and stores only the changed ones. When the two share no page store (no common
+//! history), every non-zero page of either is compared instead. The base must have been saved or
+//! opened: a snapshot remembers the file it was last saved to or opened from.
 //!
 //! The file is written under a temporary name in the target directory, `fsync`ed, renamed over
 //! the final name, and the directory is `fsync`ed. A failed save removes the temporary file; a
@@ -69,10 +90,11 @@
 //! | `save_delta` of 64 changed pages (with `fsync`) | 5.3 ms | 6.8 ms |
 //!
 //! Reopening and reading 64 pages costs 5-9x less than reading the file and 1.3-2.2x less than
-//! `fork()`; on a quiet machine it took 20 ms. `open` is `O(index)`: about 75 ns per stored page (reading and checking the 16 bytes of index
-//! and checksum a page takes, recomputing the content hash, and building the page table bottom-up
-//! in one pass, which took it from 40 ms to 20 ms against one `set` per page). The 64 pages then
-//! cost about 15 us each (a `pread`, a checksum, a `pwrite` into the chunk's memory).
+//! `fork()`; on a quiet machine it took 20 ms. `open` is `O(index)`: about 75 ns per stored page
+//! (reading and checking the 16 bytes of index and checksum a page takes, recomputing the content
+//! hash, and building the page table bottom-up in one pass, which took it from 40 ms to 20 ms
+//! against one `set` per page). The 64 pages then cost about 15 us each (a `pread`, a checksum, a
+//! `pwrite` into the chunk's memory).
 //!
 //! Sharing page data with the store when saving (`copy_file_range` from a `backing_dir` chunk, or
 //! a reflink): measured on this machine's ext4, copying 256 MiB between two files took 100-115 ms
