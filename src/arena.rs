@@ -172,7 +172,7 @@ fn split_around(spans: Vec<Range<usize>>, keep: &[usize]) -> Vec<Range<usize>> {
     out
 }
 
-fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
+pub(crate) fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
     let invalid = |reason| Error::InvalidCapacity { requested, reason };
     if requested == 0 {
         return Err(invalid("an arena needs at least one page"));
@@ -329,6 +329,10 @@ impl Arena {
 
     pub(crate) fn store(&self) -> &Arc<Store> {
         self.content.store()
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
     }
 
     pub(crate) fn check_range(&self, offset: usize, len: usize) -> Result<()> {
@@ -727,7 +731,7 @@ impl Arena {
 
     /// Maps `pages` privately from consecutive slots starting at `first` and records it.
     fn map_slots(&mut self, pages: Range<usize>, first: SlotId) -> Result<()> {
-        let (file, offset) = self.store().locate(first);
+        let (file, offset) = self.store().locate(first, pages.len())?;
         // SAFETY: `&mut self` guarantees no reference into the arena's memory is live, and the
         // slots hold the bytes these pages must show.
         unsafe {
@@ -764,7 +768,7 @@ impl Arena {
             if slot.is_zero() {
                 dst.fill(0);
             } else {
-                let (view, offset) = store.view(slot)?;
+                let (view, offset) = store.view(slot, run.len())?;
                 dst.copy_from_slice(&view.bytes()[offset..offset + dst.len()]);
             }
         }

@@ -82,6 +82,23 @@ impl PageTable {
         }
     }
 
+    /// A table of `pages` pages pointing the pages of `entries` (sorted by page, distinct) at
+    /// their slots and the others at zero, built bottom-up in `O(entries)`: a snapshot opened
+    /// from a file lists every page at once, and one `set` per page costs several times more.
+    pub(crate) fn from_sorted(
+        pages: usize,
+        store: Arc<Store>,
+        entries: &[(usize, SlotId)],
+    ) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(entries.last().is_none_or(|e| e.0 < pages));
+        let mut table = PageTable::new(pages, store);
+        let slots: Vec<SlotId> = entries.iter().map(|e| e.1).collect();
+        table.store.retain(&slots);
+        table.root = build(entries, table.height, 0, &table.store);
+        table
+    }
+
     pub(crate) fn pages(&self) -> usize {
         self.pages
     }
@@ -216,6 +233,40 @@ fn new_node(level: u32, store: &Arc<Store>) -> Arc<Node> {
     })
 }
 
+/// The subtree at `level` covering the pages from `base` that hold `entries` (all of them in
+/// its range); `None` when there are none. Takes no holds on the slots.
+fn build(
+    entries: &[(usize, SlotId)],
+    level: u32,
+    base: usize,
+    store: &Arc<Store>,
+) -> Option<Arc<Node>> {
+    if entries.is_empty() {
+        return None;
+    }
+    if level == 0 {
+        let mut slots = [SlotId::ZERO; FANOUT];
+        for &(page, slot) in entries {
+            slots[page - base] = slot;
+        }
+        return Some(Arc::new(Node::Leaf(Leaf {
+            slots,
+            store: Arc::clone(store),
+        })));
+    }
+    let child_span = span(level - 1);
+    let mut children = [const { None }; FANOUT];
+    let mut rest = entries;
+    for (i, child) in children.iter_mut().enumerate() {
+        let end = base + (i + 1) * child_span;
+        let n = rest.partition_point(|e| e.0 < end);
+        let (mine, after) = rest.split_at(n);
+        *child = build(mine, level - 1, base + i * child_span, store);
+        rest = after;
+    }
+    Some(Arc::new(Node::Branch(children)))
+}
+
 fn span(level: u32) -> usize {
     FANOUT << (FANOUT_BITS * level)
 }
@@ -306,6 +357,18 @@ mod tests {
         b.for_each_run(|p, n, s| runs.push((p, n, s)));
         assert_eq!(runs, vec![(5, 2, s0), (9000, 1, s0.offset(2))]);
         assert!(!a.same_as(&b));
+        let built = PageTable::from_sorted(
+            10_000,
+            Arc::clone(&store),
+            &[(5, s0), (6, s0.offset(1)), (9000, s0.offset(2))],
+        );
+        assert!(built.same_as(&b));
+        assert_eq!(
+            (built.get(5), built.get(6), built.get(7)),
+            (s0, s0.offset(1), SlotId::ZERO)
+        );
+        assert_eq!(store.stats().live_pages, 3);
+        drop(built);
         drop(b);
         assert_eq!(store.stats().live_pages, 2);
         drop(a);

@@ -13,10 +13,11 @@
 use crate::arena::{Arena, Options};
 use crate::error::{Error, Result};
 use crate::page_table::PageTable;
+use crate::persist::SavedAs;
 use crate::store::SlotId;
 use crate::sys::{self, Reservation, Sharing};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Runs above which a snapshot view is a private copy rather than a mapping of the store.
 pub const MAX_VIEW_RUNS: usize = 2048;
@@ -68,6 +69,8 @@ pub struct Snapshot {
 struct Inner {
     table: PageTable,
     options: Options,
+    /// The file this snapshot was last saved to or opened from, so that a delta can name it.
+    saved: Mutex<Option<SavedAs>>,
     /// Only a view that was made is kept: a failure (out of address space, say) is retried.
     view: OnceLock<View>,
 }
@@ -86,6 +89,7 @@ impl Snapshot {
             inner: Arc::new(Inner {
                 table,
                 options,
+                saved: Mutex::new(None),
                 view: OnceLock::new(),
             }),
         }
@@ -93,6 +97,19 @@ impl Snapshot {
 
     pub(crate) fn table(&self) -> &PageTable {
         &self.inner.table
+    }
+
+    /// The file this snapshot was last saved to or opened from.
+    pub(crate) fn saved_as(&self) -> Option<SavedAs> {
+        self.inner
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_saved_as(&self, saved: SavedAs) {
+        *self.inner.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
     }
 
     /// Capacity in bytes of the arena it was taken from.
@@ -121,18 +138,29 @@ impl Snapshot {
             return Ok(());
         }
         let page = sys::page_size();
-        let store = self.inner.table.store();
+        let table = &self.inner.table;
+        let store = table.store();
         let mut done = 0;
         while done < buf.len() {
             let at = offset + done;
-            let in_page = at % page;
-            let n = (page - in_page).min(buf.len() - done);
-            let slot = self.inner.table.get(at / page);
+            let (first, in_page) = (at / page, at % page);
+            let slot = table.get(first);
+            // Pages whose slots follow each other are read as one run: one look-up in the store
+            // (and, for a snapshot opened from a file, one read of the file).
+            let last = (offset + buf.len() - 1) / page;
+            let mut run = 1;
+            while !slot.is_zero()
+                && first + run <= last
+                && table.get(first + run).follows(slot.offset(run - 1))
+            {
+                run += 1;
+            }
+            let n = (run * page - in_page).min(buf.len() - done);
             let dst = &mut buf[done..done + n];
             if slot.is_zero() {
                 dst.fill(0);
             } else {
-                let (view, off) = store.view(slot)?;
+                let (view, off) = store.view(slot, run)?;
                 dst.copy_from_slice(&view.bytes()[off + in_page..off + in_page + n]);
             }
             done += n;
@@ -218,7 +246,7 @@ pub(crate) unsafe fn copy_table(mem: &Reservation, table: &PageTable) -> Result<
         if result.is_err() {
             return;
         }
-        result = store.view(slot).map(|(chunk, off)| {
+        result = store.view(slot, len).map(|(chunk, off)| {
             // SAFETY: in bounds of `mem`, which is writable; no reference points into it
             // (forwarded to the caller).
             let dst =
@@ -250,18 +278,19 @@ pub(crate) unsafe fn map_table(
             return;
         }
         runs += 1;
-        let (file, off) = store.locate(slot);
-        // SAFETY: forwarded to the caller; the run lies inside `mem`.
-        result = unsafe {
-            mem.map_file(
-                first * page,
-                len * page,
-                &file,
-                off,
-                Sharing::Private,
-                writable,
-            )
-        };
+        result = store.locate(slot, len).and_then(|(file, off)| {
+            // SAFETY: forwarded to the caller; the run lies inside `mem`.
+            unsafe {
+                mem.map_file(
+                    first * page,
+                    len * page,
+                    &file,
+                    off,
+                    Sharing::Private,
+                    writable,
+                )
+            }
+        });
     });
     result.map(|()| runs)
 }

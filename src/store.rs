@@ -13,8 +13,18 @@
 //! last live slot is freed. The memory a sealed chunk keeps for dead slots is therefore bounded by
 //! one chunk per chunk with any live slot; [`StoreStats::held_bytes`] reports it. Chunks are
 //! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
+//!
+//! A snapshot opened from a file adds a *file chunk* ([`Store::add_file_chunk`]): one slot per
+//! page stored in the file, backed by a sparse memory file that is filled lazily. Before any
+//! slot of it is mapped ([`Store::locate`]) or read ([`Store::view`]), the [`LazyPages`] of the
+//! chunk reads those pages from the user's file, checks them and writes them into the chunk (see
+//! [`crate::persist`]). A file chunk is never write-sealed, since pages arrive after it is made;
+//! the crate is its only writer, and it writes a slot only before anyone can map or read it
+//! (a `fork()` child that fills a slot its parent has not filled yet writes the same checked
+//! bytes). Its slots count in [`StoreStats::held_bytes`] from the start, read or not.
 
 use crate::error::Result;
+use crate::persist::LazyPages;
 use crate::sys::{self, BackingFile};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,6 +109,8 @@ struct Chunk {
     dead_held: usize,
     /// Freed slots waiting in [`StoreState::pending`] to be punched out.
     pending: usize,
+    /// For a file chunk, where its slots' bytes come from.
+    lazy: Option<Arc<LazyPages>>,
 }
 
 #[derive(Debug, Default)]
@@ -262,6 +274,7 @@ impl Store {
             sealed: false,
             dead_held: 0,
             pending: 0,
+            lazy: None,
         };
         // Chunk numbers are never reused, so a stale slot can never name a newer chunk.
         st.chunks.push(Some(chunk));
@@ -399,31 +412,99 @@ impl Store {
         st.pending = freed;
     }
 
-    /// The file and byte offset holding `slot` (not [`SlotId::ZERO`]).
-    pub(crate) fn locate(&self, slot: SlotId) -> (Arc<BackingFile>, usize) {
-        let st = self.lock();
-        let c = st.chunks[slot.chunk()]
+    /// Adds a file chunk of `slots` slots whose bytes `lazy` provides on first use, all held by
+    /// the returned run until a page table takes the ones it needs.
+    pub(crate) fn add_file_chunk(
+        &self,
+        lazy: Arc<LazyPages>,
+        slots: usize,
+    ) -> Result<FrozenRun<'_>> {
+        assert!(
+            (1..=u32::MAX as usize).contains(&slots),
+            "a file chunk has 1..=u32::MAX slots, got {slots}"
+        );
+        let file = BackingFile::new(sys::create_backing_file(self.dir.as_deref())?);
+        file.set_len(slots * self.page)?;
+        sys::seal_size(file.owned_fd())?;
+        let mut st = self.lock();
+        st.chunks.push(Some(Chunk {
+            owner: std::process::id(),
+            file: Arc::new(file),
+            view: None,
+            refs: vec![1; slots],
+            used: slots,
+            live: slots,
+            retired: true,
+            writing: 0,
+            sealed: false,
+            dead_held: 0,
+            pending: 0,
+            lazy: Some(lazy),
+        }));
+        st.live_slots += slots;
+        st.held_slots += slots;
+        let chunk = st.chunks.len() - 1;
+        Ok(FrozenRun {
+            store: self,
+            first: SlotId::new(chunk as u32, 0),
+            len: slots,
+        })
+    }
+
+    /// For a file chunk, its source and memory file: what [`Store::fill`] needs.
+    fn lazy_of(c: &Chunk) -> Option<(Arc<LazyPages>, Arc<BackingFile>)> {
+        c.lazy
             .as_ref()
-            .expect("a held slot's chunk is open");
-        (Arc::clone(&c.file), slot.index() * self.page)
+            .map(|l| (Arc::clone(l), Arc::clone(&c.file)))
+    }
+
+    /// Brings the `len` slots from `slot` of a file chunk into memory (see the module docs).
+    /// Called without the store lock: reading the user's file may take a while.
+    fn fill(
+        lazy: Option<(Arc<LazyPages>, Arc<BackingFile>)>,
+        slot: SlotId,
+        len: usize,
+    ) -> Result<()> {
+        match lazy {
+            Some((lazy, file)) => lazy.fill(&file, slot.index(), len),
+            None => Ok(()),
+        }
+    }
+
+    /// The file and byte offset holding `slot` (not [`SlotId::ZERO`]), whose `len` consecutive
+    /// slots are about to be mapped.
+    pub(crate) fn locate(&self, slot: SlotId, len: usize) -> Result<(Arc<BackingFile>, usize)> {
+        let (file, lazy) = {
+            let st = self.lock();
+            let c = st.chunks[slot.chunk()]
+                .as_ref()
+                .expect("a held slot's chunk is open");
+            (Arc::clone(&c.file), Self::lazy_of(c))
+        };
+        Self::fill(lazy, slot, len)?;
+        Ok((file, slot.index() * self.page))
     }
 
     /// A read-only mapping of the chunk holding `slot` (not [`SlotId::ZERO`]) and the slot's
-    /// byte offset in it.
-    pub(crate) fn view(&self, slot: SlotId) -> Result<(Arc<ChunkView>, usize)> {
-        let mut st = self.lock();
-        let c = st.chunks[slot.chunk()]
-            .as_mut()
-            .expect("a held slot's chunk is open");
-        let view = match &c.view {
-            Some(v) => Arc::clone(v),
-            None => {
-                let map = c.file.map_read_only(self.chunk_pages * self.page)?;
-                let v = Arc::new(ChunkView { map });
-                c.view = Some(Arc::clone(&v));
-                v
-            }
+    /// byte offset in it; the `len` consecutive slots from `slot` may be read.
+    pub(crate) fn view(&self, slot: SlotId, len: usize) -> Result<(Arc<ChunkView>, usize)> {
+        let (view, lazy) = {
+            let mut st = self.lock();
+            let c = st.chunks[slot.chunk()]
+                .as_mut()
+                .expect("a held slot's chunk is open");
+            let view = match &c.view {
+                Some(v) => Arc::clone(v),
+                None => {
+                    let map = c.file.map_read_only(c.refs.len() * self.page)?;
+                    let v = Arc::new(ChunkView { map });
+                    c.view = Some(Arc::clone(&v));
+                    v
+                }
+            };
+            (view, Self::lazy_of(c))
         };
+        Self::fill(lazy, slot, len)?;
         Ok((view, slot.index() * self.page))
     }
 

@@ -9,6 +9,7 @@
 //! `linux.rs` / `macos.rs` behind one set of function names.
 
 pub(crate) mod fault;
+pub(crate) mod file;
 #[cfg_attr(cowarena_memfd, path = "linux.rs")]
 #[cfg_attr(not(cowarena_memfd), path = "macos.rs")]
 mod os;
