@@ -36,9 +36,11 @@ pub enum Error {
         snapshot: usize,
     },
     /// The snapshot was not taken from this arena or an arena sharing its page store (one made
-    /// with [`Snapshot::to_arena`](crate::Snapshot::to_arena) or [`Arena::proxy`](crate::Arena::proxy)).
+    /// with [`Snapshot::to_arena`](crate::Snapshot::to_arena) or [`Arena::proxy`](crate::Arena::proxy)),
+    /// nor opened into it with [`Arena::open_snapshot`](crate::Arena::open_snapshot).
     #[error(
-        "foreign snapshot: it belongs to an unrelated arena; restore it with to_arena() instead"
+        "foreign snapshot: it belongs to an unrelated arena's page store; use its to_arena(), or \
+         open a saved snapshot with Arena::open_snapshot to restore it here"
     )]
     ForeignSnapshot,
     /// The arena given to [`Proxy::with`](crate::Proxy::with) (or `with_mut`) is not the one the
