@@ -48,6 +48,12 @@
 //! This is the trade-off the kernel leaves: a page frozen apart from its neighbours costs either
 //! a mapping of its own or a private copy. Mappings are the scarcer resource, so past the
 //! mapping budget such pages stay private copies.
+//!
+//! Shedding, remapping and compaction only give memory and mappings back, so they are best
+//! effort: when one of their system calls fails (out of memory or mappings), the snapshot or
+//! restore that ran them still succeeds; the pages left private keep their bytes (each step
+//! records only what it completed) and are shed after the next snapshot or restore
+//! (`tests/anomaly.rs` fails each of these calls in turn and checks it).
 
 use crate::error::{Error, Result};
 use crate::page_set::{runs, PageSet};
@@ -118,6 +124,11 @@ impl ArenaBuilder {
     }
 
     /// Reserves the address space and creates the arena.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCapacity`] for a capacity of zero or too many pages;
+    /// [`Error::Os`] if the address space cannot be reserved or mapped. On `Err`, nothing is
+    /// left behind (no mapping, no file).
     pub fn build(self) -> Result<Arena> {
         let page = sys::page_size();
         let capacity = checked_capacity(self.capacity, page)?;
@@ -255,6 +266,10 @@ pub struct Arena {
 impl Arena {
     /// Reserves `capacity` bytes (rounded up to whole pages) of zeroed memory. Address space is
     /// reserved now; memory is used only as pages are touched.
+    ///
+    /// # Errors
+    /// As [`ArenaBuilder::build`]: [`Error::InvalidCapacity`], or [`Error::Os`] if the address
+    /// space cannot be reserved or mapped; on `Err`, nothing is left behind.
     ///
     /// ```
     /// let a = cowarena::Arena::with_capacity(1 << 30)?;
@@ -402,7 +417,11 @@ impl Arena {
         }
     }
 
-    /// Copies `bytes` into the arena at `offset`.
+    /// Copies `bytes` into the arena at `offset`. Makes no system call.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] past the capacity ([`Error::Unsupported`] in a forked child, for
+    /// an arena whose memory is shared with proxies); on `Err`, nothing is written.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(4096)?;
@@ -435,7 +454,11 @@ impl Arena {
         unsafe { std::slice::from_raw_parts(self.mem.base(), self.capacity()) }
     }
 
-    /// A mutable view of `range`, whose pages are marked as written.
+    /// A mutable view of `range`, whose pages are marked as written. Makes no system call.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] for a range past the capacity or reversed ([`Error::Unsupported`]
+    /// as for [`write`](Arena::write)); on `Err`, nothing changed.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(8192)?;
@@ -511,16 +534,27 @@ impl Arena {
     /// Freezes the arena's current contents. Costs `O(pages written since the last snapshot or
     /// restore)`; unwritten pages are shared with the previous snapshot.
     ///
-    /// On error (the page store's file system is full, say) the arena and every snapshot keep
-    /// their contents; pages not frozen stay marked as written.
+    /// # Errors
+    /// [`Error::Os`] if the page store cannot take the written pages (it cannot make a file, its
+    /// file system is full, the process is out of memory), or an arena whose proxies are all
+    /// dropped cannot map its memory back from the store. On `Err`, no snapshot was taken, and
+    /// the arena's bytes and every snapshot are unchanged: pages frozen before the failure stay
+    /// frozen (they cost nothing again), the others stay marked as written, for the next
+    /// snapshot. Returning private copies to the kernel afterwards (remapping, shedding and
+    /// compaction, within [`ArenaBuilder::private_budget`] and [`ArenaBuilder::mapping_budget`])
+    /// is best effort and never fails a snapshot: pages it leaves private keep their bytes and
+    /// are shed after the next snapshot or restore.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         self.find_untracked_writes();
         self.leave_shared_if_alone()?;
         let frozen = self.freeze_dirty()?;
         match &self.layout {
             Layout::Own { .. } => {
-                self.remap_long_runs(&frozen)?;
-                self.shed_private()?;
+                // The snapshot is taken once its pages are frozen. Remapping and shedding only
+                // return memory and mappings; a failure leaves pages private (their bytes
+                // right), to be shed again after the next snapshot or restore.
+                let _ = self.remap_long_runs(&frozen);
+                let _ = self.shed_private();
             }
             Layout::Proxy(_) => self.freeze_read_through()?,
             Layout::Shared(_) => {}
@@ -532,10 +566,15 @@ impl Arena {
     /// state stored in it. Any live snapshot of this arena (or of an arena sharing its store)
     /// can be restored, in any order, any number of times. Costs `O(pages that differ)`.
     ///
-    /// Errors: [`Error::CapacityMismatch`] and [`Error::ForeignSnapshot`] leave the arena
-    /// untouched. If copying fails part-way (the system is out of memory), some pages already
-    /// hold the snapshot's bytes: the arena stays consistent (its next snapshot freezes what it
-    /// holds) and restoring again completes the job.
+    /// # Errors
+    /// [`Error::CapacityMismatch`] and [`Error::ForeignSnapshot`]: nothing changed.
+    /// [`Error::Os`] if an arena whose proxies are all dropped cannot map its memory back from
+    /// the store (nothing changed), or if the copy cannot map the store's pages (out of memory
+    /// or mappings). A copy that fails part-way leaves each page either as it was or as in
+    /// `snapshot` (and a proxy of this arena reads through to those bytes): the arena stays
+    /// consistent, its next snapshot freezes what it holds, and restoring again completes the
+    /// job. Once the copy is done the restore succeeds: returning private copies to the kernel
+    /// afterwards is best effort, as after [`snapshot`](Arena::snapshot).
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(4096 * 4)?;
@@ -585,10 +624,11 @@ impl Arena {
         self.copy_in(&pages, target)?;
         self.content = target.clone();
         self.clear_dirty();
-        match self.layout {
-            Layout::Own { .. } => self.shed_private(),
-            _ => Ok(()),
+        if let Layout::Own { .. } = self.layout {
+            // Best effort, as after a snapshot: the restore is complete once its copy is.
+            let _ = self.shed_private();
         }
+        Ok(())
     }
 
     /// Counters describing the arena and its store.
@@ -721,12 +761,17 @@ impl Arena {
         if long.is_empty() {
             return Ok(());
         }
-        for (run, slot) in &long {
+        let mut mapped = 0;
+        let result = long.iter().try_for_each(|(run, slot)| {
             self.map_slots(run.clone(), *slot)?;
-        }
+            mapped += 1;
+            Ok(())
+        });
+        // The runs mapped before a failure hold no private copy any more.
+        let done = &long[..mapped];
         self.own_private()
-            .retain(|p| !long.iter().any(|(r, _)| r.contains(&p)));
-        Ok(())
+            .retain(|p| !done.iter().any(|(r, _)| r.contains(&p)));
+        result
     }
 
     /// Maps `pages` privately from consecutive slots starting at `first` and records it.
@@ -817,16 +862,25 @@ impl Arena {
         }
         // A span must not drop the bytes of a kept page inside it: split it around them.
         let spans = split_around(spans, &keep);
+        // Pages from here on keep their private copies (a discard failed there).
+        let mut kept_from = usize::MAX;
+        let mut result = Ok(());
         for span in spans {
             // SAFETY: `&mut self`: no live references. Every private page in the span shows its
             // mapping's bytes, and the other pages in it are clean file or zero pages.
-            unsafe {
+            let discarded = unsafe {
                 self.mem
-                    .discard(span.start * self.page, span.len() * self.page)?
+                    .discard(span.start * self.page, span.len() * self.page)
             };
+            if let Err(e) = discarded {
+                kept_from = span.start;
+                result = Err(e);
+                break;
+            }
         }
         self.own_private()
-            .retain(|p| keep.binary_search(&p).is_ok());
+            .retain(|p| p >= kept_from || keep.binary_search(&p).is_ok());
+        result?;
         if left <= budget {
             return Ok(());
         }
@@ -847,26 +901,36 @@ impl Arena {
             .saturating_sub(self.remapped_runs);
         runs.truncate(room);
         let mut remapped = std::collections::HashSet::new();
+        let mut result = Ok(());
         for (run, slot) in &runs {
-            if slot.is_zero() {
-                // SAFETY: `&mut self`: no live references into the arena.
-                unsafe {
-                    self.mem
-                        .map_zero(run.start * self.page, run.len() * self.page, true)?
-                };
-                self.remapped_runs += 1;
-                let Layout::Own { mapped, .. } = &mut self.layout else {
-                    unreachable!("only an arena in its own layout remaps pages");
-                };
-                let updates: Vec<(usize, SlotId)> =
-                    run.clone().map(|p| (p, SlotId::ZERO)).collect();
-                mapped.set_many(&updates);
+            result = if slot.is_zero() {
+                self.map_zero_run(run.clone())
             } else {
-                self.map_slots(run.clone(), *slot)?;
+                self.map_slots(run.clone(), *slot)
+            };
+            if result.is_err() {
+                break;
             }
             remapped.extend(run.clone());
         }
+        // The runs remapped before a failure hold no private copy any more.
         self.own_private().retain(|p| !remapped.contains(&p));
+        result
+    }
+
+    /// Maps fresh zero memory over `pages` and records it.
+    fn map_zero_run(&mut self, pages: Range<usize>) -> Result<()> {
+        // SAFETY: `&mut self`: no live references into the arena.
+        unsafe {
+            self.mem
+                .map_zero(pages.start * self.page, pages.len() * self.page, true)?
+        };
+        self.remapped_runs += 1;
+        let Layout::Own { mapped, .. } = &mut self.layout else {
+            unreachable!("only an arena in its own layout remaps pages");
+        };
+        let updates: Vec<(usize, SlotId)> = pages.map(|p| (p, SlotId::ZERO)).collect();
+        mapped.set_many(&updates);
         Ok(())
     }
 

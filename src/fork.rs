@@ -354,6 +354,13 @@ impl Arena {
     ///
     /// While any arena of the process has proxies, branches are [`Error::Unsupported`]: see the
     /// [module docs](crate::fork#what-a-branch-can-do).
+    ///
+    /// # Errors
+    /// A [`ForkError`] saying how the child ended if it did not return its value (a system call
+    /// failing in the child ends it too: [`ForkError::Exited`]), or [`ForkError::Parent`] with an
+    /// [`Error::Os`] naming the call (`pipe`, `fork`, `poll`, `read`, `waitpid`, `kill`) that
+    /// failed in the parent. On `Err`, this arena is unchanged, and the child, if one was
+    /// started, has been killed and reaped.
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -379,6 +386,12 @@ impl Arena {
     /// what [`Arena::snapshot`] costs); the child sends back the pages it wrote, and the parent
     /// writes them into an arena made from that snapshot and snapshots it. After raw-pointer
     /// writes, pages the kernel reports as copied are sent too (a superset, with the same bytes).
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`], and as [`Arena::snapshot`] for the snapshot taken before the fork
+    /// and the one that holds the result. On `Err`, this arena's bytes are unchanged (its
+    /// written pages may have been frozen by the first snapshot, as a snapshot does), and the
+    /// child, if one was started, has been killed and reaped.
     ///
     /// ```
     /// # fn main() -> Result<(), cowarena::ForkError> {

@@ -82,4 +82,36 @@ pub mod fault_injection {
     pub fn reset_count() {
         armed::reset_count()
     }
+
+    /// The distinct operations (as named in [`Error::Os`](crate::Error::Os)) whose system calls
+    /// this thread made since the last call, in the order first seen: which failure points a
+    /// workload reaches.
+    pub fn take_reached() -> Vec<&'static str> {
+        armed::take_reached()
+    }
+
+    /// A copy of `snapshot`'s bytes, read from its page store's files with `pread`. It maps and
+    /// caches nothing and passes no failure point, so a test can check a snapshot between the
+    /// steps of a workload without changing which system calls the later steps make (reading
+    /// through [`Snapshot::read`](crate::Snapshot::read) or
+    /// [`Snapshot::as_bytes`](crate::Snapshot::as_bytes) would map and keep views). Pages of a
+    /// snapshot [opened](crate::Snapshot::open) from a file that were not read yet are read from
+    /// the file first, as any use of them would.
+    ///
+    /// # Errors
+    /// [`Error::Os`](crate::Error::Os) naming `pread` if a file cannot be read.
+    pub fn snapshot_bytes(snapshot: &crate::Snapshot) -> crate::Result<Vec<u8>> {
+        let page = crate::page_size();
+        let table = snapshot.table();
+        let mut bytes = vec![0; snapshot.capacity()];
+        let mut result = Ok(());
+        table.for_each_run(|first, len, slot| {
+            if result.is_ok() {
+                result = table.store().locate(slot, len).and_then(|(file, offset)| {
+                    file.read_exact_at(&mut bytes[first * page..(first + len) * page], offset)
+                });
+            }
+        });
+        result.map(|()| bytes)
+    }
 }

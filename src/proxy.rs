@@ -238,6 +238,13 @@ impl Drop for SharedLayout {
     }
 }
 
+/// An arena's shared memory, built before the arena moves into it.
+struct SharedMemory {
+    mem: Reservation,
+    live: Arc<LiveFile>,
+    fork_guard: SharedMemoryGuard,
+}
+
 /// The layout of a proxy: a private mapping of its source's live file. Pages in `private` were
 /// written by the proxy; the others read through to the file.
 #[derive(Debug)]
@@ -257,8 +264,9 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::Os`] if the file or a mapping cannot be made (out of memory, file descriptors or
-    /// mappings); the arena is unchanged. [`Error::Unsupported`] in a forked child whose parent
-    /// made this arena's proxies.
+    /// mappings); [`Error::Unsupported`] in a forked child whose parent made this arena's
+    /// proxies. On `Err`, nothing changed: the arena keeps its memory and layout (the shared
+    /// memory of a first proxy is built aside and taken only once the proxy is mapped too).
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(4096 * 2)?;
@@ -272,14 +280,15 @@ impl Arena {
     /// # Ok::<(), cowarena::Error>(())
     /// ```
     pub fn proxy(&mut self) -> Result<Proxy> {
-        let live = match &self.layout {
+        let (live, shared) = match &self.layout {
             Layout::Shared(shared) => {
                 shared.check_writer()?;
-                Arc::clone(&shared.live)
+                (Arc::clone(&shared.live), None)
             }
             Layout::Own { .. } => {
                 self.find_untracked_writes();
-                self.enter_shared()?
+                let shared = self.shared_memory()?;
+                (Arc::clone(&shared.live), Some(shared))
             }
             Layout::Proxy(_) => unreachable!("a proxy's arena is never lent out to make proxies"),
         };
@@ -287,6 +296,10 @@ impl Arena {
         let mem = Reservation::new(capacity)?;
         // SAFETY: the reservation is new; nothing refers into it.
         unsafe { mem.map_file(0, capacity, &live.file, 0, Sharing::Private, true)? };
+        // Only now that nothing can fail does the arena move into its shared memory.
+        if let Some(shared) = shared {
+            self.enter_shared(shared);
+        }
         let pages = self.pages();
         let layout = Layout::Proxy(ProxyLayout {
             live,
@@ -298,9 +311,9 @@ impl Arena {
         })
     }
 
-    /// Moves the arena's memory into a shared live file that proxies can map. The new memory is
-    /// built aside and swapped in once complete, so on failure the arena is unchanged.
-    fn enter_shared(&mut self) -> Result<Arc<LiveFile>> {
+    /// A shared live file holding the arena's bytes, which proxies can map, and the arena's
+    /// memory mapped from it, built aside: on failure the arena is unchanged.
+    fn shared_memory(&self) -> Result<SharedMemory> {
         let Layout::Own { private, .. } = &self.layout else {
             unreachable!("only an arena in its own layout enters the shared layout");
         };
@@ -332,17 +345,25 @@ impl Arena {
             owner: process::current_pid(),
             source_alive: AtomicBool::new(true),
         });
+        Ok(SharedMemory {
+            mem,
+            live,
+            fork_guard,
+        })
+    }
+
+    /// Moves the arena into `shared`, made by [`Arena::shared_memory`].
+    fn enter_shared(&mut self, shared: SharedMemory) {
         // `&mut self`: no reference into the old memory is live, so it can go.
-        self.mem = mem;
+        self.mem = shared.mem;
         let pages = self.pages();
         let dirty = std::mem::replace(&mut self.dirty, PageSet::new(pages));
         self.layout = Layout::Shared(SharedLayout {
-            live: Arc::clone(&live),
+            live: shared.live,
             dirty,
-            _fork_guard: fork_guard,
+            _fork_guard: shared.fork_guard,
         });
         self.remapped_runs = 0;
-        Ok(live)
     }
 
     /// Returns a shared arena whose proxies are all gone to its usual layout. Written pages are
@@ -444,7 +465,8 @@ impl Proxy {
     /// unwritten) while the returned view lives.
     ///
     /// # Errors
-    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from.
+    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from; nothing
+    /// changed (no system call is made).
     pub fn with<'a>(&'a self, source: &'a Arena) -> Result<ProxyRef<'a>> {
         self.check_source(source)?;
         Ok(ProxyRef {
@@ -458,7 +480,8 @@ impl Proxy {
     /// source's writes to that page.
     ///
     /// # Errors
-    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from.
+    /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from; nothing
+    /// changed (no system call is made).
     pub fn with_mut<'a>(&'a mut self, source: &'a Arena) -> Result<ProxyMut<'a>> {
         self.check_source(source)?;
         Ok(ProxyMut {
@@ -564,7 +587,7 @@ impl ProxyMut<'_> {
     /// A mutable view of `range` of the proxy (see [`Arena::bytes_mut`]).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] past the capacity.
+    /// [`Error::OutOfBounds`] past the capacity; on `Err`, nothing changed.
     pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
         self.arena.bytes_mut(range)
     }
@@ -615,7 +638,9 @@ impl ProxyMut<'_> {
     /// Costs a copy of every page the source holds data in.
     ///
     /// # Errors
-    /// As [`Arena::snapshot`]; the proxy keeps its contents.
+    /// [`Error::Os`] as for [`Arena::snapshot`], or if the source's live file cannot be
+    /// scanned for its data. On `Err`, no snapshot was taken and the proxy shows what it
+    /// showed; a later call freezes everything again.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;

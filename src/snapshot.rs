@@ -119,6 +119,11 @@ impl Snapshot {
 
     /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store (no view
     /// of the snapshot is mapped).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] past the capacity; [`Error::Os`] if a store file cannot be mapped
+    /// for reading (out of memory or mappings). On `Err`, nothing changed (`buf` may hold part
+    /// of the bytes); a later call tries again.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let capacity = self.capacity();
         if offset
@@ -182,6 +187,10 @@ impl Snapshot {
     }
 
     /// The snapshot's bytes, or the error that kept them from being mapped.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the view cannot be reserved, mapped or copied (out of address space,
+    /// memory or mappings). On `Err`, nothing is kept: the next call tries again.
     #[inline]
     pub fn try_as_bytes(&self) -> Result<&[u8]> {
         let view = match self.inner.view.get() {
@@ -227,6 +236,11 @@ impl Snapshot {
     /// A new, independent, writable arena that starts from this snapshot and shares its pages
     /// copy-on-write. Snapshots of it can be restored into it, and its snapshots can be made
     /// into arenas in turn, without limit.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the arena's address space cannot be reserved or mapped (or, past its
+    /// mapping budget, its pages copied). On `Err`, nothing is left behind and the snapshot is
+    /// unchanged.
     pub fn to_arena(&self) -> Result<Arena> {
         Arena::from_table(&self.inner.table, self.inner.options.clone())
     }

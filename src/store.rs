@@ -23,7 +23,7 @@
 //! (a `fork()` child that fills a slot its parent has not filled yet writes the same checked
 //! bytes). Its slots count in [`StoreStats::held_bytes`] from the start, read or not.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::persist::LazyPages;
 use crate::sys::{self, BackingFile};
 use std::path::PathBuf;
@@ -380,6 +380,7 @@ impl Store {
     fn punch_pending(&self, st: &mut StoreState) {
         let mut freed = std::mem::take(&mut st.pending);
         freed.sort_unstable();
+        let mut retry = Vec::new();
         let mut i = 0;
         while i < freed.len() {
             let mut j = i + 1;
@@ -390,26 +391,40 @@ impl Store {
             let c = st.chunks[first.chunk()]
                 .as_mut()
                 .expect("pending slots belong to open chunks");
-            c.pending -= len;
-            // Punching fails only where the file system has no holes, or when the chunk was
-            // sealed meanwhile; the pages then stay until the chunk closes (`held_bytes`).
-            let punched = !c.sealed
-                && c.owner == std::process::id()
-                && sys::punch_hole(
+            let punched = if c.sealed || c.owner != std::process::id() {
+                Err(None)
+            } else {
+                sys::punch_hole(
                     c.file.owned_fd(),
                     first.index() * self.page,
                     len * self.page,
                 )
-                .is_ok();
-            if punched {
-                st.held_slots -= len;
-            } else {
-                c.dead_held += len;
+                .map_err(|e| match e {
+                    Error::Os { source, .. } => source.raw_os_error(),
+                    _ => None,
+                })
+            };
+            match punched {
+                Ok(()) => {
+                    c.pending -= len;
+                    st.held_slots -= len;
+                }
+                // A passing failure (out of memory, say): the slots wait for the next punch.
+                Err(Some(errno))
+                    if !matches!(errno, libc::EOPNOTSUPP | libc::EPERM | libc::EINVAL) =>
+                {
+                    retry.extend_from_slice(&freed[i..j]);
+                }
+                // The file system has no holes, or the chunk was sealed meanwhile (or belongs to
+                // another process): the pages stay until the chunk closes (`held_bytes`).
+                Err(_) => {
+                    c.pending -= len;
+                    c.dead_held += len;
+                }
             }
             i = j;
         }
-        freed.clear();
-        st.pending = freed;
+        st.pending = retry;
     }
 
     /// Adds a file chunk of `slots` slots whose bytes `lazy` provides on first use, all held by

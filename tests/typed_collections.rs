@@ -93,6 +93,15 @@ fn vec_set_past_the_end_panics() {
 }
 
 #[test]
+fn an_empty_vec_of_aligned_elements_is_an_empty_slice() {
+    let mut a = Arena::with_capacity(1 << 20).unwrap();
+    let v = ArenaVec::<u64>::new(&mut a).unwrap();
+    assert_eq!(v.as_slice(&a), &[] as &[u64]);
+    let s = a.snapshot().unwrap();
+    assert_eq!(v.iter(&s).count(), 0);
+}
+
+#[test]
 fn vec_of_zero_sized_elements() {
     let mut a = Arena::with_capacity(1 << 20).unwrap();
     let v = ArenaVec::<()>::new(&mut a).unwrap();

@@ -158,9 +158,10 @@ const fn layout_sig(size: usize, align: usize, salt: u64) -> u64 {
 
 /// `len` values of `T` from the start of `bytes` (which holds at least that many).
 fn cast_slice<T: Pod>(bytes: &[u8], len: usize) -> &[T] {
-    if size_of::<T>() == 0 {
-        // SAFETY: a slice of zero-sized values reads no memory; it needs only a non-null,
-        // aligned pointer, which `dangling` is.
+    if size_of::<T>() == 0 || len == 0 {
+        // An empty buffer's bytes are `&[]`, whose address need not be aligned for `T`.
+        // SAFETY: a slice of zero-sized values, or of none, reads no memory; it needs only a
+        // non-null, aligned pointer, which `dangling` is.
         return unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) };
     }
     bytemuck::cast_slice(&bytes[..len * size_of::<T>()])

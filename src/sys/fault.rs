@@ -33,7 +33,7 @@ pub(crate) use armed::point;
 pub(crate) mod armed {
     use super::Call;
     use nix::errno::Errno;
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
 
     #[derive(Clone, Copy)]
     struct Plan {
@@ -51,10 +51,18 @@ pub(crate) mod armed {
         static PLAN: Cell<Plan> = const {
             Cell::new(Plan { countdown: 0, errno: 0, failed: None, calls: 0, interruptible: 0 })
         };
+        /// The distinct operations whose calls passed a point since the last `take_reached`.
+        static REACHED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Counts the call and fails it if it is the one armed.
     pub(crate) fn point(op: &'static str, call: Call) -> Result<(), Errno> {
+        REACHED.with(|reached| {
+            let mut reached = reached.borrow_mut();
+            if !reached.contains(&op) {
+                reached.push(op);
+            }
+        });
         PLAN.with(|cell| {
             let mut plan = cell.get();
             plan.calls += 1;
@@ -113,5 +121,9 @@ pub(crate) mod armed {
             plan.interruptible = 0;
             cell.set(plan);
         })
+    }
+
+    pub(crate) fn take_reached() -> Vec<&'static str> {
+        REACHED.with(|reached| std::mem::take(&mut *reached.borrow_mut()))
     }
 }

@@ -160,7 +160,7 @@ fn pagemap_scan(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
     const PAGEMAP_SCAN: u64 =
         (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
 
-    fault::point("open(/proc/self/pagemap)", Call::Plain).ok()?;
+    fault::point("open(/proc/self/pagemap) for PAGEMAP_SCAN", Call::Plain).ok()?;
     let file = std::fs::File::open("/proc/self/pagemap").ok()?;
     let page = super::page_size();
     let mut regions = vec![PageRegion::default(); 512];

@@ -100,6 +100,23 @@ impl BackingFile {
         Ok(())
     }
 
+    /// Reads `buf.len()` bytes at `offset`, for tests that check stored pages without mapping
+    /// them. No failure point: it is the checker, not a call the crate makes for its users.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn read_exact_at(&self, mut buf: &mut [u8], mut offset: usize) -> Result<()> {
+        while !buf.is_empty() {
+            let n =
+                retry_interrupted(|| nix::sys::uio::pread(&self.fd, buf, offset as libc::off_t))
+                    .map_err(|e| os_error("pread", e))?;
+            if n == 0 {
+                return Err(os_error("pread", nix::errno::Errno::EIO));
+            }
+            buf = &mut buf[n..];
+            offset += n;
+        }
+        Ok(())
+    }
+
     /// A private read-only mapping of the file's first `len` bytes.
     ///
     /// The bytes read through it must not change while it lives: callers read only frozen
