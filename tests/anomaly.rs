@@ -30,7 +30,8 @@ mod common;
 use common::{cowarena_memfds, mappings_in, memfd_mappings, serial};
 use cowarena::fault_injection as fi;
 use cowarena::{
-    page_size, Arena, ArenaMap, ArenaVec, Error, ForkError, ForkOptions, Proxy, Ptr, Snapshot,
+    page_size, Arena, ArenaMap, ArenaVec, Error, FileProblem, ForkError, ForkOptions, Proxy, Ptr,
+    Snapshot,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -123,6 +124,16 @@ enum Step {
     ForkSnapshot(usize, usize, usize, usize, u64, bool),
     /// (a): a child that never returns, killed at a short timeout (`ForkError::TimedOut`).
     ForkTimeout(usize),
+    /// (s, f): `Snapshot::save` to file `f` of the world's directory.
+    Save(usize, usize),
+    /// (s, base, f): `Snapshot::save_delta` against snapshot `base` (saved or opened).
+    SaveDelta(usize, usize, usize),
+    /// (f, s): `Snapshot::open`, following the file's delta chain.
+    Open(usize, usize),
+    /// (a, f, s): `Arena::open_snapshot`, into arena `a`'s page store.
+    OpenInto(usize, usize, usize),
+    /// (a, pages, seed): `Arena::from_bytes`.
+    FromBytes(usize, usize, u64),
 }
 
 /// A workload: its steps, and the failure points (operations) it must reach.
@@ -230,6 +241,15 @@ struct World {
     /// Every address range the world's memory occupied, checked for mappings at the end.
     ranges: BTreeSet<(usize, usize)>,
     dir: Option<PathBuf>,
+    /// Saved snapshot files: what each holds.
+    files: Vec<Option<SnapModel>>,
+}
+
+/// What a saved file holds.
+#[derive(Clone)]
+struct SnapModel {
+    bytes: Vec<u8>,
+    typed: Typed,
 }
 
 impl World {
@@ -268,6 +288,62 @@ impl World {
         bytes
     }
 
+    fn file(&self, f: usize) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("a directory")
+            .join(format!("f{f}.snap"))
+    }
+
+    /// Saves snapshot `s` to file `f` (as a delta against snapshot `base`, if given).
+    fn save(&mut self, s: usize, base: Option<usize>, f: usize) -> Result<(), StepError> {
+        let path = self.file(f);
+        let t = self.snap(s);
+        match base {
+            None => t.snap.save(&path)?,
+            Some(b) => t.snap.save_delta(&path, &self.snap(b).snap)?,
+        };
+        let model = SnapModel {
+            bytes: t.bytes.clone(),
+            typed: t.typed.clone(),
+        };
+        *slot(&mut self.files, f) = Some(model);
+        Ok(())
+    }
+
+    /// The saved files are exactly the model's, each holding its snapshot: a failed save leaves
+    /// the old file or none, and no temporary file.
+    fn check_files(&self) -> Result<(), String> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .map(|e| {
+                e.expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        on_disk.sort();
+        let mut expected: Vec<String> = (0..self.files.len())
+            .filter(|&f| self.files[f].is_some())
+            .map(|f| format!("f{f}.snap"))
+            .collect();
+        expected.sort();
+        if on_disk != expected {
+            return Err(format!("files {on_disk:?}, the model has {expected:?}"));
+        }
+        for (f, m) in self.files.iter().enumerate() {
+            let Some(m) = m else { continue };
+            let opened = Snapshot::open(self.file(f)).map_err(|e| format!("file {f}: {e}"))?;
+            let bytes = fi::snapshot_bytes(&opened).map_err(|e| e.to_string())?;
+            if bytes != m.bytes {
+                return Err(format!("file {f} differs from the model"));
+            }
+        }
+        Ok(())
+    }
+
     fn has_proxies(&self, a: usize) -> bool {
         self.proxies.iter().flatten().any(|p| p.source == a)
     }
@@ -293,6 +369,22 @@ impl World {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The model after `step` failed in `failed`, where the call documents a result: a save whose
+    /// last step, the directory's `fsync`, failed has its complete file in place.
+    fn after_failure(&mut self, step: &Step, failed: Option<&str>) {
+        if failed != Some("fsync (directory)") {
+            return;
+        }
+        if let Step::Save(s, f) | Step::SaveDelta(s, _, f) = *step {
+            let t = self.snap(s);
+            let model = SnapModel {
+                bytes: t.bytes.clone(),
+                typed: t.typed.clone(),
+            };
+            *slot(&mut self.files, f) = Some(model);
+        }
     }
 
     /// Runs `step`; on success the model follows it.
@@ -589,6 +681,41 @@ impl World {
                     Ok(v) => return Err(StepError::Wrong(format!("endless branch returned {v}"))),
                 }
             }
+            Step::Save(s, f) => self.save(s, None, f)?,
+            Step::SaveDelta(s, base, f) => self.save(s, Some(base), f)?,
+            Step::Open(f, s) => {
+                let m = self.files[f].clone().expect("a saved file");
+                let snap = Snapshot::open(self.file(f))?;
+                let entry = SnapEntry {
+                    snap,
+                    bytes: m.bytes,
+                    typed: m.typed,
+                };
+                *slot(&mut self.snaps, s) = Some(entry);
+            }
+            Step::OpenInto(a, f, s) => {
+                let m = self.files[f].clone().expect("a saved file");
+                let path = self.file(f);
+                let snap = self.arena(a).arena.open_snapshot(path)?;
+                let entry = SnapEntry {
+                    snap,
+                    bytes: m.bytes,
+                    typed: m.typed,
+                };
+                *slot(&mut self.snaps, s) = Some(entry);
+            }
+            Step::FromBytes(a, pages, seed) => {
+                let bytes = pattern(seed, pages * page());
+                let arena = Arena::from_bytes(&bytes)?;
+                // Its store starts with pages, so it gets no probe: the memfd and mapping
+                // counts show whether it is released.
+                *slot(&mut self.arenas, a) = Some(ArenaEntry {
+                    arena,
+                    bytes,
+                    typed: Typed::default(),
+                    shared: false,
+                });
+            }
         }
         Ok(())
     }
@@ -655,7 +782,7 @@ impl World {
         for e in self.arenas.iter().flatten() {
             note(&mut self.ranges, e.arena.as_bytes());
         }
-        Ok(())
+        self.check_files()
     }
 
     /// Makes the probe of a store made by the last step (outside any failure).
@@ -679,6 +806,11 @@ impl World {
         }
         self.proxies.clear();
         self.snaps.clear();
+        for f in 0..self.files.len() {
+            if self.files[f].take().is_some() {
+                std::fs::remove_file(self.file(f)).map_err(|e| format!("file {f}: {e}"))?;
+            }
+        }
         for e in self.arenas.drain(..).flatten() {
             note(&mut self.ranges, e.arena.as_bytes());
         }
@@ -819,15 +951,21 @@ fn reports_failure(e: &StepError, failed: Option<&str>, errno: i32) -> Result<()
         StepError::Fork(ForkError::Exited { code: 102 }) => return Ok(()),
         other => return Err(format!("unexpected error: {other}")),
     };
-    let Error::Os { op, source } = os else {
-        return Err(format!("not an Error::Os: {os:?}"));
+    let (op, source) = match os {
+        Error::Os { op, source } => (op, source),
+        // A snapshot file's errors name the file, and the call inside.
+        Error::File {
+            problem: FileProblem::Os { op, source },
+            ..
+        } => (op, source),
+        _ => return Err(format!("not an Error::Os: {os:?}")),
     };
     if Some(*op) != failed {
         return Err(format!(
             "the error names {op:?}, the call that failed was {failed:?}"
         ));
     }
-    if source.raw_os_error() != Some(errno) || !os.to_string().starts_with(op) {
+    if source.raw_os_error() != Some(errno) || !os.to_string().contains(op) {
         return Err(format!(
             "the error does not carry the errno and operation: {os}"
         ));
@@ -838,6 +976,13 @@ fn reports_failure(e: &StepError, failed: Option<&str>, errno: i32) -> Result<()
 /// Runs `w` from scratch with the `n`-th call (of `errno`'s class) failing; `n == 0` fails none.
 fn run_once(w: &Workload, errno: i32, n: u64, dir: &Path, pos: &mut Position<'_>) -> RunReport {
     let interruptible = errno == libc::EINTR;
+    // A run that diverged may have left its files.
+    for entry in std::fs::read_dir(dir).expect("the world's directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "snap") {
+            std::fs::remove_file(&path).expect("a file of a diverged run");
+        }
+    }
     let mut world = World {
         dir: Some(dir.to_path_buf()),
         ..World::default()
@@ -885,6 +1030,7 @@ fn run_once(w: &Workload, errno: i32, n: u64, dir: &Path, pos: &mut Position<'_>
                 report.divergence = Some(diverged(m));
                 break;
             }
+            world.after_failure(step, failed);
             if let Err(m) = world.check_failed(step) {
                 report.divergence = Some(diverged(format!("after the error ({e}): {m}")));
                 break;
@@ -1474,6 +1620,64 @@ fn a_failed_proxy_leaves_its_source_as_it_was() {
     assert_eq!(&b.with_mut(&a).unwrap().as_bytes()[..6], b"source");
 }
 
+/// (h) Snapshot files: a whole save, a delta against it, the chain reopened (as a snapshot of
+/// its own store, and into an arena's store to restore it), an arena from an opened snapshot,
+/// and an arena from bytes.
+fn persist() -> Workload {
+    use Step::*;
+    Workload {
+        name: "persist",
+        steps: vec![
+            Build(0, 24, Config::Default),
+            Alloc(0, 0, false, 7),
+            NewVec(0, 0),
+            Push(0, 0, 40, 3),
+            // Raw pages above the allocator's, which it has not handed out.
+            Fill(0, 12..24, 2, 1),
+            Snapshot(0, 0),
+            Save(0, 0),
+            Fill(0, 14..20, 1, 4),
+            Set(0, 0, 8),
+            Snapshot(0, 1),
+            SaveDelta(1, 0, 1),
+            Open(1, 2),
+            Read(2, 0, 3 * 4096),
+            View(2),
+            ToArena(2, 1),
+            Write(1, 14 * 4096 + 50, 5000, 5),
+            Snapshot(1, 3),
+            Save(3, 2),
+            OpenInto(0, 0, 4),
+            Restore(0, 4),
+            Save(1, 1),
+            FromBytes(2, 8, 9),
+            Snapshot(2, 5),
+            Save(5, 3),
+            DropArena(1),
+            DropSnapshot(2),
+            DropSnapshot(3),
+        ],
+        reaches: &[
+            "open",
+            "open(O_CREAT | O_EXCL)",
+            "pwrite",
+            "fsync",
+            "rename",
+            "open (directory, to fsync it)",
+            "fsync (directory)",
+            "fstat",
+            "pread",
+            "realpath",
+            "unlink",
+        ],
+    }
+}
+
+#[test]
+fn snapshot_files() {
+    check(&persist());
+}
+
 fn workloads() -> Vec<Workload> {
     vec![
         raw(),
@@ -1484,23 +1688,32 @@ fn workloads() -> Vec<Workload> {
         tight(),
         dir(),
         fragmented(),
+        persist(),
     ]
 }
 
 /// The operations of the failure points in `src/sys/` (Linux): each `fault::point` call names
-/// its operation directly, or through the `OP` constant its function declares before it.
+/// its operation directly, or through the `OP` constant its function declares before it;
+/// `file.rs` names its points through a local `point("op")`.
 fn failure_points() -> BTreeSet<String> {
     let sys = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sys");
     let literal = |s: &str| s.split('"').nth(1).expect("a string literal").to_owned();
     let mut ops = BTreeSet::new();
-    for file in ["mod.rs", "linux.rs", "process.rs"] {
+    for file in ["mod.rs", "linux.rs", "process.rs", "file.rs"] {
         let text = std::fs::read_to_string(sys.join(file)).unwrap();
         let mut op = None;
         for line in text.lines() {
             if line.trim_start().starts_with("const OP: &str = ") {
                 op = Some(literal(line));
             }
-            if let Some((_, args)) = line.split_once("fault::point(") {
+            let args = line
+                .split_once("fault::point(")
+                .or_else(|| line.split_once(" point(\""))
+                .map(|(before, _)| {
+                    &line[line[before.len()..].find('(').unwrap() + before.len() + 1..]
+                });
+            // `file.rs`'s helper passes its own argument on.
+            if let Some(args) = args.filter(|a| !a.starts_with("op,")) {
                 ops.insert(match args.starts_with('"') {
                     true => literal(args),
                     false => op.clone().expect("an OP constant before its failure point"),
@@ -1515,6 +1728,9 @@ fn failure_points() -> BTreeSet<String> {
 /// reach the ones it names).
 #[test]
 fn every_failure_point_is_reached_by_a_workload() {
+    // The other tests check that no mapping is left where their memory was: this test's
+    // allocations must not land there meanwhile.
+    let _serial = serial();
     let named: BTreeSet<&str> = workloads()
         .iter()
         .flat_map(|w| w.reaches.iter().copied())

@@ -321,6 +321,14 @@ impl Snapshot {
     /// Pointers ([`Ptr`](crate::Ptr)) saved inside stay valid in the reopened snapshot. See the
     /// [module docs](crate::persist) for the format.
     ///
+    /// # Errors
+    /// [`Error::File`] naming `path` and the problem: the system call that failed (`realpath`,
+    /// `open`, `pwrite`, `fsync`, `rename`), or for a snapshot opened from a file, one of its
+    /// pages that fails its checksum. On `Err`, `path` holds the old file or none and no
+    /// temporary file is left, with one exception: when the last step, the `fsync` of the
+    /// directory after the rename, fails, the complete new file is in place, but its name may
+    /// not survive a crash.
+    ///
     /// ```
     /// use cowarena::{Arena, Snapshot};
     /// let dir = std::env::temp_dir().join(format!("cowarena-doc-save-{}", std::process::id()));
@@ -373,8 +381,10 @@ impl Snapshot {
     /// arena made with `base.to_arena()`, or from the arena `base` was taken from); otherwise
     /// every non-zero page of either is compared.
     ///
-    /// Errors: [`FileProblem::BaseNotSaved`], [`FileProblem::Capacity`] when the capacities
-    /// differ, [`FileProblem::OverwritesBase`] when `path` is the base's own file.
+    /// # Errors
+    /// [`Error::File`] with [`FileProblem::BaseNotSaved`], [`FileProblem::Capacity`] when the
+    /// capacities differ, [`FileProblem::OverwritesBase`] when `path` is the base's own file, or
+    /// any error of [`save`](Snapshot::save), with the same guarantee for `path`.
     ///
     /// ```
     /// use cowarena::{Arena, Snapshot};
@@ -530,11 +540,13 @@ fn read_chain(path: &Path) -> Result<Vec<OpenedFile>> {
         }
         let name = PathBuf::from(OsStr::from_bytes(&top.meta.base_name));
         let base = top.path.parent().unwrap_or(Path::new(".")).join(name);
+        // A base that is not there is named by the delta; any other failure to read it is the
+        // base file's own error.
         let opened = read_file(&base).map_err(|e| match e {
             Error::File {
                 problem: FileProblem::Os { op, source },
                 ..
-            } => bad_file(
+            } if source.kind() == std::io::ErrorKind::NotFound => bad_file(
                 &top.path,
                 FileProblem::MissingBase {
                     base: base.clone(),

@@ -94,10 +94,13 @@ impl NewFile {
         self.file.set_len(len).map_err(&at)?;
         self.file.write_all_at(meta, 0).map_err(&at)?;
         self.file.sync().map_err(&at)?;
+        // Opened before the rename, so that the only failure left after it is the sync.
+        let dir = file::Dir::open(&self.dir).map_err(&at)?;
         file::rename(&self.tmp, &self.path).map_err(&at)?;
         self.committed = true;
-        // The rename is durable only once the directory is synced.
-        file::sync_dir(&self.dir).map_err(&at)?;
+        // The rename is durable only once the directory is synced. If that fails the complete
+        // file is in place, but its name may not survive a crash: the caller hears of it.
+        dir.sync().map_err(&at)?;
         Ok((self.path.clone(), len))
     }
 }

@@ -110,13 +110,27 @@ pub(crate) fn remove(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| io_error("unlink", e))
 }
 
-/// Flushes the directory `dir` (its entries: a rename into it) to stable storage.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    point("open (directory, to fsync it)")?;
-    File::open(dir)
-        .map_err(|e| io_error("open (directory, to fsync it)", e))?
-        .sync_all()
-        .map_err(|e| io_error("fsync (directory)", e))
+/// An open directory, to flush its entries (a rename into it) to stable storage.
+#[derive(Debug)]
+pub(crate) struct Dir {
+    file: File,
+}
+
+impl Dir {
+    /// Opens the directory `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Dir> {
+        point("open (directory, to fsync it)")?;
+        let file = File::open(dir).map_err(|e| io_error("open (directory, to fsync it)", e))?;
+        Ok(Dir { file })
+    }
+
+    /// Flushes the directory's entries to stable storage (`fsync`).
+    pub(crate) fn sync(&self) -> Result<()> {
+        point("fsync (directory)")?;
+        self.file
+            .sync_all()
+            .map_err(|e| io_error("fsync (directory)", e))
+    }
 }
 
 /// The absolute path of `path` with every symbolic link resolved (`realpath`).
