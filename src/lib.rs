@@ -18,7 +18,7 @@ pub mod typed;
 pub use alloc::AllocStats;
 pub use arena::{Arena, ArenaBuilder, ArenaStats, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
 pub use collections::{ArenaBytes, ArenaMap, ArenaVec};
-pub use error::{Error, Result};
+pub use error::{Error, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};

@@ -3,7 +3,7 @@
 
 use super::{expect, layout_sig, type_mismatch, Buf};
 use crate::arena::Arena;
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidPtrReason, Result};
 use crate::ptr::{self, Ptr};
 use crate::typed::View;
 use bytemuck::{Pod, Zeroable};
@@ -147,7 +147,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             || cap > 1 << 31
             || h.len > h.cap
         {
-            return Err(type_mismatch(self.head.offset()));
+            return Err(type_mismatch::<Self>(self.head.offset()));
         }
         Ok(h)
     }
@@ -210,7 +210,8 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     fn no_empty_slot(&self) -> Error {
         Error::InvalidPtr {
             offset: self.head.offset(),
-            reason: "a map's table has no empty slot (overwritten by raw writes?)".to_string(),
+            type_name: std::any::type_name::<Self>(),
+            reason: InvalidPtrReason::MapTable,
         }
     }
 

@@ -52,7 +52,7 @@ pub use self::vec::ArenaVec;
 
 use crate::alloc::{self, Placement};
 use crate::arena::Arena;
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidPtrReason, Result};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -137,17 +137,18 @@ impl Buf {
 fn corrupt(offset: usize) -> Error {
     Error::InvalidPtr {
         offset,
-        reason: "a collection's buffer is not live (its header was overwritten by raw writes?)"
-            .to_string(),
+        type_name: "collection buffer",
+        reason: InvalidPtrReason::CollectionBuffer,
     }
 }
 
 /// A handle whose header does not describe its element types.
 #[cold]
-fn type_mismatch(offset: usize) -> Error {
+fn type_mismatch<C>(offset: usize) -> Error {
     Error::InvalidPtr {
         offset,
-        reason: "the collection holds elements of another type (was its handle cast?)".to_string(),
+        type_name: std::any::type_name::<C>(),
+        reason: InvalidPtrReason::CollectionType,
     }
 }
 

@@ -105,7 +105,7 @@ impl<T: Pod> ArenaVec<T> {
             || h.len > h.cap
             || (size != 0 && (h.cap as usize).checked_mul(size).is_none())
         {
-            return Err(type_mismatch(self.head.offset()));
+            return Err(type_mismatch::<Self>(self.head.offset()));
         }
         Ok(h)
     }
