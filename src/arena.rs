@@ -420,6 +420,13 @@ impl Arena {
         Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
     }
 
+    /// The arena's first byte, writable: for the typed views, which lend `&mut` references into
+    /// the memory and mark the pages they write themselves (`mark_dirty`).
+    #[inline(always)]
+    pub(crate) fn base_mut(&mut self) -> *mut u8 {
+        self.mem.base()
+    }
+
     /// `log2` of the page size.
     #[inline(always)]
     pub(crate) fn page_shift(&self) -> u32 {

@@ -54,6 +54,15 @@ pub enum Error {
         /// The elements to add.
         additional: usize,
     },
+    /// Handles lent mutably at once ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut)) whose
+    /// memory overlaps, such as the same handle twice.
+    #[error("overlapping loans: {len} bytes at offset {offset:#x} would be lent mutably twice")]
+    Overlap {
+        /// Where the overlap starts.
+        offset: usize,
+        /// How many bytes overlap.
+        len: usize,
+    },
     /// The requested capacity cannot be an arena.
     #[error("invalid capacity {requested}: {reason}")]
     InvalidCapacity {

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 mod alloc;
 mod arena;
@@ -24,4 +24,4 @@ pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;
 pub use sys::page_size;
-pub use typed::View;
+pub use typed::{View, ViewMut};

@@ -170,21 +170,41 @@
 
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
+use crate::collections::{ArenaVec, Lend};
 use crate::error::Result;
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
 use bytemuck::Pod;
 use std::any::TypeId;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::ops::Range;
 
-mod private {
+/// What keeps [`View`] and [`ViewMut`] to the crate's own types, and [`ViewMut::arena_mut`] to
+/// the crate's own code.
+pub(crate) mod sealed {
+    /// Implemented by the types that may be views: outside code cannot name it, so it cannot
+    /// implement [`View`](crate::View) or [`ViewMut`](crate::ViewMut).
     pub trait Sealed {}
     impl Sealed for crate::Arena {}
     impl Sealed for crate::Snapshot {}
+    impl Sealed for crate::fork::Branch<'_> {}
+
+    /// Proof that a call of [`ViewMut::arena_mut`](crate::ViewMut::arena_mut) comes from inside
+    /// the crate: its field is private and nothing outside the crate hands one out, so outside
+    /// code cannot call the method even through a generic bound. (A sealed supertrait alone would
+    /// not do: its methods stay callable wherever the trait is.)
+    #[derive(Clone, Copy, Debug)]
+    pub struct Token(());
+
+    /// The only way to make a [`Token`].
+    pub(crate) const TOKEN: Token = Token(());
 }
 
-/// Read access to typed values: implemented by [`Arena`] (including proxies) and [`Snapshot`],
-/// so that code reading the arena's objects and collections works on either.
+use sealed::{Token, TOKEN};
+
+/// Read access to typed values: implemented by [`Arena`], [`Snapshot`] and
+/// [`Branch`](crate::Branch), so that code reading the arena's objects and collections works on
+/// any of them.
 ///
 /// ```
 /// use cowarena::{Arena, Ptr, View};
@@ -198,12 +218,19 @@ mod private {
 /// assert_eq!((sum(&a, &items), sum(&s, &items)), (12, 3));
 /// # Ok::<(), cowarena::Error>(())
 /// ```
-pub trait View: private::Sealed {
+pub trait View: sealed::Sealed {
     /// The whole arena's bytes (for a snapshot, mapped on first use).
+    ///
+    /// # Errors
+    /// For a [`Snapshot`], [`Error::Os`](crate::Error::Os) if its view cannot be mapped (see
+    /// [`Snapshot::try_as_bytes`]); never for an arena.
     fn try_bytes(&self) -> Result<&[u8]>;
 
-    /// The object `p` names, or [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p`
-    /// names no live object here.
+    /// The object `p` names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p` names no live object here;
+    /// for a snapshot, the errors of [`try_bytes`](View::try_bytes).
     #[inline]
     fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.try_bytes()?, p)
@@ -229,10 +256,206 @@ pub trait View: private::Sealed {
     }
 }
 
+/// Write access to typed values and bytes: implemented by [`Arena`] and by
+/// [`Branch`](crate::Branch) (an arena inside a [`fork_run`](Arena::fork_run) child), so that
+/// code changing objects and collections works on either.
+///
+/// Every collection method that writes takes `&mut impl ViewMut`. The methods here are the
+/// arena's typed write API ([`Arena::alloc`], [`Arena::get_mut`], ...), with the same
+/// behaviour; on an `Arena` its inherent methods are found first, so bring the trait into scope
+/// (`use cowarena::ViewMut`) to call them on a `Branch` or through a generic bound.
+/// Snapshots, restores and proxies are not part of it: a branch cannot take them.
+///
+/// ```
+/// use cowarena::{Arena, ArenaVec, ViewMut};
+/// /// Works in the arena and in a forked child alike.
+/// fn record(w: &mut impl ViewMut, log: ArenaVec<u32>, step: u32) -> cowarena::Result<()> {
+///     log.push(w, step)?;
+///     let total = w.alloc(u64::from(step))?;
+///     *w.get_mut(total) += 1;
+///     Ok(())
+/// }
+/// # fn main() -> Result<(), cowarena::ForkError> {
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let log = ArenaVec::new(&mut a)?;
+/// record(&mut a, log, 1)?;
+/// let in_child = a.fork_run(|b| {
+///     record(b, log, 2).unwrap();
+///     log.len(b) as u32
+/// })?;
+/// assert_eq!((in_child, log.len(&a)), (2, 1));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Outside code cannot reach the arena behind the trait (a [`Token`] cannot be made outside the
+/// crate)...
+///
+/// ```compile_fail,E0603
+/// fn steal<'a>(w: &'a mut impl cowarena::ViewMut) -> &'a mut cowarena::Arena {
+///     w.arena_mut(cowarena::typed::sealed::TOKEN)
+/// }
+/// ```
+///
+/// ...nor implement it, or [`View`], for its own types:
+///
+/// ```compile_fail,E0277
+/// struct Mine(cowarena::Arena);
+/// impl cowarena::View for Mine {
+///     fn try_bytes(&self) -> cowarena::Result<&[u8]> {
+///         Ok(self.0.as_bytes())
+///     }
+/// }
+/// ```
+pub trait ViewMut: View {
+    /// The arena behind the view. Only the crate can call it: a [`Token`] cannot be made outside.
+    fn arena_mut(&mut self, token: Token) -> &mut Arena;
+
+    /// Copies `bytes` into the arena at `offset` (see [`Arena::write`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`](crate::Error::OutOfBounds) if the range does not fit.
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.arena_mut(TOKEN).write(offset, bytes)
+    }
+
+    /// A mutable view of `range`, whose pages are marked as written (see [`Arena::bytes_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`](crate::Error::OutOfBounds) if the range does not fit or is
+    /// reversed.
+    fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
+        self.arena_mut(TOKEN).bytes_mut(range)
+    }
+
+    /// Moves `value` into the arena (see [`Arena::alloc`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`].
+    #[inline(always)]
+    fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
+        self.arena_mut(TOKEN).alloc(value)
+    }
+
+    /// Allocates a zeroed `T` in place (see [`Arena::alloc_zeroed`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc_zeroed`].
+    fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
+        self.arena_mut(TOKEN).alloc_zeroed()
+    }
+
+    /// A vector of `len` zeroed elements (see [`Arena::alloc_slice_zeroed`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc_slice_zeroed`].
+    fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+        self.arena_mut(TOKEN).alloc_slice_zeroed(len)
+    }
+
+    /// The object `p` names, for writing (see [`Arena::get_mut`]).
+    ///
+    /// # Panics
+    /// If `p` names no live object here.
+    #[inline]
+    #[track_caller]
+    fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+        self.arena_mut(TOKEN).get_mut(p)
+    }
+
+    /// The object `p` names, for writing (see [`Arena::try_get_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p` names no live object here.
+    #[inline]
+    fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
+        self.arena_mut(TOKEN).try_get_mut(p)
+    }
+
+    /// Frees the object `p` names (see [`Arena::free`]).
+    ///
+    /// # Errors
+    /// As [`Arena::free`].
+    #[inline(always)]
+    fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+        self.arena_mut(TOKEN).free(p)
+    }
+
+    /// Makes `p` the root (see [`Arena::set_root`]).
+    ///
+    /// # Panics
+    /// If `p` is neither null nor a live object here.
+    #[track_caller]
+    fn set_root<T: Pod>(&mut self, p: Ptr<T>) {
+        self.arena_mut(TOKEN).set_root(p)
+    }
+
+    /// Makes `p` the root, or says why it cannot be (see [`Arena::try_set_root`]).
+    ///
+    /// # Errors
+    /// As [`Arena::try_set_root`].
+    fn try_set_root<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+        self.arena_mut(TOKEN).try_set_root(p)
+    }
+
+    /// Lends several objects and collections mutably at once: `handles` is a [`Ptr`], an
+    /// [`ArenaVec`], an [`ArenaMap`](crate::ArenaMap), an [`ArenaBytes`](crate::ArenaBytes), or a
+    /// tuple of up to four of them, and the result has the same shape: `&mut T` for a `Ptr`,
+    /// [`VecMut`](crate::collections::VecMut) for a vector or byte string,
+    /// [`MapMut`](crate::collections::MapMut) for a map. The views mark the pages they write as
+    /// they go, so lending a large vector costs nothing until it is written.
+    ///
+    /// Every handle is checked, and their memory must not overlap (the same handle twice is
+    /// refused), so the references never alias.
+    ///
+    /// ```
+    /// use cowarena::{Arena, ArenaVec, ViewMut};
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// let counts = ArenaVec::from_elem(&mut a, 0u32, 100)?;
+    /// let order = ArenaVec::from_slice(&mut a, &[3u16, 1, 4, 1, 5])?;
+    /// let total = a.alloc(0u64)?;
+    /// let (mut counts_w, order_w, total_w) = a.lend_mut((counts, order, total));
+    /// for &i in order_w.as_slice() {
+    ///     counts_w[usize::from(i)] += 1;
+    ///     *total_w += 1;
+    /// }
+    /// assert_eq!((counts.as_slice(&a)[1], *a.get(total)), (2, 5));
+    /// assert!(a.try_lend_mut((counts, counts)).is_err()); // would alias
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If a handle names nothing here or two overlap (see [`try_lend_mut`](Self::try_lend_mut)).
+    #[track_caller]
+    fn lend_mut<L: Lend>(&mut self, handles: L) -> L::Out<'_> {
+        match self.try_lend_mut(handles) {
+            Ok(out) => out,
+            Err(e) => ptr::fail(e),
+        }
+    }
+
+    /// Like [`lend_mut`](Self::lend_mut), but returns why the handles cannot be lent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) for a handle that names no live object or
+    /// collection here; [`Error::Overlap`](crate::Error::Overlap) when two handles' memory
+    /// overlaps.
+    fn try_lend_mut<L: Lend>(&mut self, handles: L) -> Result<L::Out<'_>> {
+        crate::collections::lend(self.arena_mut(TOKEN), handles)
+    }
+}
+
 impl View for Arena {
     #[inline]
     fn try_bytes(&self) -> Result<&[u8]> {
         Ok(self.as_bytes())
+    }
+}
+
+impl ViewMut for Arena {
+    #[inline(always)]
+    fn arena_mut(&mut self, _: Token) -> &mut Arena {
+        self
     }
 }
 
@@ -288,6 +511,25 @@ impl Arena {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, &[])?;
         self.bytes_mut(offset..offset + size_of::<T>())?.fill(0);
         Ok(Ptr::from_raw(offset, stamp))
+    }
+
+    /// A vector of `len` zeroed elements of `T`, allocated at its exact size: an array whose
+    /// length is known only at run time (`alloc_zeroed::<[T; N]>` needs `N` at compile time).
+    /// The same as [`ArenaVec::with_len_zeroed`]; it can grow later like any vector.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+    /// let n = 1000;
+    /// let marks = a.alloc_slice_zeroed::<u8>(n)?;
+    /// marks.as_mut_slice(&mut a)[n - 1] = 1;
+    /// assert_eq!(marks.iter(&a).map(|&m| usize::from(m)).sum::<usize>(), 1);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory) when the arena has no room.
+    pub fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+        ArenaVec::with_len_zeroed(self, len)
     }
 
     /// The object `p` names.

@@ -5,7 +5,7 @@
 //! or children, and no child inherits another test's half-made state.
 
 use bytemuck::{Pod, Zeroable};
-use cowarena::{Arena, ForkError, ForkOptions};
+use cowarena::{Arena, ForkError, ForkOptions, ViewMut};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 

@@ -4,12 +4,14 @@
 //! stored anywhere a value can: as the [root](crate::Arena::set_root), or as a field of another
 //! arena object. Their contents are offsets, never addresses, so a collection reads the same in
 //! the arena, its snapshots, the arenas made from them and proxies: methods that read take any
-//! [`View`](crate::View) (an [`Arena`] or a [`Snapshot`](crate::Snapshot)), methods that write take the
-//! `&mut Arena`.
+//! [`View`](crate::View) (an [`Arena`], a [`Snapshot`](crate::Snapshot) or a
+//! [`Branch`](crate::Branch)), methods that write take any [`ViewMut`](crate::ViewMut) (an
+//! `Arena`, or a `Branch` inside [`fork_run`](crate::Arena::fork_run)).
 //!
-//! Reading methods panic if the handle names no live collection of the view (it was freed, or
-//! belongs to another arena), like [`Arena::get`]; each collection has a `try_` reader that
-//! returns the error instead. Writing methods return [`Result`]: they can run out of memory.
+//! Failures follow the crate's [convention](crate::Error#one-convention-for-failures): readers
+//! and lenders (`get`, `as_slice`, `get_mut`, `view_mut`, ...) panic if the handle names no live
+//! collection and have a `try_` twin that returns the error; operations that may allocate or
+//! change the length (`push`, `insert`, `resize`, `set`, ...) return [`Result`].
 //!
 //! ```
 //! use cowarena::{Arena, ArenaBytes, ArenaMap, ArenaVec};
@@ -41,21 +43,46 @@
 //! assert_eq!(state.seen.get(&a, &0xfeed), Some(&1));
 //! # Ok::<(), cowarena::Error>(())
 //! ```
+//!
+//! # Fast paths: validate once, then work at slice speed
+//!
+//! Every call through a handle checks it (the header's stamp and element type, the buffer's
+//! stamp): a few loads and compares. In a hot loop, check once and keep a borrowed view:
+//!
+//! - [`ArenaVec::view_mut`] gives a [`VecMut`]: indexing (`v[i] += 1`), `get`, `get_mut` and
+//!   `set` cost a bounds check and a test that the element lies on a page already marked as
+//!   written (the view remembers the run of pages it marked, so a sequential loop pays one
+//!   compare per element and a page's marking once).
+//! - [`ArenaVec::as_mut_slice`] and [`ArenaVec::slice_mut`] lend a plain `&mut [T]`, marking
+//!   exactly the pages they lend as written: the fastest way to rewrite a range, but each page
+//!   lent is frozen by the next snapshot even if it was not changed.
+//! - [`ArenaMap::get_mut`], [`ArenaMap::entry`] and [`ArenaMap::view_mut`] do the same for maps.
+//! - [`ViewMut::lend_mut`](crate::ViewMut::lend_mut) lends several collections and objects
+//!   mutably at once, after checking that their memory does not overlap.
+//!
+//! Measured on the machine of `BENCHMARKS.md` (`cargo bench --bench typed`, ratios within one
+//! run): a read-modify-write loop over `VecMut` elements costs about what the same loop over a
+//! `Vec` does, where `as_slice` + `set` per element costs several times more.
 
 mod bytes;
+mod lend;
 mod map;
 mod vec;
 
 pub use self::bytes::ArenaBytes;
-pub use self::map::{ArenaMap, MapIter};
-pub use self::vec::ArenaVec;
+pub(crate) use self::lend::lend;
+pub use self::lend::Lend;
+pub use self::map::{ArenaMap, Entry, MapIter, MapMut};
+pub use self::vec::{ArenaVec, VecMut};
 
 use crate::alloc::{self, Placement};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
 use bytemuck::{Pod, Zeroable};
+use std::cell::RefCell;
 use std::ops::Range;
 use std::ptr::NonNull;
+use std::rc::Rc;
 
 /// A collection's buffer: a raw allocation whose size its owner knows (capacity times element
 /// size). The null buffer (all zeros) is an empty one.
@@ -95,16 +122,6 @@ impl Buf {
         )
     }
 
-    /// The buffer's first `len` bytes, after checking that it is live.
-    #[inline(always)]
-    fn bytes<'a>(&self, all: &'a [u8], len: usize) -> Result<&'a [u8]> {
-        if len == 0 {
-            return Ok(&[]);
-        }
-        let start = self.check(all, len)?;
-        Ok(&all[start..start + len])
-    }
-
     /// Bytes `range` of the buffer, for writing (their pages are marked as written).
     #[inline]
     fn bytes_mut<'a>(&self, arena: &'a mut Arena, range: Range<usize>) -> Result<&'a mut [u8]> {
@@ -130,6 +147,20 @@ impl Buf {
             Err(corrupt(offset))
         }
     }
+
+    /// The offset of the buffer's first `len` bytes, checked live, in bounds and aligned to
+    /// `align` in memory; 0 for an empty range (which needs no memory).
+    #[inline(always)]
+    fn start(&self, all: &[u8], len: usize, align: usize) -> Result<usize> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let start = self.check(all, len)?;
+        if (all.as_ptr() as usize).wrapping_add(start) % align != 0 {
+            return Err(misaligned(start, align));
+        }
+        Ok(start)
+    }
 }
 
 /// A collection whose header is live but whose buffer is not: only raw writes do that.
@@ -139,6 +170,16 @@ fn corrupt(offset: usize) -> Error {
         offset,
         type_name: "collection buffer",
         reason: InvalidPtrReason::CollectionBuffer,
+    }
+}
+
+/// A buffer whose header, overwritten by raw writes, puts it at a misaligned offset.
+#[cold]
+fn misaligned(offset: usize, align: usize) -> Error {
+    Error::InvalidPtr {
+        offset,
+        type_name: "collection buffer",
+        reason: InvalidPtrReason::Misaligned { align },
     }
 }
 
@@ -153,18 +194,47 @@ fn type_mismatch<C>(offset: usize) -> Error {
 }
 
 /// A number identifying a type's layout, stored in a collection's header and checked on use.
+/// Evaluating it for a type aligned above [`alloc::MAX_ALIGN`] fails to compile, so no
+/// collection of such a type can be made.
 const fn layout_sig(size: usize, align: usize, salt: u64) -> u64 {
+    assert!(
+        align <= alloc::MAX_ALIGN,
+        "cowarena: types aligned above 4096 bytes cannot live in an arena"
+    );
     ((size as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (align as u64)).rotate_left(17) ^ salt
 }
 
-/// `len` values of `T` from the start of `bytes` (which holds at least that many).
-fn cast_slice<T: Pod>(bytes: &[u8], len: usize) -> &[T] {
-    if size_of::<T>() == 0 {
-        // SAFETY: a slice of zero-sized values reads no memory; it needs only a non-null,
-        // aligned pointer, which `dangling` is.
+/// `len` values of `T` starting at `start` in `all`, which `Buf::start` checked to hold them,
+/// aligned (an empty slice needs no memory).
+#[inline(always)]
+fn elements<T: Pod>(all: &[u8], start: usize, len: usize) -> &[T] {
+    if len == 0 || size_of::<T>() == 0 {
+        // SAFETY: a slice of zero-sized values, or an empty one, reads no memory; it needs only a
+        // non-null, aligned pointer, which `dangling` is.
         return unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) };
     }
-    bytemuck::cast_slice(&bytes[..len * size_of::<T>()])
+    let bytes = &all[start..start + len * size_of::<T>()];
+    // SAFETY: `bytes` holds exactly `len` values of `T` (bounds-checked just above), its address
+    // is aligned for `T` (`Buf::start`), every bit pattern is a `T` (Pod), and the slice borrows
+    // `all`.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len) }
+}
+
+/// `count` values of `T` at offset `at`, for writing; their pages are marked as written. The
+/// caller checked that they lie inside the arena, aligned for `T`.
+#[inline(always)]
+fn lend_slice<T: Pod>(arena: &mut Arena, at: usize, count: usize) -> &mut [T] {
+    let size = size_of::<T>();
+    if size == 0 || count == 0 {
+        // SAFETY: an empty slice, or one of zero-sized values, touches no memory; `dangling` is
+        // non-null and aligned.
+        return unsafe { std::slice::from_raw_parts_mut(NonNull::<T>::dangling().as_ptr(), count) };
+    }
+    arena.mark_dirty(at, count * size);
+    // SAFETY: the caller checked that the values lie inside the arena, aligned for `T`; the
+    // memory is mapped writable while `arena` is borrowed, which the slice's lifetime extends,
+    // so no other reference into it exists; every bit pattern is a `T`.
+    unsafe { std::slice::from_raw_parts_mut(arena.base_mut().add(at).cast::<T>(), count) }
 }
 
 /// Copies `len` bytes from `from` to `to` (ranges that do not overlap) within the arena, a page
@@ -188,5 +258,72 @@ fn expect<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => crate::ptr::fail(e),
+    }
+}
+
+/// How a view reaches its arena to mark the pages it writes.
+enum Marker<'a> {
+    /// The view's own borrow of the arena.
+    Own(&'a mut Arena),
+    /// A borrow shared by the views of one [`lend_mut`](crate::ViewMut::lend_mut). Only the
+    /// views' marking borrows it, never across a call out, so the borrow never fails.
+    Shared(Rc<RefCell<&'a mut Arena>>),
+}
+
+/// The page-marking side of a mutable view: marks the pages of the elements written, and
+/// remembers the run of pages it knows to be marked, so that writes inside it cost one compare.
+///
+/// The run stays true for the view's life: pages become unmarked only at a snapshot or restore,
+/// which need the arena, borrowed by the view.
+struct Tracker<'a> {
+    marker: Marker<'a>,
+    shift: u32,
+    /// Pages known to be marked as written.
+    run: Range<usize>,
+}
+
+impl<'a> Tracker<'a> {
+    fn new(marker: Marker<'a>, shift: u32) -> Self {
+        Tracker {
+            marker,
+            shift,
+            run: 0..0,
+        }
+    }
+
+    /// Marks the pages of item `i` of an array of `count` items at offset `start`, `stride`
+    /// bytes apart, of which the view writes `size` bytes each; returns the items now known to
+    /// lie on marked pages.
+    #[cold]
+    #[inline(never)]
+    fn mark(
+        &mut self,
+        start: usize,
+        stride: usize,
+        size: usize,
+        count: usize,
+        i: usize,
+    ) -> Range<usize> {
+        let at = start + i * stride;
+        match &mut self.marker {
+            Marker::Own(arena) => arena.mark_dirty(at, size),
+            Marker::Shared(arena) => arena.borrow_mut().mark_dirty(at, size),
+        }
+        let (first, end) = (at >> self.shift, ((at + size - 1) >> self.shift) + 1);
+        self.run = if !self.run.is_empty() && first <= self.run.end && end >= self.run.start {
+            self.run.start.min(first)..self.run.end.max(end)
+        } else {
+            first..end
+        };
+        // The items whose written bytes lie inside the run.
+        let lo = (self.run.start << self.shift).saturating_sub(start);
+        let hi = (self.run.end << self.shift) - start;
+        let first_item = lo.div_ceil(stride);
+        let end_item = if hi < size {
+            0
+        } else {
+            ((hi - size) / stride + 1).min(count)
+        };
+        first_item..end_item.max(first_item)
     }
 }
