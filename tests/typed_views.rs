@@ -7,6 +7,7 @@ use cowarena::{
     Arena, ArenaBytes, ArenaMap, ArenaVec, Error, InvalidPtrReason, Ptr, Snapshot, ViewMut,
 };
 use std::collections::HashMap;
+use std::ops::Bound;
 
 struct Rng(u64);
 impl Rng {
@@ -92,7 +93,7 @@ fn page_aligned_types_are_aligned_in_memory() {
 fn zero_sized_lengths_never_wrap() {
     let mut a = Arena::with_capacity(1 << 20).unwrap();
     let v = ArenaVec::<()>::new(&mut a).unwrap();
-    v.extend_from_slice(&mut a, &vec![(); usize::MAX]).unwrap();
+    v.extend_from_slice(&mut a, &[(); usize::MAX]).unwrap();
     assert_eq!(v.len(&a), usize::MAX);
     for _ in 0..2 {
         let e = v.push(&mut a, ()).unwrap_err();
@@ -491,7 +492,7 @@ fn readers_and_lenders_panic_with_the_reason_and_try_forms_return_it() {
         Err(Error::IndexOutOfBounds { index: 3, len: 2 })
     ));
     assert!(matches!(
-        w.try_slice_mut(&mut a, 2..1),
+        w.try_slice_mut(&mut a, (Bound::Included(2), Bound::Excluded(1))),
         Err(Error::IndexOutOfBounds { index: 2, len: 2 })
     ));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
