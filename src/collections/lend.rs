@@ -9,7 +9,7 @@
 
 use super::map::Table;
 use super::vec::Elems;
-use super::{ArenaBytes, ArenaMap, ArenaVec, MapMut, Marker, Tracker, VecMut};
+use super::{ArenaBytes, ArenaMap, ArenaVec, MapMut, Marker, VecMut};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::ptr::{self, Ptr};
@@ -90,7 +90,6 @@ impl Plan {
 pub struct Lent<'a> {
     items: VecDeque<Item>,
     base: *mut u8,
-    shift: u32,
     arena: Rc<RefCell<&'a mut Arena>>,
 }
 
@@ -107,8 +106,8 @@ impl<'a> Lent<'a> {
             .expect("`make` takes the items `plan` recorded, in order")
     }
 
-    fn tracker(&self) -> Tracker<'a> {
-        Tracker::new(Marker::Shared(Rc::clone(&self.arena)), self.shift)
+    fn marker(&self) -> Marker<'a> {
+        Marker::Shared(Rc::clone(&self.arena))
     }
 }
 
@@ -120,11 +119,10 @@ pub(crate) fn lend<L: Lend>(arena: &mut Arena, handles: L) -> Result<L::Out<'_>>
     };
     handles.plan(arena.as_bytes(), &mut plan, TOKEN)?;
     plan.check_disjoint()?;
-    let (base, shift) = (arena.base_mut(), arena.page_shift());
+    let base = arena.base_mut();
     let mut lent = Lent {
         items: plan.items,
         base,
-        shift,
         arena: Rc::new(RefCell::new(arena)),
     };
     Ok(handles.make(&mut lent, TOKEN))
@@ -172,7 +170,7 @@ impl<T: Pod> Lend for ArenaVec<T> {
         // SAFETY: `lend_plan` checked the buffer holds `len` aligned elements inside the arena;
         // their span is disjoint from every other reference of the loan, and the arena stays
         // borrowed for `'a`.
-        unsafe { VecMut::new(lent.base, e, lent.tracker()) }
+        unsafe { VecMut::new(lent.base, e, lent.marker()) }
     }
 }
 
@@ -208,7 +206,7 @@ impl<K: Pod + Eq, V: Pod> Lend for ArenaMap<K, V> {
         // SAFETY: `lend_plan` checked the table lies inside the arena, aligned; its span is
         // disjoint from every other reference of the loan, and the arena stays borrowed for
         // `'a`.
-        unsafe { MapMut::new(lent.base, t, lent.tracker()) }
+        unsafe { MapMut::new(lent.base, t, lent.marker()) }
     }
 }
 

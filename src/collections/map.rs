@@ -1,7 +1,7 @@
 //! [`ArenaMap`]: a hash map in the arena (open addressing, linear probing, backward-shift
 //! deletion, so no tombstones), and [`MapMut`], a checked-once mutable view of its values.
 
-use super::{expect, layout_sig, lend_slice, type_mismatch, Buf, Marker, Tracker};
+use super::{expect, layout_sig, lend_slice, type_mismatch, Buf, Marker, Marks, Tracker};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
 use crate::ptr::{self, Ptr};
@@ -499,10 +499,10 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     pub fn try_view_mut<'a>(&self, arena: &'a mut impl ViewMut) -> Result<MapMut<'a, K, V>> {
         let arena = arena.arena_mut(TOKEN);
         let t = self.table(arena.as_bytes())?;
-        let (base, shift) = (arena.base_mut(), arena.page_shift());
+        let base = arena.base_mut();
         // SAFETY: `table` checked that the table lies inside the arena, aligned; the view keeps
         // the arena borrowed, so the memory stays mapped and no other reference into it exists.
-        Ok(unsafe { MapMut::new(base, t, Tracker::new(Marker::Own(arena), shift)) })
+        Ok(unsafe { MapMut::new(base, t, Marker::Own(arena)) })
     }
 
     /// A mutable view of the map's values, with the handle checked once (see [`MapMut`]).
@@ -807,10 +807,8 @@ pub struct MapMut<'a, K, V> {
     /// The table's first byte (dangling when there is no table).
     table: NonNull<u8>,
     t: Table,
-    /// Slots `known_start..known_start + known_len` have their value on pages already marked.
-    known_start: usize,
-    known_len: usize,
-    tracker: Tracker<'a>,
+    marks: Marks,
+    tracker: Box<Tracker<'a>>,
     _table: PhantomData<&'a mut [u8]>,
     _types: PhantomData<fn() -> (K, V)>,
 }
@@ -819,18 +817,26 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
     /// # Safety
     /// `base + t.start` must hold the table of `t`, aligned, inside memory that stays mapped
     /// and is referenced by nothing else for `'a`.
-    pub(super) unsafe fn new(base: *mut u8, t: Table, tracker: Tracker<'a>) -> Self {
+    pub(super) unsafe fn new(base: *mut u8, t: Table, marker: Marker<'a>) -> Self {
         let table = if t.cap() == 0 {
             NonNull::dangling()
         } else {
             // SAFETY: in bounds of the arena (forwarded to the caller), so not null.
             unsafe { NonNull::new_unchecked(base.add(t.start)) }
         };
+        let (tracker, marks) = Tracker::new(
+            marker,
+            (t.start, t.cap() * ArenaMap::<K, V>::STRIDE),
+            (
+                ArenaMap::<K, V>::VALUE_AT,
+                ArenaMap::<K, V>::STRIDE,
+                size_of::<V>(),
+            ),
+        );
         MapMut {
             table,
             t,
-            known_start: 0,
-            known_len: if size_of::<V>() == 0 { t.cap() } else { 0 },
+            marks,
             tracker,
             _table: PhantomData,
             _types: PhantomData,
@@ -881,18 +887,11 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
     /// The value for `key`, for writing; its pages are marked as written.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = self.slot(key)?;
-        if i.wrapping_sub(self.known_start) >= self.known_len {
-            let known = self.tracker.mark(
-                self.t.start + ArenaMap::<K, V>::VALUE_AT,
-                ArenaMap::<K, V>::STRIDE,
-                size_of::<V>(),
-                self.t.cap(),
-                i,
-            );
-            self.known_start = known.start;
-            self.known_len = known.len();
-        }
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
+        // Zero-sized values live on no page.
+        if size_of::<V>() > 0 && !self.marks.marked(at) {
+            self.tracker.mark(at, size_of::<V>());
+        }
         // SAFETY: slot `i < cap` of the table (see `new`), whose values are aligned for `V`;
         // the reference borrows the view mutably, so it is the only one.
         Some(unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() })

@@ -1,7 +1,8 @@
 //! [`ArenaVec`]: a growable array in the arena, and [`VecMut`], a checked-once mutable view.
 
 use super::{
-    copy_within, elements, expect, layout_sig, lend_slice, type_mismatch, Buf, Marker, Tracker,
+    copy_within, elements, expect, layout_sig, lend_slice, type_mismatch, Buf, Marker, Marks,
+    Tracker,
 };
 use crate::arena::Arena;
 use crate::error::{Error, Result};
@@ -401,11 +402,11 @@ impl<T: Pod> ArenaVec<T> {
     pub fn try_view_mut<'a>(&self, arena: &'a mut impl ViewMut) -> Result<VecMut<'a, T>> {
         let arena = arena.arena_mut(TOKEN);
         let e = self.elems(arena.as_bytes())?;
-        let (base, shift) = (arena.base_mut(), arena.page_shift());
+        let base = arena.base_mut();
         // SAFETY: `elems` checked that the buffer holds `len` aligned elements inside the arena;
         // the view keeps the arena borrowed, so the memory stays mapped and no other reference
         // into it can be made.
-        Ok(unsafe { VecMut::new(base, e, Tracker::new(Marker::Own(arena), shift)) })
+        Ok(unsafe { VecMut::new(base, e, Marker::Own(arena)) })
     }
 
     /// A mutable view of the elements, with the handle checked once (see
@@ -723,12 +724,8 @@ pub struct VecMut<'a, T> {
     /// The first element (dangling when there is no memory to point to).
     data: NonNull<T>,
     len: usize,
-    /// The arena offset of the first element.
-    start: usize,
-    /// Elements `known_start..known_start + known_len` lie on pages already marked.
-    known_start: usize,
-    known_len: usize,
-    tracker: Tracker<'a>,
+    marks: Marks,
+    tracker: Box<Tracker<'a>>,
     _elems: PhantomData<&'a mut [T]>,
 }
 
@@ -736,21 +733,19 @@ impl<'a, T: Pod> VecMut<'a, T> {
     /// # Safety
     /// `base + e.start` must hold `e.len` elements of `T`, aligned, inside memory that stays
     /// mapped and is referenced by nothing else for `'a`.
-    pub(super) unsafe fn new(base: *mut u8, e: Elems, tracker: Tracker<'a>) -> Self {
-        let zero_sized = size_of::<T>() == 0;
-        let data = if zero_sized || e.len == 0 {
+    pub(super) unsafe fn new(base: *mut u8, e: Elems, marker: Marker<'a>) -> Self {
+        let size = size_of::<T>();
+        let data = if size == 0 || e.len == 0 {
             NonNull::dangling()
         } else {
             // SAFETY: in bounds of the arena (forwarded to the caller), so not null.
             unsafe { NonNull::new_unchecked(base.add(e.start).cast::<T>()) }
         };
+        let (tracker, marks) = Tracker::new(marker, (e.start, e.len * size), (0, size, size));
         VecMut {
             data,
             len: e.len,
-            start: e.start,
-            known_start: 0,
-            // Zero-sized elements live on no page: every write is known to need no marking.
-            known_len: if zero_sized { e.len } else { 0 },
+            marks,
             tracker,
             _elems: PhantomData,
         }
@@ -810,14 +805,8 @@ impl<'a, T: Pod> VecMut<'a, T> {
     #[track_caller]
     pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> &mut [T] {
         let r = expect(bounds(range, self.len));
-        if !r.is_empty() && size_of::<T>() > 0 {
-            let size = size_of::<T>();
-            let (from, to) = (self.start + r.start * size, self.start + r.end * size);
-            match &mut self.tracker.marker {
-                Marker::Own(arena) => arena.mark_dirty(from, to - from),
-                Marker::Shared(arena) => arena.borrow_mut().mark_dirty(from, to - from),
-            }
-        }
+        let size = size_of::<T>();
+        self.tracker.mark(r.start * size, r.len() * size);
         // SAFETY: the range lies inside the view's memory (checked); the slice borrows the view
         // mutably, so it is the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(r.start), r.len()) }
@@ -831,12 +820,10 @@ impl<'a, T: Pod> VecMut<'a, T> {
     /// Makes sure element `index` (in bounds) lies on pages marked as written.
     #[inline(always)]
     fn touch(&mut self, index: usize) {
-        if index.wrapping_sub(self.known_start) >= self.known_len {
-            let known =
-                self.tracker
-                    .mark(self.start, size_of::<T>(), size_of::<T>(), self.len, index);
-            self.known_start = known.start;
-            self.known_len = known.len();
+        // Zero-sized elements live on no page.
+        let at = index * size_of::<T>();
+        if size_of::<T>() > 0 && !self.marks.marked(at) {
+            self.tracker.mark(at, size_of::<T>());
         }
     }
 }
