@@ -368,7 +368,7 @@ pub(super) fn ensure(arena: &mut Arena) -> Result<Geo> {
 pub(super) fn init(arena: &mut Arena) -> Result<Geo> {
     let g = Geo::new(sys::page_size().trailing_zeros(), arena.capacity());
     let meta = PAGE_MAP + g.pages;
-    if arena.as_bytes()[..meta].iter().any(|&b| b != 0) {
+    if !all_zero(&arena.as_bytes()[..meta]) {
         return Err(Error::Unsupported(
             "typed allocation needs the arena's first bytes (allocator header and page map) \
              zeroed, but raw writes were made there",
@@ -383,6 +383,15 @@ pub(super) fn init(arena: &mut Arena) -> Result<Geo> {
     h.first_page = g.first_page as u64;
     h.top = g.first_page as u64;
     Ok(g)
+}
+
+/// Whether every byte of `bytes` is zero. Checks a page-sized chunk at a time without an early
+/// exit inside it, which the compiler vectorizes: the page map of a large arena is megabytes
+/// (a byte at a time, 1 TiB's took 0.2 s).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|chunk| chunk.iter().fold(0, |acc, &b| acc | b) == 0)
 }
 
 #[inline]
@@ -502,6 +511,17 @@ mod tests {
         assert_eq!(g.words(), 8);
         assert_eq!(g.data_start() % MAX_SMALL_ALIGN, 0);
         assert!(g.data_start() >= SLAB_HEADER + 8 * g.words());
+    }
+
+    #[test]
+    fn all_zero_sees_any_byte() {
+        let mut bytes = vec![0u8; 3 * 4096 + 5];
+        assert!(all_zero(&bytes) && all_zero(&[]));
+        for at in [0, 4095, 4096, 3 * 4096 + 4] {
+            bytes[at] = 1;
+            assert!(!all_zero(&bytes), "{at}");
+            bytes[at] = 0;
+        }
     }
 
     #[test]
