@@ -116,6 +116,10 @@ impl ArenaBuilder {
     }
 
     /// Reserves the address space and creates the arena.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCapacity`] for a capacity of zero or too many pages, and [`Error::Os`]
+    /// when the address space cannot be reserved.
     pub fn build(self) -> Result<Arena> {
         let page = sys::page_size();
         let capacity = checked_capacity(self.capacity, page)?;
@@ -266,6 +270,9 @@ impl Arena {
     /// assert!(a.as_bytes().iter().take(4096).all(|&b| b == 0));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`ArenaBuilder::build`].
     pub fn with_capacity(capacity: usize) -> Result<Arena> {
         Self::builder(capacity).build()
     }
@@ -368,6 +375,9 @@ impl Arena {
     /// assert!(matches!(a.write(4095, &[1, 2]), Err(cowarena::Error::OutOfBounds { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
     pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.bytes_mut(offset..offset.saturating_add(bytes.len()))?
             .copy_from_slice(bytes);
@@ -375,6 +385,9 @@ impl Arena {
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         buf.copy_from_slice(&self.as_bytes()[offset..offset + buf.len()]);
@@ -402,6 +415,9 @@ impl Arena {
     /// assert_eq!(a.as_bytes()[4100], 9);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range is reversed or does not fit in the arena.
     #[inline]
     pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
         let len = range
@@ -476,6 +492,10 @@ impl Arena {
     ///
     /// On error (the page store's file system is full, say) the arena and every snapshot keep
     /// their contents; pages not frozen stay marked as written.
+    ///
+    /// # Errors
+    /// [`Error::Os`] when the page store cannot take the written pages (a full file system, the
+    /// open-files limit) or a mapping fails.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         self.find_untracked_writes();
         self.leave_shared_if_alone()?;
@@ -515,6 +535,10 @@ impl Arena {
     /// assert_eq!(&a.as_bytes()[..3], b"one");
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::CapacityMismatch`], [`Error::ForeignSnapshot`] (see above), and [`Error::Os`] when
+    /// a copy or mapping fails.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         if snapshot.capacity() != self.capacity() {
             return Err(Error::CapacityMismatch {

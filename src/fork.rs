@@ -31,7 +31,7 @@
 //! # What a branch can do
 //!
 //! The closure gets a [`Branch`]: reads of the arena (through `Deref<Target = Arena>`, and as a
-//! [`View`](crate::View)), writes through [`ViewMut`](crate::ViewMut) (bytes, typed values, and
+//! [`View`]), writes through [`ViewMut`] (bytes, typed values, and
 //! every collection method: they take `&mut impl ViewMut`), raw writes
 //! ([`as_mut_ptr`](Branch::as_mut_ptr)), and nested branches ([`Branch::fork_run`]). Bring
 //! `ViewMut` into scope to call its methods on the branch (`use cowarena::ViewMut`).
@@ -288,6 +288,9 @@ impl Branch<'_> {
     }
 
     /// Runs `f` in a child of this child (a nested branch); see [`Arena::fork_run`].
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`].
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -297,6 +300,9 @@ impl Branch<'_> {
     }
 
     /// [`Branch::fork_run`] with options.
+    ///
+    /// # Errors
+    /// As [`Branch::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -331,6 +337,12 @@ impl Arena {
     ///
     /// An arena with proxies is [`Error::Unsupported`]: its memory is a shared file mapping, so
     /// the child's writes would reach the parent.
+    ///
+    /// # Errors
+    /// A [`ForkError`] saying how the child ended without delivering its value (see the table in
+    /// the [module docs](crate::fork)), or [`ForkError::Parent`] when the parent could not fork or
+    /// read the result.
+    /// An arena with proxies is [`Error::Unsupported`] (in [`ForkError::Parent`]).
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -340,6 +352,9 @@ impl Arena {
     }
 
     /// [`Arena::fork_run`] with options (a timeout, core dumps).
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -376,6 +391,10 @@ impl Arena {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`], and the errors of [`Arena::snapshot`] (in [`ForkError::Parent`])
+    /// for the parent's snapshots.
     pub fn fork_snapshot<R, F>(&mut self, f: F) -> Result<(R, Snapshot), ForkError>
     where
         R: Pod,
@@ -385,6 +404,9 @@ impl Arena {
     }
 
     /// [`Arena::fork_snapshot`] with options (a timeout, core dumps).
+    ///
+    /// # Errors
+    /// As [`Arena::fork_snapshot`].
     pub fn fork_snapshot_with<R, F>(
         &mut self,
         options: &ForkOptions,

@@ -102,6 +102,10 @@ impl Snapshot {
 
     /// Copies `buf.len()` bytes at `offset` into `buf`, straight from the page store (no view
     /// of the snapshot is mapped).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit; [`Error::Os`] if the page store cannot be
+    /// read.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let capacity = self.capacity();
         if offset
@@ -154,6 +158,9 @@ impl Snapshot {
     }
 
     /// The snapshot's bytes, or the error that kept them from being mapped.
+    ///
+    /// # Errors
+    /// [`Error::Os`] when the view cannot be mapped or copied (out of address space or memory).
     #[inline]
     pub fn try_as_bytes(&self) -> Result<&[u8]> {
         let view = match self.inner.view.get() {
@@ -199,6 +206,9 @@ impl Snapshot {
     /// A new, independent, writable arena that starts from this snapshot and shares its pages
     /// copy-on-write. Snapshots of it can be restored into it, and its snapshots can be made
     /// into arenas in turn, without limit.
+    ///
+    /// # Errors
+    /// [`Error::Os`] when the new arena's address space cannot be reserved or its pages mapped.
     pub fn to_arena(&self) -> Result<Arena> {
         Arena::from_table(&self.inner.table, self.inner.options.clone())
     }

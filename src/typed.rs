@@ -40,7 +40,7 @@
 //! [`set_root`](Arena::set_root), or a collection's `new`). From then on it owns the whole arena:
 //! its header sits at offset 0, followed by a page map of one byte per page, and every page after
 //! those is a slab, a large object or free space. Initialization refuses (with
-//! [`Error::Unsupported`](crate::Error::Unsupported)) if raw writes already put non-zero bytes where the header and page
+//! [`Error::Unsupported`]) if raw writes already put non-zero bytes where the header and page
 //! map go.
 //!
 //! Raw access ([`write`](Arena::write), [`bytes_mut`](Arena::bytes_mut)) still works after that,
@@ -74,10 +74,48 @@
 //! one load and one compare), so a `Ptr` that is out of range, misaligned, null, never allocated,
 //! already freed, from another arena, or from a state that a restore undid is refused:
 //! [`try_get`](Arena::try_get), [`try_get_mut`](Arena::try_get_mut) and [`free`](Arena::free)
-//! return [`Error::InvalidPtr`](crate::Error::InvalidPtr) with the reason, [`get`](Arena::get) and
+//! return [`Error::InvalidPtr`] with the reason, [`get`](Arena::get) and
 //! [`get_mut`](Arena::get_mut) panic with it. Since `Ptr` is `Pod`, one can also be made from
 //! raw bytes: such a `Ptr` is checked the same way and can never cause undefined behaviour, but
 //! one that copies the offset and stamp of a live object names that object.
+//!
+//! # Types aligned above 4096 bytes
+//!
+//! Objects start at most page-aligned, and 4096 bytes is the smallest page size the crate runs
+//! on, so a type aligned above that cannot live in an arena: using it with `alloc`, `get`, a
+//! collection or any other typed call fails to compile.
+//!
+//! ```compile_fail,E0080
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C, align(8192))]
+//! struct TwoPages([u8; 8192]);
+//! let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+//! let p = a.alloc_zeroed::<TwoPages>()?; // error: aligned above 4096 bytes
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! Alignment is also checked on the address at every access (not on the offset alone), so even
+//! a `Ptr` made from raw bytes never yields a misaligned reference.
+//!
+//! # Writing in an arena or a branch: `ViewMut`
+//!
+//! The typed write API ([`alloc`](Arena::alloc), [`get_mut`](Arena::get_mut),
+//! [`free`](Arena::free), ...) is also the trait [`ViewMut`], implemented by [`Arena`] and by the
+//! [`Branch`](crate::Branch) a [`fork_run`](Arena::fork_run) child gets; every collection method
+//! that writes takes `&mut impl ViewMut`. Reads go through [`View`] (an `Arena`, a
+//! [`Snapshot`] or a `Branch`). Failures follow one convention, tabled in the [`Error`] docs:
+//! accessors panic and have a `try_` twin, operations that may allocate or free return `Result`.
+//!
+//! # Sizing an arena
+//!
+//! [`Arena::with_capacity`] reserves address space, not memory: pages are used as they are
+//! touched, so reserve generously. What typed use takes of it: the allocator's header and page
+//! map (1 KiB plus one byte per page of capacity) at the start; each small object rounded up to
+//! its size class (the object and an 8-byte stamp, 16 to 1024 bytes; a page per slab of one
+//! class); each object over 1016 bytes, whole pages; a vector's buffer up to twice its length; a
+//! map's table up to 4/3 of its entries, a power of two. [`Arena::alloc_stats`] reports the
+//! pages in use. The private page copies an arena keeps between snapshots are a separate budget
+//! ([`ArenaBuilder::private_budget`](crate::ArenaBuilder::private_budget)).
 //!
 //! # Proxies: `Proxy(obj)` at page granularity
 //!
@@ -171,6 +209,8 @@
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
 use crate::collections::{ArenaVec, Lend};
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
@@ -222,14 +262,14 @@ pub trait View: sealed::Sealed {
     /// The whole arena's bytes (for a snapshot, mapped on first use).
     ///
     /// # Errors
-    /// For a [`Snapshot`], [`Error::Os`](crate::Error::Os) if its view cannot be mapped (see
+    /// For a [`Snapshot`], [`Error::Os`] if its view cannot be mapped (see
     /// [`Snapshot::try_as_bytes`]); never for an arena.
     fn try_bytes(&self) -> Result<&[u8]>;
 
     /// The object `p` names.
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p` names no live object here;
+    /// [`Error::InvalidPtr`] saying why `p` names no live object here;
     /// for a snapshot, the errors of [`try_bytes`](View::try_bytes).
     #[inline]
     fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
@@ -288,7 +328,7 @@ pub trait View: sealed::Sealed {
 /// # }
 /// ```
 ///
-/// Outside code cannot reach the arena behind the trait (a [`Token`] cannot be made outside the
+/// Outside code cannot reach the arena behind the trait (a `Token` cannot be made outside the
 /// crate)...
 ///
 /// ```compile_fail,E0603
@@ -308,13 +348,13 @@ pub trait View: sealed::Sealed {
 /// }
 /// ```
 pub trait ViewMut: View {
-    /// The arena behind the view. Only the crate can call it: a [`Token`] cannot be made outside.
+    /// The arena behind the view. Only the crate can call it: a `Token` cannot be made outside.
     fn arena_mut(&mut self, token: Token) -> &mut Arena;
 
     /// Copies `bytes` into the arena at `offset` (see [`Arena::write`]).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`](crate::Error::OutOfBounds) if the range does not fit.
+    /// [`Error::OutOfBounds`] if the range does not fit.
     fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.arena_mut(TOKEN).write(offset, bytes)
     }
@@ -322,7 +362,7 @@ pub trait ViewMut: View {
     /// A mutable view of `range`, whose pages are marked as written (see [`Arena::bytes_mut`]).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`](crate::Error::OutOfBounds) if the range does not fit or is
+    /// [`Error::OutOfBounds`] if the range does not fit or is
     /// reversed.
     fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
         self.arena_mut(TOKEN).bytes_mut(range)
@@ -366,7 +406,7 @@ pub trait ViewMut: View {
     /// The object `p` names, for writing (see [`Arena::try_get_mut`]).
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p` names no live object here.
+    /// [`Error::InvalidPtr`] saying why `p` names no live object here.
     #[inline]
     fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
         self.arena_mut(TOKEN).try_get_mut(p)
@@ -437,8 +477,8 @@ pub trait ViewMut: View {
     /// Like [`lend_mut`](Self::lend_mut), but returns why the handles cannot be lent.
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`](crate::Error::InvalidPtr) for a handle that names no live object or
-    /// collection here; [`Error::Overlap`](crate::Error::Overlap) when two handles' memory
+    /// [`Error::InvalidPtr`] for a handle that names no live object or
+    /// collection here; [`Error::Overlap`] when two handles' memory
     /// overlaps.
     fn try_lend_mut<L: Lend>(&mut self, handles: L) -> Result<L::Out<'_>> {
         crate::collections::lend(self.arena_mut(TOKEN), handles)
@@ -474,14 +514,10 @@ fn type_tag<T: 'static>() -> u64 {
 
 /// The typed API of an arena. See the [module docs](crate::typed).
 impl Arena {
-    /// Moves `value` into the arena and returns a [`Ptr`] to it.
-    ///
-    /// Fails with [`Error::OutOfMemory`](crate::Error::OutOfMemory) when the arena has no room,
-    /// and with [`Error::Unsupported`](crate::Error::Unsupported) for a type aligned above the page
-    /// size or when raw writes occupy the allocator's header (see the
-    /// [module docs](crate::typed#where-the-allocator-lives-and-raw-bytes)). Zero-sized types
-    /// work: each allocation is distinct and takes 8 bytes. `value` is moved through the stack;
-    /// for large objects see [`alloc_zeroed`](Arena::alloc_zeroed).
+    /// Moves `value` into the arena and returns a [`Ptr`] to it. Zero-sized types work: each
+    /// allocation is distinct and takes 8 bytes. `value` is moved through the stack; for large
+    /// objects see [`alloc_zeroed`](Arena::alloc_zeroed). A type aligned above 4096 bytes does
+    /// not compile (see the [module docs](crate::typed#types-aligned-above-4096-bytes)).
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
@@ -491,6 +527,12 @@ impl Arena {
     /// assert!(matches!(too_big, Err(cowarena::Error::OutOfMemory { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the arena has no room;
+    /// [`Error::Unsupported`] when raw writes occupy the allocator's
+    /// header (see the [module docs](crate::typed#where-the-allocator-lives-and-raw-bytes));
+    /// [`Error::Corrupt`] when raw writes damaged its metadata.
     #[inline(always)]
     pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
@@ -507,6 +549,9 @@ impl Arena {
     /// assert_eq!(a.get(grid)[512].iter().sum::<u64>(), 1);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`alloc`](Arena::alloc).
     pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, &[])?;
         self.bytes_mut(offset..offset + size_of::<T>())?.fill(0);
@@ -527,7 +572,7 @@ impl Arena {
     /// ```
     ///
     /// # Errors
-    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory) when the arena has no room.
+    /// [`Error::OutOfMemory`] when the arena has no room.
     pub fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
         ArenaVec::with_len_zeroed(self, len)
     }
@@ -543,18 +588,25 @@ impl Arena {
         ptr::get(self.as_bytes(), p)
     }
 
-    /// The object `p` names, or [`Error::InvalidPtr`](crate::Error::InvalidPtr) if it is out of
-    /// range, misaligned, null, never allocated, freed, from another arena, or from a state a
-    /// [`restore`](Arena::restore) undid.
+    /// The object `p` names.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
     /// let p = a.alloc(5u64)?;
     /// a.free(p)?;
     /// let err = a.try_get(p).unwrap_err();
+    /// assert!(matches!(
+    ///     err,
+    ///     cowarena::Error::InvalidPtr { reason: cowarena::InvalidPtrReason::Freed, .. }
+    /// ));
     /// assert!(err.to_string().contains("was freed"), "{err}");
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`], whose reason says whether `p` is out of
+    /// range, misaligned, null, never allocated, freed, from another arena, or from a state a
+    /// [`restore`](Arena::restore) undid.
     #[inline]
     pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.as_bytes(), p)
@@ -573,8 +625,7 @@ impl Arena {
         }
     }
 
-    /// The object `p` names, for writing, or the reason it names no live object (see
-    /// [`try_get`](Arena::try_get)).
+    /// The object `p` names, for writing; its pages are marked as written.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
@@ -583,6 +634,9 @@ impl Arena {
     /// assert_eq!(*a.get(p), 2);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`try_get`](Arena::try_get).
     #[inline]
     pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
         if !ptr::is_live(self.as_bytes(), p) {
@@ -605,6 +659,11 @@ impl Arena {
     /// assert_eq!(q.offset(), p.offset());
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] if `p` names no live object here (a double
+    /// free included); [`Error::Corrupt`] when raw writes damaged the
+    /// allocator's metadata. Nothing is freed then.
     #[inline(always)]
     pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
         alloc::free(
@@ -631,6 +690,11 @@ impl Arena {
     }
 
     /// Like [`set_root`](Arena::set_root), but returns the reason `p` cannot be the root.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] if `p` is neither null nor a live object
+    /// here; the errors of [`alloc`](Arena::alloc)'s first call, which initializes the
+    /// allocator (the root lives in its header).
     ///
     /// ```
     /// use cowarena::{Arena, Ptr};
@@ -669,6 +733,9 @@ impl Arena {
     /// assert_eq!(a.alloc_stats()?.small_objects, 0);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when raw writes damaged the allocator's metadata.
     pub fn alloc_stats(&self) -> Result<AllocStats> {
         Ok(alloc::stats(self.as_bytes())?.unwrap_or_default())
     }
@@ -699,6 +766,9 @@ impl Snapshot {
     /// assert!(s.try_get(q).is_err());       // allocated after the snapshot
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`Arena::try_get`], and the errors of [`try_as_bytes`](Snapshot::try_as_bytes).
     #[inline]
     pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         View::try_get(self, p)
@@ -711,6 +781,10 @@ impl Snapshot {
 
     /// How the typed allocator used the arena when this snapshot was taken (see
     /// [`Arena::alloc_stats`]).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the allocator's metadata fails its checks;
+    /// the errors of [`try_as_bytes`](Snapshot::try_as_bytes).
     pub fn alloc_stats(&self) -> Result<AllocStats> {
         Ok(alloc::stats(self.try_as_bytes()?)?.unwrap_or_default())
     }
