@@ -313,32 +313,33 @@ fn time(f: &mut impl FnMut(), calls: u32) -> f64 {
     t.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
 }
 
-/// Nanoseconds per call of `a` and of `b`: the medians over rounds that alternate the two, so
-/// that both see the same load on a shared machine and their ratio is stable even when the
-/// absolute times are not.
-fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64) {
-    const ROUNDS: usize = 41;
+/// Nanoseconds per call of `a` and of `b` (medians), and the median of their ratio per round:
+/// rounds alternate the two, so the two halves of a round see the same load on a shared
+/// machine, and the median ratio is stable even when the absolute times are not.
+fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64, f64) {
+    const ROUNDS: usize = 61;
     time(&mut a, calls);
     time(&mut b, calls);
-    let (mut ta, mut tb): (Vec<f64>, Vec<f64>) = (0..ROUNDS)
+    let rounds: Vec<(f64, f64)> = (0..ROUNDS)
         .map(|_| (time(&mut a, calls), time(&mut b, calls)))
-        .unzip();
-    let median = |v: &mut Vec<f64>| {
+        .collect();
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    (median(&mut ta), median(&mut tb))
+    (
+        median(rounds.iter().map(|r| r.0).collect()),
+        median(rounds.iter().map(|r| r.1).collect()),
+        median(rounds.iter().map(|r| r.0 / r.1).collect()),
+    )
 }
 
 /// One goal's line: both timings, their ratio and the goal.
-fn report(what: &str, ours: (&str, f64), base: (&str, f64), goal: f64) {
-    let ratio = ours.1 / base.1;
+fn report(what: &str, (ours, base, ratio): (f64, f64, f64), names: (&str, &str), goal: f64) {
     println!(
-        "{what}: {} {:.1} ns, {} {:.1} ns: {ratio:.2}x (goal: at most {goal}x, {})",
-        ours.0,
-        ours.1,
-        base.0,
-        base.1,
+        "{what}: {} {ours:.1} ns, {} {base:.1} ns: {ratio:.2}x (goal: at most {goal}x, {})",
+        names.0,
+        names.1,
         if ratio <= goal { "met" } else { "MISSED" }
     );
 }
@@ -346,11 +347,10 @@ fn report(what: &str, ours: (&str, f64), base: (&str, f64), goal: f64) {
 /// The ratios the project's goals are stated in, each measured within this run.
 fn print_ratios() {
     let mut a = Arena::with_capacity(64 << 20).unwrap();
-    let (arena, boxed) = paired(|| arena_one(&mut a), box_one, 200_000);
     report(
         "alloc+free of one 16-byte object",
-        ("cowarena", arena),
-        ("Box", boxed),
+        paired(|| arena_one(&mut a), box_one, 200_000),
+        ("cowarena", "Box"),
         2.0,
     );
     let ptrs: Vec<Ptr<Point>> = (0..OBJECTS as i64)
@@ -360,80 +360,73 @@ fn print_ratios() {
         .map(|i| Box::new(Point { x: i, y: -i }))
         .collect();
     let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
-    let (get, plain) = paired(
-        || {
-            black_box(arena_get_sum(&a, &ptrs));
-        },
-        || {
-            black_box(ref_sum(&refs));
-        },
-        2_000,
-    );
     report(
         &format!("get of {OBJECTS} objects"),
-        ("cowarena", get),
-        ("plain references", plain),
+        paired(
+            || {
+                black_box(arena_get_sum(&a, &ptrs));
+            },
+            || {
+                black_box(ref_sum(&refs));
+            },
+            2_000,
+        ),
+        ("cowarena", "plain references"),
         1.2,
     );
 
     let idx = indices();
     let v = ArenaVec::<u32>::with_len_zeroed(&mut a, ELEMS).unwrap();
     let mut plain = vec![0u32; ELEMS];
-    let (view, vec) = paired(
-        || rmw_view(&mut v.view_mut(&mut a), black_box(&idx)),
-        || rmw_vec(black_box(&mut plain), black_box(&idx)),
-        200,
-    );
     report(
         &format!("read-modify-write of {VISITS} scattered elements"),
-        ("VecMut", view),
-        ("Vec", vec),
+        paired(
+            || rmw_view(&mut v.view_mut(&mut a), black_box(&idx)),
+            || rmw_vec(black_box(&mut plain), black_box(&idx)),
+            200,
+        ),
+        ("VecMut", "Vec"),
         1.5,
     );
-    let (old, vec) = paired(
+    let (old, _, ratio) = paired(
         || rmw_as_slice_and_set(&mut a, v, black_box(&idx)),
         || rmw_vec(black_box(&mut plain), black_box(&idx)),
         20,
     );
-    println!(
-        "  the same through as_slice + set: {old:.0} ns, {:.1}x the Vec",
-        old / vec
-    );
-    let (slice, vec) = paired(
-        || pass(v.slice_mut(&mut a, ..)),
-        || pass(black_box(&mut plain)),
-        200,
-    );
+    println!("  the same through as_slice + set: {old:.0} ns, {ratio:.1}x the Vec");
     report(
         &format!("a pass rewriting all {ELEMS} elements"),
-        ("slice_mut", slice),
-        ("Vec", vec),
+        paired(
+            || pass(v.slice_mut(&mut a, ..)),
+            || pass(black_box(&mut plain)),
+            200,
+        ),
+        ("slice_mut", "Vec"),
         1.5,
     );
 
     let keys = keys();
     let mut a = Arena::with_capacity(256 << 20).unwrap();
-    let (arena, std) = paired(
-        || {
-            let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
-            for &k in &keys {
-                m.insert(&mut a, k, k).unwrap();
-            }
-            m.free(&mut a).unwrap();
-        },
-        || {
-            let mut m = HashMap::new();
-            for &k in &keys {
-                m.insert(k, k);
-            }
-            black_box(m);
-        },
-        20,
-    );
     report(
         &format!("insert of {KEYS} keys into a new map"),
-        ("ArenaMap", arena),
-        ("std HashMap", std),
+        paired(
+            || {
+                let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
+                for &k in &keys {
+                    m.insert(&mut a, k, k).unwrap();
+                }
+                m.free(&mut a).unwrap();
+            },
+            || {
+                let mut m = HashMap::new();
+                for &k in &keys {
+                    m.insert(k, k);
+                }
+                black_box(m);
+            },
+            20,
+        ),
+        ("ArenaMap", "std HashMap"),
         1.5,
     );
     let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
@@ -442,21 +435,20 @@ fn print_ratios() {
         m.insert(&mut a, k, k).unwrap();
         std_map.insert(k, k);
     }
-    let (arena, std) = paired(
-        || {
-            let a = black_box(&a);
-            black_box(keys.iter().map(|k| *m.get(a, k).unwrap()).sum::<u64>());
-        },
-        || {
-            let m = black_box(&std_map);
-            black_box(keys.iter().map(|k| m[k]).sum::<u64>());
-        },
-        20,
-    );
     report(
         &format!("get of {KEYS} keys"),
-        ("ArenaMap", arena),
-        ("std HashMap", std),
+        paired(
+            || {
+                let a = black_box(&a);
+                black_box(keys.iter().map(|k| *m.get(a, k).unwrap()).sum::<u64>());
+            },
+            || {
+                let m = black_box(&std_map);
+                black_box(keys.iter().map(|k| m[k]).sum::<u64>());
+            },
+            20,
+        ),
+        ("ArenaMap", "std HashMap"),
         1.5,
     );
 }
