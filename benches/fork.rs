@@ -8,7 +8,7 @@
 //!
 //! `cargo bench --bench fork`; `COWARENA_BENCH_SIZES=16` limits the sizes (MiB).
 
-use cowarena::Arena;
+use cowarena::{Arena, ViewMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::Duration;
 

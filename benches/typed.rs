@@ -1,11 +1,13 @@
-//! Typed values: allocation, access and the hash map, each next to its std baseline, plus the
-//! pages one allocation or free dirties (printed before the timings) and, after them, the ratios
-//! to the baselines that the project's goals name, measured in alternating rounds of one run.
+//! Typed values: allocation, access, read-modify-write loops over a vector and the hash map, each
+//! next to its std baseline, plus the pages one allocation or free dirties (printed before the
+//! timings) and, after them, the ratios to the baselines that the project's goals name, measured
+//! in alternating rounds of one run.
 //!
 //! `cargo bench --bench typed -- --warm-up-time 1 --measurement-time 3`
 
 use bytemuck::{Pod, Zeroable};
-use cowarena::{Arena, ArenaMap, Ptr};
+use cowarena::collections::VecMut;
+use cowarena::{Arena, ArenaMap, ArenaVec, Ptr};
 use criterion::{black_box, criterion_group, Criterion, Throughput};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -110,6 +112,80 @@ fn get(c: &mut Criterion) {
             }
         })
     });
+    g.finish();
+}
+
+/// Elements of the read-modify-write loops: 256 KiB of `u32`, 64 pages.
+const ELEMS: usize = 1 << 16;
+/// Random indices each loop visits.
+const VISITS: usize = 4096;
+
+/// `VISITS` indices below `ELEMS`, scattered over the whole vector.
+fn indices() -> Vec<u32> {
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    (0..VISITS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % ELEMS as u64) as u32
+        })
+        .collect()
+}
+
+/// The read-modify-write loop: a counter per visited index, as a solver's per-clause counters.
+#[inline(always)]
+fn rmw_view(v: &mut VecMut<'_, u32>, idx: &[u32]) {
+    for &i in idx {
+        v[i as usize] += 1;
+    }
+}
+
+#[inline(always)]
+fn rmw_vec(v: &mut [u32], idx: &[u32]) {
+    for &i in idx {
+        v[i as usize] += 1;
+    }
+}
+
+/// The same loop as it had to be written before the views: validate the vector twice per step.
+#[inline(always)]
+fn rmw_as_slice_and_set(a: &mut Arena, v: ArenaVec<u32>, idx: &[u32]) {
+    for &i in idx {
+        let k = v.as_slice(a)[i as usize];
+        v.set(a, i as usize, k + 1).unwrap();
+    }
+}
+
+/// A full pass rewriting every element.
+#[inline(always)]
+fn pass(v: &mut [u32]) {
+    for x in v {
+        *x = x.wrapping_mul(3).wrapping_add(1);
+    }
+}
+
+fn rmw(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rmw");
+    g.throughput(Throughput::Elements(VISITS as u64));
+    let idx = indices();
+    let mut a = Arena::with_capacity(64 << 20).unwrap();
+    let v = ArenaVec::<u32>::with_len_zeroed(&mut a, ELEMS).unwrap();
+    let mut plain = vec![0u32; ELEMS];
+    g.bench_function("VecMut index", |b| {
+        b.iter(|| rmw_view(&mut v.view_mut(&mut a), black_box(&idx)))
+    });
+    g.bench_function("Vec index", |b| {
+        b.iter(|| rmw_vec(black_box(&mut plain), black_box(&idx)))
+    });
+    g.bench_function("as_slice + set", |b| {
+        b.iter(|| rmw_as_slice_and_set(&mut a, v, black_box(&idx)))
+    });
+    g.throughput(Throughput::Elements(ELEMS as u64));
+    g.bench_function("slice_mut pass", |b| {
+        b.iter(|| pass(v.slice_mut(&mut a, ..)))
+    });
+    g.bench_function("Vec pass", |b| b.iter(|| pass(black_box(&mut plain))));
     g.finish();
 }
 
@@ -237,31 +313,45 @@ fn time(f: &mut impl FnMut(), calls: u32) -> f64 {
     t.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
 }
 
-/// Nanoseconds per call of `a` and of `b`: the medians over rounds that alternate the two, so
-/// that both see the same load on a shared machine and their ratio is stable even when the
-/// absolute times are not.
-fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64) {
-    const ROUNDS: usize = 41;
+/// Nanoseconds per call of `a` and of `b` (medians), and the median of their ratio per round:
+/// rounds alternate the two, so the two halves of a round see the same load on a shared
+/// machine, and the median ratio is stable even when the absolute times are not.
+fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64, f64) {
+    const ROUNDS: usize = 61;
     time(&mut a, calls);
     time(&mut b, calls);
-    let (mut ta, mut tb): (Vec<f64>, Vec<f64>) = (0..ROUNDS)
+    let rounds: Vec<(f64, f64)> = (0..ROUNDS)
         .map(|_| (time(&mut a, calls), time(&mut b, calls)))
-        .unzip();
-    let median = |v: &mut Vec<f64>| {
+        .collect();
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    (median(&mut ta), median(&mut tb))
+    (
+        median(rounds.iter().map(|r| r.0).collect()),
+        median(rounds.iter().map(|r| r.1).collect()),
+        median(rounds.iter().map(|r| r.0 / r.1).collect()),
+    )
+}
+
+/// One goal's line: both timings, their ratio and the goal.
+fn report(what: &str, (ours, base, ratio): (f64, f64, f64), names: (&str, &str), goal: f64) {
+    println!(
+        "{what}: {} {ours:.1} ns, {} {base:.1} ns: {ratio:.2}x (goal: at most {goal}x, {})",
+        names.0,
+        names.1,
+        if ratio <= goal { "met" } else { "MISSED" }
+    );
 }
 
 /// The ratios the project's goals are stated in, each measured within this run.
 fn print_ratios() {
     let mut a = Arena::with_capacity(64 << 20).unwrap();
-    let (arena, boxed) = paired(|| arena_one(&mut a), box_one, 200_000);
-    println!(
-        "alloc+free of one 16-byte object: cowarena {arena:.2} ns, Box {boxed:.2} ns: {:.2}x \
-         (goal: at most 2x)",
-        arena / boxed
+    report(
+        "alloc+free of one 16-byte object",
+        paired(|| arena_one(&mut a), box_one, 200_000),
+        ("cowarena", "Box"),
+        2.0,
     );
     let ptrs: Vec<Ptr<Point>> = (0..OBJECTS as i64)
         .map(|i| a.alloc(Point { x: i, y: -i }).unwrap())
@@ -270,23 +360,100 @@ fn print_ratios() {
         .map(|i| Box::new(Point { x: i, y: -i }))
         .collect();
     let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
-    let (get, plain) = paired(
-        || {
-            black_box(arena_get_sum(&a, &ptrs));
-        },
-        || {
-            black_box(ref_sum(&refs));
-        },
-        2_000,
+    report(
+        &format!("get of {OBJECTS} objects"),
+        paired(
+            || {
+                black_box(arena_get_sum(&a, &ptrs));
+            },
+            || {
+                black_box(ref_sum(&refs));
+            },
+            2_000,
+        ),
+        ("cowarena", "plain references"),
+        1.2,
     );
-    println!(
-        "get of {OBJECTS} objects: cowarena {get:.0} ns, plain references {plain:.0} ns: {:.2}x \
-         (goal: at most 1.5x)",
-        get / plain
+
+    let idx = indices();
+    let v = ArenaVec::<u32>::with_len_zeroed(&mut a, ELEMS).unwrap();
+    let mut plain = vec![0u32; ELEMS];
+    report(
+        &format!("read-modify-write of {VISITS} scattered elements"),
+        paired(
+            || rmw_view(&mut v.view_mut(&mut a), black_box(&idx)),
+            || rmw_vec(black_box(&mut plain), black_box(&idx)),
+            200,
+        ),
+        ("VecMut", "Vec"),
+        1.5,
+    );
+    let (old, _, ratio) = paired(
+        || rmw_as_slice_and_set(&mut a, v, black_box(&idx)),
+        || rmw_vec(black_box(&mut plain), black_box(&idx)),
+        20,
+    );
+    println!("  the same through as_slice + set: {old:.0} ns, {ratio:.1}x the Vec");
+    report(
+        &format!("a pass rewriting all {ELEMS} elements"),
+        paired(
+            || pass(v.slice_mut(&mut a, ..)),
+            || pass(black_box(&mut plain)),
+            200,
+        ),
+        ("slice_mut", "Vec"),
+        1.5,
+    );
+
+    let keys = keys();
+    let mut a = Arena::with_capacity(256 << 20).unwrap();
+    report(
+        &format!("insert of {KEYS} keys into a new map"),
+        paired(
+            || {
+                let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
+                for &k in &keys {
+                    m.insert(&mut a, k, k).unwrap();
+                }
+                m.free(&mut a).unwrap();
+            },
+            || {
+                let mut m = HashMap::new();
+                for &k in &keys {
+                    m.insert(k, k);
+                }
+                black_box(m);
+            },
+            20,
+        ),
+        ("ArenaMap", "std HashMap"),
+        1.5,
+    );
+    let m = ArenaMap::<u64, u64>::new(&mut a).unwrap();
+    let mut std_map = HashMap::new();
+    for &k in &keys {
+        m.insert(&mut a, k, k).unwrap();
+        std_map.insert(k, k);
+    }
+    report(
+        &format!("get of {KEYS} keys"),
+        paired(
+            || {
+                let a = black_box(&a);
+                black_box(keys.iter().map(|k| *m.get(a, k).unwrap()).sum::<u64>());
+            },
+            || {
+                let m = black_box(&std_map);
+                black_box(keys.iter().map(|k| m[k]).sum::<u64>());
+            },
+            20,
+        ),
+        ("ArenaMap", "std HashMap"),
+        1.5,
     );
 }
 
-criterion_group!(benches, alloc_free, get, map);
+criterion_group!(benches, alloc_free, get, rmw, map);
 
 fn main() {
     print_dirty_pages();

@@ -277,6 +277,9 @@ impl Arena {
     /// assert!(a.as_bytes().iter().take(4096).all(|&b| b == 0));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`ArenaBuilder::build`].
     pub fn with_capacity(capacity: usize) -> Result<Arena> {
         Self::builder(capacity).build()
     }
@@ -402,6 +405,15 @@ impl Arena {
         Ok(())
     }
 
+    /// Whether this process may write the arena (see [`mark_dirty`](Arena::mark_dirty)): views
+    /// that mark pages lazily check it once, when they are made.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.layout {
+            Layout::Shared(shared) => shared.check_writer(),
+            _ => Ok(()),
+        }
+    }
+
     /// The pages written since the last snapshot or restore.
     pub(crate) fn dirty_pages(&self) -> &PageSet {
         match &self.layout {
@@ -429,6 +441,9 @@ impl Arena {
     /// assert!(matches!(a.write(4095, &[1, 2]), Err(cowarena::Error::OutOfBounds { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
     pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.bytes_mut(offset..offset.saturating_add(bytes.len()))?
             .copy_from_slice(bytes);
@@ -436,6 +451,9 @@ impl Arena {
     }
 
     /// Copies `buf.len()` bytes at `offset` into `buf`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         buf.copy_from_slice(&self.as_bytes()[offset..offset + buf.len()]);
@@ -466,6 +484,9 @@ impl Arena {
     /// assert_eq!(a.as_bytes()[4100], 9);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range is reversed or does not fit in the arena.
     #[inline]
     pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
         let len = range
@@ -482,6 +503,13 @@ impl Arena {
         // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
         // guarantees no other reference into the arena's memory is live.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
+    }
+
+    /// The arena's first byte, writable: for the typed views, which lend `&mut` references into
+    /// the memory and mark the pages they write themselves (`mark_dirty`).
+    #[inline(always)]
+    pub(crate) fn base_mut(&mut self) -> *mut u8 {
+        self.mem.base()
     }
 
     /// `log2` of the page size.
@@ -588,6 +616,10 @@ impl Arena {
     /// assert_eq!(&a.as_bytes()[..3], b"one");
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::CapacityMismatch`], [`Error::ForeignSnapshot`] (see above), and [`Error::Os`] when
+    /// a copy or mapping fails.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         if snapshot.capacity() != self.capacity() {
             return Err(Error::CapacityMismatch {

@@ -1,9 +1,28 @@
 //! The crate's error type: every failure names what was asked and why it could not be done.
 
+use std::fmt;
+
 /// `Result<T, cowarena::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in `cowarena`.
+///
+/// # One convention for failures
+///
+/// Each method fails in one of three ways, chosen by what the failure means:
+///
+/// | method | on failure | why |
+/// |---|---|---|
+/// | accessors that read or lend a reference and never allocate: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
+/// | operations that may allocate, free, resize or restore: `alloc`, `free`, `push`, `insert`, `remove`, `resize`, `set`, [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), raw [`write`](crate::Arena::write) and [`read`](crate::Arena::read), ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
+/// | an index into a collection | `Option` from `get`/`get_mut`; indexing a view (`view[i]`) panics like a slice; [`ArenaVec::set`](crate::ArenaVec::set) returns [`Error::IndexOutOfBounds`] | as for `Vec` and slices |
+///
+/// The panics carry the same message as the error (`"cowarena: invalid pointer ..."`). Every
+/// `Result`-returning public function lists its errors in an `# Errors` section. No failure,
+/// whatever the input, is undefined behaviour, and a call that fails with
+/// [`InvalidPtr`](Error::InvalidPtr), [`IndexOutOfBounds`](Error::IndexOutOfBounds),
+/// [`OutOfBounds`](Error::OutOfBounds) or [`CapacityOverflow`](Error::CapacityOverflow) changes
+/// nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,6 +37,31 @@ pub enum Error {
         len: usize,
         /// The arena's capacity.
         capacity: usize,
+    },
+    /// An index past the end of a collection.
+    #[error("index out of bounds: the len is {len} but the index is {index}")]
+    IndexOutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The collection's length.
+        len: usize,
+    },
+    /// A collection's length would not fit in a `usize`.
+    #[error("capacity overflow: {len} elements plus {additional} more do not fit in a usize")]
+    CapacityOverflow {
+        /// The current length.
+        len: usize,
+        /// The elements to add.
+        additional: usize,
+    },
+    /// Handles lent mutably at once ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut)) whose
+    /// memory overlaps, such as the same handle twice.
+    #[error("overlapping loans: {len} bytes at offset {offset:#x} would be lent mutably twice")]
+    Overlap {
+        /// Where the overlap starts.
+        offset: usize,
+        /// How many bytes overlap.
+        len: usize,
     },
     /// The requested capacity cannot be an arena.
     #[error("invalid capacity {requested}: {reason}")]
@@ -51,13 +95,16 @@ pub enum Error {
     /// source is alive.
     #[error("the proxy's source is alive: access the proxy with `with(&source)`")]
     SourceAlive,
-    /// A `Ptr` that does not name a live object of its type in this arena.
-    #[error("invalid pointer {offset:#x}: {reason}")]
+    /// A [`Ptr`](crate::Ptr) or collection handle that does not name a live object of its type
+    /// here.
+    #[error("invalid pointer {offset:#x} to {type_name}: {reason}")]
     InvalidPtr {
-        /// The offset the `Ptr` holds.
+        /// The offset the handle holds.
         offset: usize,
+        /// The type the handle names (for a collection, the collection's type).
+        type_name: &'static str,
         /// Why it is not valid.
-        reason: String,
+        reason: InvalidPtrReason,
     },
     /// The arena has no free space for an allocation.
     #[error("out of memory: no room for {requested} bytes (alignment {align}) in an arena of {capacity} bytes")]
@@ -90,7 +137,8 @@ pub enum Error {
     Os {
         /// The operation, e.g. `"mmap (map file pages)"`.
         op: &'static str,
-        /// The operating system's error (errno).
+        /// The operating system's error; [`raw_os_error`](std::io::Error::raw_os_error) gives
+        /// the errno.
         #[source]
         source: std::io::Error,
     },
@@ -206,4 +254,115 @@ pub enum FileProblem {
     /// A chain of deltas longer than the crate follows (a cycle of files naming each other).
     #[error("delta chain longer than {0} files")]
     ChainTooLong(usize),
+}
+
+/// Why a [`Ptr`](crate::Ptr) or collection handle names no live object: the `reason` of
+/// [`Error::InvalidPtr`].
+///
+/// ```
+/// use cowarena::{Arena, Error, InvalidPtrReason};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let p = a.alloc(5u64)?;
+/// a.free(p)?;
+/// match a.try_get(p) {
+///     Err(Error::InvalidPtr { reason: InvalidPtrReason::Freed, .. }) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidPtrReason {
+    /// The null `Ptr` (or an all-zero handle).
+    Null,
+    /// The object and its stamp at this offset do not fit in the arena: the handle may come
+    /// from an arena of another capacity.
+    OutOfRange {
+        /// The object's size in bytes.
+        size: usize,
+        /// The arena's capacity.
+        capacity: usize,
+    },
+    /// The offset is not a multiple of where objects of this type start.
+    Misaligned {
+        /// Objects of the type start at multiples of this.
+        align: usize,
+    },
+    /// The arena holds no typed objects yet (its allocator is uninitialized).
+    NoAllocator,
+    /// The stamp was never handed out by `alloc` (it is even).
+    NotFromAlloc,
+    /// The object was freed.
+    Freed,
+    /// No object was ever allocated at this offset: the handle belongs to another arena, or to
+    /// a state this arena was restored away from.
+    NeverAllocated,
+    /// Another object lives here now: this one was freed and its space reused, or the handle
+    /// belongs to another arena or to a state this arena was restored away from.
+    Reused,
+    /// No live object of this type is here (freed, another arena's, or restored away).
+    NotLive,
+    /// A live stamp sits here, but the allocator's metadata places no object of this type at
+    /// this offset (a `Ptr` cast to another type, or forged).
+    NotAnObject {
+        /// The size of the type asked for.
+        size: usize,
+    },
+    /// A collection's buffer is not live although its header is (raw writes overwrote it).
+    CollectionBuffer,
+    /// The collection holds elements of another type (its handle was cast).
+    CollectionType,
+    /// A map's table has no empty slot (raw writes overwrote it).
+    MapTable,
+}
+
+impl fmt::Display for InvalidPtrReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Null => f.write_str("null pointer"),
+            Self::OutOfRange { size, capacity } => write!(
+                f,
+                "out of range: an object of {size} bytes and its stamp at this offset does not \
+                 fit in an arena of {capacity} bytes; is it a Ptr from an arena of another \
+                 capacity?"
+            ),
+            Self::Misaligned { align } => {
+                write!(
+                    f,
+                    "misaligned: objects of this type start at multiples of {align}"
+                )
+            }
+            Self::NoAllocator => f.write_str(
+                "this arena holds no typed objects (its allocator is uninitialized); is it a Ptr \
+                 from another arena?",
+            ),
+            Self::NotFromAlloc => f.write_str("not a pointer made by alloc (its stamp is even)"),
+            Self::Freed => f.write_str("the object was freed"),
+            Self::NeverAllocated => f.write_str(
+                "no object was ever allocated here; the Ptr belongs to another arena, or to a \
+                 state this arena was restored away from",
+            ),
+            Self::Reused => f.write_str(
+                "another object lives here now: the object was freed and its space reused, or \
+                 the Ptr belongs to another arena or to a state this arena was restored away from",
+            ),
+            Self::NotLive => f.write_str(
+                "no live object here: it was freed, or the Ptr belongs to another arena or to a \
+                 state this arena was restored away from",
+            ),
+            Self::NotAnObject { size } => write!(
+                f,
+                "not the start of an allocated object of this type ({size} bytes)"
+            ),
+            Self::CollectionBuffer => f.write_str(
+                "a collection's buffer is not live (its header was overwritten by raw writes?)",
+            ),
+            Self::CollectionType => {
+                f.write_str("the collection holds elements of another type (was its handle cast?)")
+            }
+            Self::MapTable => {
+                f.write_str("a map's table has no empty slot (overwritten by raw writes?)")
+            }
+        }
+    }
 }

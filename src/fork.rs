@@ -9,6 +9,7 @@
 //! # fn main() -> Result<(), cowarena::ForkError> {
 //! let mut a = cowarena::Arena::with_capacity(1 << 20)?;
 //! a.write(0, &[1, 2, 3])?;
+//! use cowarena::ViewMut;
 //! let sum: u32 = a.fork_run(|b| {
 //!     b.write(0, &[10, 20, 30]).unwrap();
 //!     b.as_bytes()[..3].iter().map(|&x| u32::from(x)).sum()
@@ -29,12 +30,11 @@
 //!
 //! # What a branch can do
 //!
-//! The closure gets a [`Branch`]: reads of the arena (through `Deref<Target = Arena>`), writes
-//! of bytes ([`write`](Branch::write), [`bytes_mut`](Branch::bytes_mut),
-//! [`as_mut_ptr`](Branch::as_mut_ptr)) and of typed values ([`alloc`](Branch::alloc),
-//! [`get_mut`](Branch::get_mut), [`free`](Branch::free), [`set_root`](Branch::set_root), ...),
-//! and nested branches ([`Branch::fork_run`]). The collections' mutating methods take
-//! `&mut Arena`, so in a branch collections can be read but not changed.
+//! The closure gets a [`Branch`]: reads of the arena (through `Deref<Target = Arena>`, and as a
+//! [`View`]), writes through [`ViewMut`] (bytes, typed values, and
+//! every collection method: they take `&mut impl ViewMut`), raw writes
+//! ([`as_mut_ptr`](Branch::as_mut_ptr)), and nested branches ([`Branch::fork_run`]). Bring
+//! `ViewMut` into scope to call its methods on the branch (`use cowarena::ViewMut`).
 //!
 //! A branch cannot snapshot, restore or make proxies: a branch's state comes back through
 //! [`Arena::fork_snapshot`] instead. `fork` copies memory, not files, so parent and child share
@@ -110,11 +110,12 @@
 use crate::arena::Arena;
 use crate::error::Error;
 use crate::page_set::runs;
-use crate::ptr::Ptr;
 use crate::snapshot::Snapshot;
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
+use crate::typed::sealed::Token;
+use crate::typed::{View, ViewMut};
 use bytemuck::Pod;
-use std::ops::{Deref, Range};
+use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -207,25 +208,41 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// The arena as a forked child sees it: its own copy-on-write copy of the parent's arena.
 ///
-/// Reads (bytes, typed values, [`View`](crate::View) through `&*branch`) go through
-/// `Deref<Target = Arena>`; writes through the methods below. Snapshots, restores and proxies
-/// are not offered in a child (see the [module docs](crate::fork)).
+/// Reads go through `Deref<Target = Arena>` and [`View`]; writes through [`ViewMut`], which
+/// the collections' mutating methods take, so collections can be changed in a child as in the
+/// parent. Snapshots, restores and proxies are not offered in a child (see the
+/// [module docs](crate::fork)).
 ///
 /// ```
+/// use cowarena::{ArenaVec, ViewMut};
 /// # fn main() -> Result<(), cowarena::ForkError> {
 /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
 /// let counter = a.alloc(0u64)?;
+/// let path = ArenaVec::<u32>::new(&mut a)?;
 /// let (seen, s) = a.fork_snapshot(|b| {
 ///     *b.get_mut(counter) += 5;
 ///     let extra = b.alloc([7u8; 16]).unwrap();
 ///     b.set_root(extra);
+///     path.push(b, 42).unwrap();
 ///     *b.get(counter)
 /// })?;
 /// assert_eq!((seen, *a.get(counter)), (5, 0));
 /// assert_eq!(*s.get(counter), 5);
 /// assert_eq!(s.get(s.root::<[u8; 16]>().unwrap())[0], 7);
+/// assert_eq!((path.as_slice(&s), path.len(&a)), (&[42][..], 0));
 /// # Ok(())
 /// # }
+/// ```
+///
+/// Only [`ViewMut`] writes: the branch's arena itself is out of reach, so a child cannot take
+/// a snapshot of it.
+///
+/// ```compile_fail,E0596
+/// let mut a = cowarena::Arena::with_capacity(1 << 20).unwrap();
+/// let _ = a.fork_run(|b| {
+///     b.snapshot().unwrap(); // `Branch` derefs to `&Arena` only
+///     0u8
+/// });
 /// ```
 pub struct Branch<'a> {
     arena: &'a mut Arena,
@@ -247,17 +264,21 @@ impl Deref for Branch<'_> {
     }
 }
 
+impl View for Branch<'_> {
+    #[inline]
+    fn try_bytes(&self) -> crate::Result<&[u8]> {
+        Ok(self.arena.as_bytes())
+    }
+}
+
+impl ViewMut for Branch<'_> {
+    #[inline(always)]
+    fn arena_mut(&mut self, _: Token) -> &mut Arena {
+        self.arena
+    }
+}
+
 impl Branch<'_> {
-    /// Copies `bytes` into the child's arena at `offset` (see [`Arena::write`]).
-    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> crate::Result<()> {
-        self.arena.write(offset, bytes)
-    }
-
-    /// A mutable view of `range` of the child's arena (see [`Arena::bytes_mut`]).
-    pub fn bytes_mut(&mut self, range: Range<usize>) -> crate::Result<&mut [u8]> {
-        self.arena.bytes_mut(range)
-    }
-
     /// A raw pointer to the start of the child's arena (see [`Arena::as_mut_ptr`]); pages written
     /// through it are found by [`Arena::fork_snapshot`] too.
     ///
@@ -269,50 +290,10 @@ impl Branch<'_> {
         unsafe { self.arena.as_mut_ptr() }
     }
 
-    /// Moves `value` into the child's arena (see [`Arena::alloc`]).
-    pub fn alloc<T: Pod>(&mut self, value: T) -> crate::Result<Ptr<T>> {
-        self.arena.alloc(value)
-    }
-
-    /// Allocates a zeroed `T` in the child's arena (see [`Arena::alloc_zeroed`]).
-    pub fn alloc_zeroed<T: Pod>(&mut self) -> crate::Result<Ptr<T>> {
-        self.arena.alloc_zeroed()
-    }
-
-    /// The object `p` names, for writing (see [`Arena::get_mut`]).
-    ///
-    /// # Panics
-    /// If `p` names no live object in the child's arena.
-    #[track_caller]
-    pub fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
-        self.arena.get_mut(p)
-    }
-
-    /// The object `p` names, for writing, or why it names none (see [`Arena::try_get_mut`]).
-    pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> crate::Result<&mut T> {
-        self.arena.try_get_mut(p)
-    }
-
-    /// Frees the object `p` names (see [`Arena::free`]).
-    pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> crate::Result<()> {
-        self.arena.free(p)
-    }
-
-    /// Makes `p` the child's arena's root (see [`Arena::set_root`]).
-    ///
-    /// # Panics
-    /// If `p` is neither null nor a live object in the child's arena.
-    #[track_caller]
-    pub fn set_root<T: Pod>(&mut self, p: Ptr<T>) {
-        self.arena.set_root(p)
-    }
-
-    /// Like [`set_root`](Branch::set_root), but returns why `p` cannot be the root.
-    pub fn try_set_root<T: Pod>(&mut self, p: Ptr<T>) -> crate::Result<()> {
-        self.arena.try_set_root(p)
-    }
-
     /// Runs `f` in a child of this child (a nested branch); see [`Arena::fork_run`].
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`].
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -322,6 +303,9 @@ impl Branch<'_> {
     }
 
     /// [`Branch::fork_run`] with options.
+    ///
+    /// # Errors
+    /// As [`Branch::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -339,6 +323,7 @@ impl Arena {
     /// what the closure may do).
     ///
     /// ```
+    /// use cowarena::ViewMut;
     /// # fn main() -> Result<(), cowarena::ForkError> {
     /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
     /// let r = a.fork_run(|b| {
@@ -370,6 +355,9 @@ impl Arena {
     }
 
     /// [`Arena::fork_run`] with options (a timeout, core dumps).
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
         R: Pod,
@@ -394,6 +382,7 @@ impl Arena {
     /// child, if one was started, has been killed and reaped.
     ///
     /// ```
+    /// use cowarena::ViewMut;
     /// # fn main() -> Result<(), cowarena::ForkError> {
     /// let page = cowarena::page_size();
     /// let mut a = cowarena::Arena::with_capacity(4 * page)?;
@@ -411,6 +400,10 @@ impl Arena {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    /// As [`Arena::fork_run`], and the errors of [`Arena::snapshot`] (in [`ForkError::Parent`])
+    /// for the parent's snapshots.
     pub fn fork_snapshot<R, F>(&mut self, f: F) -> Result<(R, Snapshot), ForkError>
     where
         R: Pod,
@@ -420,6 +413,9 @@ impl Arena {
     }
 
     /// [`Arena::fork_snapshot`] with options (a timeout, core dumps).
+    ///
+    /// # Errors
+    /// As [`Arena::fork_snapshot`].
     pub fn fork_snapshot_with<R, F>(
         &mut self,
         options: &ForkOptions,

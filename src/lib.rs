@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 mod alloc;
 mod arena;
@@ -20,7 +20,7 @@ pub mod typed;
 pub use alloc::AllocStats;
 pub use arena::{Arena, ArenaBuilder, ArenaStats, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
 pub use collections::{ArenaBytes, ArenaMap, ArenaVec};
-pub use error::{Error, FileProblem, Result};
+pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use persist::{ContentHash, SaveStats};
 pub use proxy::{Proxy, ProxyMut, ProxyRef};
@@ -28,7 +28,7 @@ pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;
 pub use sys::page_size;
-pub use typed::View;
+pub use typed::{View, ViewMut};
 
 /// Failure injection for tests (cargo feature `fault-injection`, off by default): makes the n-th
 /// system call of this thread fail as if the kernel had returned an error, so that a test can

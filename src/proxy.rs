@@ -14,7 +14,7 @@
 //! ```
 //!
 //! ```
-//! use cowarena::Arena;
+//! use cowarena::{Arena, ViewMut};
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 //! #[repr(C)]
 //! struct Point { x: i32, y: i32 }
@@ -37,7 +37,7 @@
 //! `a` and `a.x = 10` could not show as `d.a.x`.)
 //!
 //! ```
-//! use cowarena::{Arena, Ptr};
+//! use cowarena::{Arena, Ptr, ViewMut};
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 //! #[repr(C)]
 //! struct Point { x: i32, y: i32 }
@@ -171,11 +171,10 @@ use crate::error::{Error, Result};
 use crate::fork::SharedMemoryGuard;
 use crate::page_set::{runs, PageSet};
 use crate::page_table::PageTable;
-use crate::ptr::Ptr;
 use crate::snapshot::Snapshot;
 use crate::store::SlotId;
 use crate::sys::{self, process, BackingFile, Reservation, Sharing};
-use bytemuck::Pod;
+use crate::typed::{sealed::Token, ViewMut};
 use std::marker::PhantomData;
 use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -269,6 +268,7 @@ impl Arena {
     /// memory of a first proxy is built aside and taken only once the proxy is mapped too).
     ///
     /// ```
+    /// use cowarena::ViewMut;
     /// let mut a = cowarena::Arena::with_capacity(4096 * 2)?;
     /// a.write(0, &[1])?;
     /// let mut b = a.proxy()?;
@@ -413,6 +413,7 @@ impl Arena {
 /// The seed's example, `a = Point(1, 2); b = Proxy(a)`:
 ///
 /// ```
+/// use cowarena::ViewMut;
 /// # #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 /// # #[repr(C)]
 /// # struct Point { x: i32, y: i32 }
@@ -558,79 +559,32 @@ impl Deref for ProxyRef<'_> {
     }
 }
 
-/// Write access to a [`Proxy`] while its source is borrowed (or gone). Reads go through
-/// `Deref<Target = Arena>`; writes through the methods below. It lends no `&mut Arena`: the
-/// proxy's memory must never be moved away from the source's borrow.
+/// Write access to a [`Proxy`] while its source is borrowed (or gone): reads through
+/// [`View`](crate::View), writes through [`ViewMut`](crate::ViewMut) (so the collections work on
+/// it), and [`snapshot`](ProxyMut::snapshot). It lends no `&mut Arena`: the proxy's memory must
+/// never be moved away from the source's borrow.
 #[derive(Debug)]
 pub struct ProxyMut<'a> {
     arena: &'a mut Arena,
     _source: PhantomData<&'a Arena>,
 }
 
-impl Deref for ProxyMut<'_> {
-    type Target = Arena;
-
-    fn deref(&self) -> &Arena {
+impl ProxyMut<'_> {
+    pub(crate) fn arena(&self) -> &Arena {
         self.arena
     }
-}
 
-impl ProxyMut<'_> {
-    /// Copies `bytes` into the proxy at `offset` (see [`Arena::write`]).
-    ///
-    /// # Errors
-    /// [`Error::OutOfBounds`] past the capacity; nothing is written.
-    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
-        self.arena.write(offset, bytes)
+    /// The proxy's bytes (see [`Arena::as_bytes`]).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.arena.as_bytes()
     }
 
-    /// A mutable view of `range` of the proxy (see [`Arena::bytes_mut`]).
+    /// Copies `buf.len()` bytes at `offset` of the proxy into `buf` (see [`Arena::read`]).
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] past the capacity; on `Err`, nothing changed.
-    pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
-        self.arena.bytes_mut(range)
-    }
-
-    /// Moves `value` into the proxy (see [`Arena::alloc`]).
-    ///
-    /// # Errors
-    /// As [`Arena::alloc`].
-    pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
-        self.arena.alloc(value)
-    }
-
-    /// Allocates a zeroed `T` in the proxy (see [`Arena::alloc_zeroed`]).
-    ///
-    /// # Errors
-    /// As [`Arena::alloc_zeroed`].
-    pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
-        self.arena.alloc_zeroed()
-    }
-
-    /// The object `p` names, for writing (see [`Arena::get_mut`]).
-    ///
-    /// # Panics
-    /// If `p` names no live object in the proxy.
-    #[track_caller]
-    pub fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
-        self.arena.get_mut(p)
-    }
-
-    /// The object `p` names, for writing, or why it names none (see [`Arena::try_get_mut`]).
-    ///
-    /// # Errors
-    /// [`Error::InvalidPtr`] with the reason.
-    pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
-        self.arena.try_get_mut(p)
-    }
-
-    /// Frees the object `p` names in the proxy (see [`Arena::free`]).
-    ///
-    /// # Errors
-    /// As [`Arena::free`].
-    pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
-        self.arena.free(p)
+    /// [`Error::OutOfBounds`] past the capacity.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.arena.read(offset, buf)
     }
 
     /// Freezes what the proxy shows into a [`Snapshot`] of its source's page store: the source
@@ -643,6 +597,7 @@ impl ProxyMut<'_> {
     /// showed; a later call freezes everything again.
     ///
     /// ```
+    /// use cowarena::ViewMut;
     /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
     /// let mut b = a.proxy()?;
     /// b.with_mut(&a)?.write(0, b"proposal")?;
@@ -653,5 +608,13 @@ impl ProxyMut<'_> {
     /// ```
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         self.arena.snapshot()
+    }
+}
+
+/// Writes to a proxy: the first write to a page copies it (the kernel's copy-on-write), and the
+/// proxy stops seeing its source's writes to that page.
+impl ViewMut for ProxyMut<'_> {
+    fn arena_mut(&mut self, _: Token) -> &mut Arena {
+        self.arena
     }
 }

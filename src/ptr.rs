@@ -1,6 +1,6 @@
 //! [`Ptr<T>`]: an offset into an arena plus the stamp that proves which allocation it names.
 
-use crate::alloc::{self, Placement};
+use crate::alloc::{self, Placement, MAX_ALIGN};
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::fmt;
@@ -81,46 +81,22 @@ impl<T> Ptr<T> {
 }
 
 impl<T: Pod> Ptr<T> {
-    /// Where objects of type `T` sit in the allocator's layout, computed at compile time.
-    pub(crate) const PLACE: Placement = Placement::of(size_of::<T>(), align_of::<T>());
+    /// Where objects of type `T` sit in the allocator's layout, computed at compile time. Using
+    /// it for a type aligned above [`MAX_ALIGN`] fails to compile: such a value could not be
+    /// placed aligned in a page of every supported platform.
+    pub(crate) const PLACE: Placement = {
+        assert!(
+            align_of::<T>() <= MAX_ALIGN,
+            "cowarena: types aligned above 4096 bytes cannot live in an arena"
+        );
+        Placement::of(size_of::<T>(), align_of::<T>())
+    };
 }
 
 /// Whether `p` names a live object in `bytes` (an arena's or snapshot's memory).
-///
-/// This is the whole validity check behind `get`: one compare for range and null, one test for
-/// alignment, then one load and one compare of the stamp.
 #[inline(always)]
 pub(crate) fn is_live<T: Pod>(bytes: &[u8], p: Ptr<T>) -> bool {
-    live_at(bytes, p.offset(), p.stamp, &Ptr::<T>::PLACE)
-}
-
-/// Whether the live object at `off` placed as `place` has stamp `stamp` (see `is_live`).
-#[inline(always)]
-pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -> bool {
-    let unit = place.mask + 1;
-    // Objects start at a non-zero multiple of `unit` (a power of two, at least 8) and end, with
-    // their stamp, inside `bytes`. `off - unit` wraps offset 0 to a huge value, so one unsigned
-    // compare accepts the non-zero, in-range offsets; alignment is a second test. (Rotating by
-    // log2(unit) would fold both into one compare, but x86 rotates merge flags and measured
-    // slower than the extra test and well-predicted branch.)
-    let Some(last) = bytes.len().checked_sub(place.stamp_at + 8 + unit) else {
-        return false;
-    };
-    if off.wrapping_sub(unit) > last || off & place.mask != 0 {
-        return false;
-    }
-    // SAFETY: `off + stamp_at + 8 <= bytes.len()` (checked above), and `off + stamp_at` is a
-    // multiple of 8 in page-aligned memory, so this is an aligned read inside `bytes`.
-    let found = unsafe {
-        bytes
-            .as_ptr()
-            .add(off + place.stamp_at)
-            .cast::<u64>()
-            .read()
-    };
-    // Stamps handed out are odd and unique; a freed slot holds its last stamp plus one, a slot
-    // never allocated holds zero, so only the `Ptr` of the live object matches.
-    found == stamp
+    alloc::live_at(bytes, p.offset(), p.stamp, &Ptr::<T>::PLACE)
 }
 
 /// The object at `p`'s offset.
@@ -130,9 +106,9 @@ pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -
 #[inline(always)]
 unsafe fn object<T: Pod>(bytes: &[u8], p: Ptr<T>) -> &T {
     // SAFETY: `is_live` checked `offset + size_of::<T>() <= offset + stamp_at < bytes.len()`, so
-    // the object lies inside `bytes`, and that `offset` is a multiple of T's alignment in
-    // page-aligned memory; every bit pattern is a valid `T` (Pod); the reference borrows
-    // `bytes`, so it cannot outlive the memory.
+    // the object lies inside `bytes`, and that its address is a multiple of `PLACE.mask + 1`,
+    // itself a multiple of T's alignment; every bit pattern is a valid `T` (Pod); the reference
+    // borrows `bytes`, so it cannot outlive the memory.
     unsafe { &*bytes.as_ptr().add(p.offset()).cast::<T>() }
 }
 

@@ -40,7 +40,7 @@
 //! [`set_root`](Arena::set_root), or a collection's `new`). From then on it owns the whole arena:
 //! its header sits at offset 0, followed by a page map of one byte per page, and every page after
 //! those is a slab, a large object or free space. Initialization refuses (with
-//! [`Error::Unsupported`](crate::Error::Unsupported)) if raw writes already put non-zero bytes where the header and page
+//! [`Error::Unsupported`]) if raw writes already put non-zero bytes where the header and page
 //! map go.
 //!
 //! Raw access ([`write`](Arena::write), [`bytes_mut`](Arena::bytes_mut)) still works after that,
@@ -74,10 +74,48 @@
 //! one load and one compare), so a `Ptr` that is out of range, misaligned, null, never allocated,
 //! already freed, from another arena, or from a state that a restore undid is refused:
 //! [`try_get`](Arena::try_get), [`try_get_mut`](Arena::try_get_mut) and [`free`](Arena::free)
-//! return [`Error::InvalidPtr`](crate::Error::InvalidPtr) with the reason, [`get`](Arena::get) and
+//! return [`Error::InvalidPtr`] with the reason, [`get`](Arena::get) and
 //! [`get_mut`](Arena::get_mut) panic with it. Since `Ptr` is `Pod`, one can also be made from
 //! raw bytes: such a `Ptr` is checked the same way and can never cause undefined behaviour, but
 //! one that copies the offset and stamp of a live object names that object.
+//!
+//! # Types aligned above 4096 bytes
+//!
+//! Objects start at most page-aligned, and 4096 bytes is the smallest page size the crate runs
+//! on, so a type aligned above that cannot live in an arena: using it with `alloc`, `get`, a
+//! collection or any other typed call fails to compile.
+//!
+//! ```compile_fail,E0080
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C, align(8192))]
+//! struct TwoPages([u8; 8192]);
+//! let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+//! let p = a.alloc_zeroed::<TwoPages>()?; // error: aligned above 4096 bytes
+//! # Ok::<(), cowarena::Error>(())
+//! ```
+//!
+//! Alignment is also checked on the address at every access (not on the offset alone), so even
+//! a `Ptr` made from raw bytes never yields a misaligned reference.
+//!
+//! # Writing in an arena or a branch: `ViewMut`
+//!
+//! The typed write API ([`alloc`](Arena::alloc), [`get_mut`](Arena::get_mut),
+//! [`free`](Arena::free), ...) is also the trait [`ViewMut`], implemented by [`Arena`] and by the
+//! [`Branch`](crate::Branch) a [`fork_run`](Arena::fork_run) child gets; every collection method
+//! that writes takes `&mut impl ViewMut`. Reads go through [`View`] (an `Arena`, a
+//! [`Snapshot`] or a `Branch`). Failures follow one convention, tabled in the [`Error`] docs:
+//! accessors panic and have a `try_` twin, operations that may allocate or free return `Result`.
+//!
+//! # Sizing an arena
+//!
+//! [`Arena::with_capacity`] reserves address space, not memory: pages are used as they are
+//! touched, so reserve generously. What typed use takes of it: the allocator's header and page
+//! map (1 KiB plus one byte per page of capacity) at the start; each small object rounded up to
+//! its size class (the object and an 8-byte stamp, 16 to 1024 bytes; a page per slab of one
+//! class); each object over 1016 bytes, whole pages; a vector's buffer up to twice its length; a
+//! map's table up to 4/3 of its entries, a power of two. [`Arena::alloc_stats`] reports the
+//! pages in use. The private page copies an arena keeps between snapshots are a separate budget
+//! ([`ArenaBuilder::private_budget`](crate::ArenaBuilder::private_budget)).
 //!
 //! # Proxies
 //!
@@ -91,6 +129,9 @@
 
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
+use crate::collections::{ArenaVec, Lend};
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::proxy::{ProxyMut, ProxyRef};
 use crate::ptr::{self, Ptr};
@@ -98,17 +139,36 @@ use crate::snapshot::Snapshot;
 use bytemuck::Pod;
 use std::any::TypeId;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::ops::Range;
 
-mod private {
+/// What keeps [`View`] and [`ViewMut`] to the crate's own types, and [`ViewMut::arena_mut`] to
+/// the crate's own code.
+pub(crate) mod sealed {
+    /// Implemented by the types that may be views: outside code cannot name it, so it cannot
+    /// implement [`View`](crate::View) or [`ViewMut`](crate::ViewMut).
     pub trait Sealed {}
     impl Sealed for crate::Arena {}
     impl Sealed for crate::Snapshot {}
     impl Sealed for crate::ProxyRef<'_> {}
     impl Sealed for crate::ProxyMut<'_> {}
+    impl Sealed for crate::fork::Branch<'_> {}
+
+    /// Proof that a call of [`ViewMut::arena_mut`](crate::ViewMut::arena_mut) comes from inside
+    /// the crate: its field is private and nothing outside the crate hands one out, so outside
+    /// code cannot call the method even through a generic bound. (A sealed supertrait alone would
+    /// not do: its methods stay callable wherever the trait is.)
+    #[derive(Clone, Copy, Debug)]
+    pub struct Token(());
+
+    /// The only way to make a [`Token`].
+    pub(crate) const TOKEN: Token = Token(());
 }
 
-/// Read access to typed values: implemented by [`Arena`] (including proxies) and [`Snapshot`],
-/// so that code reading the arena's objects and collections works on either.
+use sealed::{Token, TOKEN};
+
+/// Read access to typed values: implemented by [`Arena`], [`Snapshot`] and
+/// [`Branch`](crate::Branch), so that code reading the arena's objects and collections works on
+/// any of them.
 ///
 /// ```
 /// use cowarena::{Arena, Ptr, View};
@@ -122,12 +182,19 @@ mod private {
 /// assert_eq!((sum(&a, &items), sum(&s, &items)), (12, 3));
 /// # Ok::<(), cowarena::Error>(())
 /// ```
-pub trait View: private::Sealed {
+pub trait View: sealed::Sealed {
     /// The whole arena's bytes (for a snapshot, mapped on first use).
+    ///
+    /// # Errors
+    /// For a [`Snapshot`], [`Error::Os`] if its view cannot be mapped (see
+    /// [`Snapshot::try_as_bytes`]); never for an arena.
     fn try_bytes(&self) -> Result<&[u8]>;
 
-    /// The object `p` names, or [`Error::InvalidPtr`](crate::Error::InvalidPtr) saying why `p`
-    /// names no live object here.
+    /// The object `p` names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] saying why `p` names no live object here;
+    /// for a snapshot, the errors of [`try_bytes`](View::try_bytes).
     #[inline]
     fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.try_bytes()?, p)
@@ -153,10 +220,206 @@ pub trait View: private::Sealed {
     }
 }
 
+/// Write access to typed values and bytes: implemented by [`Arena`] and by
+/// [`Branch`](crate::Branch) (an arena inside a [`fork_run`](Arena::fork_run) child), so that
+/// code changing objects and collections works on either.
+///
+/// Every collection method that writes takes `&mut impl ViewMut`. The methods here are the
+/// arena's typed write API ([`Arena::alloc`], [`Arena::get_mut`], ...), with the same
+/// behaviour; on an `Arena` its inherent methods are found first, so bring the trait into scope
+/// (`use cowarena::ViewMut`) to call them on a `Branch` or through a generic bound.
+/// Snapshots, restores and proxies are not part of it: a branch cannot take them.
+///
+/// ```
+/// use cowarena::{Arena, ArenaVec, ViewMut};
+/// /// Works in the arena and in a forked child alike.
+/// fn record(w: &mut impl ViewMut, log: ArenaVec<u32>, step: u32) -> cowarena::Result<()> {
+///     log.push(w, step)?;
+///     let total = w.alloc(u64::from(step))?;
+///     *w.get_mut(total) += 1;
+///     Ok(())
+/// }
+/// # fn main() -> Result<(), cowarena::ForkError> {
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let log = ArenaVec::new(&mut a)?;
+/// record(&mut a, log, 1)?;
+/// let in_child = a.fork_run(|b| {
+///     record(b, log, 2).unwrap();
+///     log.len(b) as u32
+/// })?;
+/// assert_eq!((in_child, log.len(&a)), (2, 1));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Outside code cannot reach the arena behind the trait (a `Token` cannot be made outside the
+/// crate)...
+///
+/// ```compile_fail,E0603
+/// fn steal<'a>(w: &'a mut impl cowarena::ViewMut) -> &'a mut cowarena::Arena {
+///     w.arena_mut(cowarena::typed::sealed::TOKEN)
+/// }
+/// ```
+///
+/// ...nor implement it, or [`View`], for its own types:
+///
+/// ```compile_fail,E0277
+/// struct Mine(cowarena::Arena);
+/// impl cowarena::View for Mine {
+///     fn try_bytes(&self) -> cowarena::Result<&[u8]> {
+///         Ok(self.0.as_bytes())
+///     }
+/// }
+/// ```
+pub trait ViewMut: View {
+    /// The arena behind the view. Only the crate can call it: a `Token` cannot be made outside.
+    fn arena_mut(&mut self, token: Token) -> &mut Arena;
+
+    /// Copies `bytes` into the arena at `offset` (see [`Arena::write`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit.
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.arena_mut(TOKEN).write(offset, bytes)
+    }
+
+    /// A mutable view of `range`, whose pages are marked as written (see [`Arena::bytes_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit or is
+    /// reversed.
+    fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
+        self.arena_mut(TOKEN).bytes_mut(range)
+    }
+
+    /// Moves `value` into the arena (see [`Arena::alloc`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc`].
+    #[inline(always)]
+    fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
+        self.arena_mut(TOKEN).alloc(value)
+    }
+
+    /// Allocates a zeroed `T` in place (see [`Arena::alloc_zeroed`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc_zeroed`].
+    fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
+        self.arena_mut(TOKEN).alloc_zeroed()
+    }
+
+    /// A vector of `len` zeroed elements (see [`Arena::alloc_slice_zeroed`]).
+    ///
+    /// # Errors
+    /// As [`Arena::alloc_slice_zeroed`].
+    fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+        self.arena_mut(TOKEN).alloc_slice_zeroed(len)
+    }
+
+    /// The object `p` names, for writing (see [`Arena::get_mut`]).
+    ///
+    /// # Panics
+    /// If `p` names no live object here.
+    #[inline]
+    #[track_caller]
+    fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+        self.arena_mut(TOKEN).get_mut(p)
+    }
+
+    /// The object `p` names, for writing (see [`Arena::try_get_mut`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] saying why `p` names no live object here.
+    #[inline]
+    fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
+        self.arena_mut(TOKEN).try_get_mut(p)
+    }
+
+    /// Frees the object `p` names (see [`Arena::free`]).
+    ///
+    /// # Errors
+    /// As [`Arena::free`].
+    #[inline(always)]
+    fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+        self.arena_mut(TOKEN).free(p)
+    }
+
+    /// Makes `p` the root (see [`Arena::set_root`]).
+    ///
+    /// # Panics
+    /// If `p` is neither null nor a live object here.
+    #[track_caller]
+    fn set_root<T: Pod>(&mut self, p: Ptr<T>) {
+        self.arena_mut(TOKEN).set_root(p)
+    }
+
+    /// Makes `p` the root, or says why it cannot be (see [`Arena::try_set_root`]).
+    ///
+    /// # Errors
+    /// As [`Arena::try_set_root`].
+    fn try_set_root<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+        self.arena_mut(TOKEN).try_set_root(p)
+    }
+
+    /// Lends several objects and collections mutably at once: `handles` is a [`Ptr`], an
+    /// [`ArenaVec`], an [`ArenaMap`](crate::ArenaMap), an [`ArenaBytes`](crate::ArenaBytes), or a
+    /// tuple of up to four of them, and the result has the same shape: `&mut T` for a `Ptr`,
+    /// [`VecMut`](crate::collections::VecMut) for a vector or byte string,
+    /// [`MapMut`](crate::collections::MapMut) for a map. The views mark the pages they write as
+    /// they go, so lending a large vector costs nothing until it is written.
+    ///
+    /// Every handle is checked, and their memory must not overlap (the same handle twice is
+    /// refused), so the references never alias.
+    ///
+    /// ```
+    /// use cowarena::{Arena, ArenaVec, ViewMut};
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// let counts = ArenaVec::from_elem(&mut a, 0u32, 100)?;
+    /// let order = ArenaVec::from_slice(&mut a, &[3u16, 1, 4, 1, 5])?;
+    /// let total = a.alloc(0u64)?;
+    /// let (mut counts_w, order_w, total_w) = a.lend_mut((counts, order, total));
+    /// for &i in order_w.as_slice() {
+    ///     counts_w[usize::from(i)] += 1;
+    ///     *total_w += 1;
+    /// }
+    /// assert_eq!((counts.as_slice(&a)[1], *a.get(total)), (2, 5));
+    /// assert!(a.try_lend_mut((counts, counts)).is_err()); // would alias
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If a handle names nothing here or two overlap (see [`try_lend_mut`](Self::try_lend_mut)).
+    #[track_caller]
+    fn lend_mut<L: Lend>(&mut self, handles: L) -> L::Out<'_> {
+        match self.try_lend_mut(handles) {
+            Ok(out) => out,
+            Err(e) => ptr::fail(e),
+        }
+    }
+
+    /// Like [`lend_mut`](Self::lend_mut), but returns why the handles cannot be lent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] for a handle that names no live object or
+    /// collection here; [`Error::Overlap`] when two handles' memory
+    /// overlaps.
+    fn try_lend_mut<L: Lend>(&mut self, handles: L) -> Result<L::Out<'_>> {
+        crate::collections::lend(self.arena_mut(TOKEN), handles)
+    }
+}
+
 impl View for Arena {
     #[inline]
     fn try_bytes(&self) -> Result<&[u8]> {
         Ok(self.as_bytes())
+    }
+}
+
+impl ViewMut for Arena {
+    #[inline(always)]
+    fn arena_mut(&mut self, _: Token) -> &mut Arena {
+        self
     }
 }
 
@@ -179,7 +442,7 @@ impl View for ProxyRef<'_> {
 impl View for ProxyMut<'_> {
     #[inline]
     fn try_bytes(&self) -> Result<&[u8]> {
-        Ok(self.as_bytes())
+        Ok(self.arena().as_bytes())
     }
 }
 
@@ -191,14 +454,10 @@ fn type_tag<T: 'static>() -> u64 {
 
 /// The typed API of an arena. See the [module docs](crate::typed).
 impl Arena {
-    /// Moves `value` into the arena and returns a [`Ptr`] to it.
-    ///
-    /// Fails with [`Error::OutOfMemory`](crate::Error::OutOfMemory) when the arena has no room,
-    /// and with [`Error::Unsupported`](crate::Error::Unsupported) for a type aligned above the page
-    /// size or when raw writes occupy the allocator's header (see the
-    /// [module docs](crate::typed#where-the-allocator-lives-and-raw-bytes)). Zero-sized types
-    /// work: each allocation is distinct and takes 8 bytes. `value` is moved through the stack;
-    /// for large objects see [`alloc_zeroed`](Arena::alloc_zeroed).
+    /// Moves `value` into the arena and returns a [`Ptr`] to it. Zero-sized types work: each
+    /// allocation is distinct and takes 8 bytes. `value` is moved through the stack; for large
+    /// objects see [`alloc_zeroed`](Arena::alloc_zeroed). A type aligned above 4096 bytes does
+    /// not compile (see the [module docs](crate::typed#types-aligned-above-4096-bytes)).
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
@@ -208,6 +467,12 @@ impl Arena {
     /// assert!(matches!(too_big, Err(cowarena::Error::OutOfMemory { .. })));
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the arena has no room;
+    /// [`Error::Unsupported`] when raw writes occupy the allocator's
+    /// header (see the [module docs](crate::typed#where-the-allocator-lives-and-raw-bytes));
+    /// [`Error::Corrupt`] when raw writes damaged its metadata.
     #[inline(always)]
     pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
@@ -224,10 +489,32 @@ impl Arena {
     /// assert_eq!(a.get(grid)[512].iter().sum::<u64>(), 1);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`alloc`](Arena::alloc).
     pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, &[])?;
         self.bytes_mut(offset..offset + size_of::<T>())?.fill(0);
         Ok(Ptr::from_raw(offset, stamp))
+    }
+
+    /// A vector of `len` zeroed elements of `T`, allocated at its exact size: an array whose
+    /// length is known only at run time (`alloc_zeroed::<[T; N]>` needs `N` at compile time).
+    /// The same as [`ArenaVec::with_len_zeroed`]; it can grow later like any vector.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+    /// let n = 1000;
+    /// let marks = a.alloc_slice_zeroed::<u8>(n)?;
+    /// marks.as_mut_slice(&mut a)[n - 1] = 1;
+    /// assert_eq!(marks.iter(&a).map(|&m| usize::from(m)).sum::<usize>(), 1);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the arena has no room.
+    pub fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+        ArenaVec::with_len_zeroed(self, len)
     }
 
     /// The object `p` names.
@@ -241,18 +528,25 @@ impl Arena {
         ptr::get(self.as_bytes(), p)
     }
 
-    /// The object `p` names, or [`Error::InvalidPtr`](crate::Error::InvalidPtr) if it is out of
-    /// range, misaligned, null, never allocated, freed, from another arena, or from a state a
-    /// [`restore`](Arena::restore) undid.
+    /// The object `p` names.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
     /// let p = a.alloc(5u64)?;
     /// a.free(p)?;
     /// let err = a.try_get(p).unwrap_err();
+    /// assert!(matches!(
+    ///     err,
+    ///     cowarena::Error::InvalidPtr { reason: cowarena::InvalidPtrReason::Freed, .. }
+    /// ));
     /// assert!(err.to_string().contains("was freed"), "{err}");
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`], whose reason says whether `p` is out of
+    /// range, misaligned, null, never allocated, freed, from another arena, or from a state a
+    /// [`restore`](Arena::restore) undid.
     #[inline]
     pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.as_bytes(), p)
@@ -271,8 +565,7 @@ impl Arena {
         }
     }
 
-    /// The object `p` names, for writing, or the reason it names no live object (see
-    /// [`try_get`](Arena::try_get)).
+    /// The object `p` names, for writing; its pages are marked as written.
     ///
     /// ```
     /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
@@ -281,6 +574,9 @@ impl Arena {
     /// assert_eq!(*a.get(p), 2);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`try_get`](Arena::try_get).
     #[inline]
     pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
         if !ptr::is_live(self.as_bytes(), p) {
@@ -303,6 +599,11 @@ impl Arena {
     /// assert_eq!(q.offset(), p.offset());
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] if `p` names no live object here (a double
+    /// free included); [`Error::Corrupt`] when raw writes damaged the
+    /// allocator's metadata. Nothing is freed then.
     #[inline(always)]
     pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
         alloc::free(
@@ -329,6 +630,11 @@ impl Arena {
     }
 
     /// Like [`set_root`](Arena::set_root), but returns the reason `p` cannot be the root.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] if `p` is neither null nor a live object
+    /// here; the errors of [`alloc`](Arena::alloc)'s first call, which initializes the
+    /// allocator (the root lives in its header).
     ///
     /// ```
     /// use cowarena::{Arena, Ptr};
@@ -367,6 +673,9 @@ impl Arena {
     /// assert_eq!(a.alloc_stats()?.small_objects, 0);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when raw writes damaged the allocator's metadata.
     pub fn alloc_stats(&self) -> Result<AllocStats> {
         Ok(alloc::stats(self.as_bytes())?.unwrap_or_default())
     }
@@ -397,6 +706,9 @@ impl Snapshot {
     /// assert!(s.try_get(q).is_err());       // allocated after the snapshot
     /// # Ok::<(), cowarena::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// As [`Arena::try_get`], and the errors of [`try_as_bytes`](Snapshot::try_as_bytes).
     #[inline]
     pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
         View::try_get(self, p)
@@ -409,6 +721,10 @@ impl Snapshot {
 
     /// How the typed allocator used the arena when this snapshot was taken (see
     /// [`Arena::alloc_stats`]).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the allocator's metadata fails its checks;
+    /// the errors of [`try_as_bytes`](Snapshot::try_as_bytes).
     pub fn alloc_stats(&self) -> Result<AllocStats> {
         Ok(alloc::stats(self.try_as_bytes()?)?.unwrap_or_default())
     }

@@ -31,7 +31,7 @@ use common::{cowarena_memfds, mappings_in, memfd_mappings, serial};
 use cowarena::fault_injection as fi;
 use cowarena::{
     page_size, Arena, ArenaMap, ArenaVec, Error, FileProblem, ForkError, ForkOptions, Proxy, Ptr,
-    Snapshot,
+    Snapshot, ViewMut,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;

@@ -2,7 +2,7 @@
 //! snapshot, snapshot drops, `to_arena`, proxies and arena drops, checked after every step
 //! against plain `Vec<u8>` copies.
 
-use cowarena::{Arena, Error, Proxy, ProxyMut, Snapshot};
+use cowarena::{Arena, Error, Proxy, ProxyMut, Snapshot, ViewMut};
 use proptest::prelude::*;
 
 enum Handle {

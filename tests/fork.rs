@@ -8,7 +8,7 @@
 mod common;
 use bytemuck::{Pod, Zeroable};
 use common::{open_fds, serial};
-use cowarena::{Arena, ForkError, ForkOptions};
+use cowarena::{Arena, ForkError, ForkOptions, ViewMut};
 use std::time::{Duration, Instant};
 
 fn page() -> usize {

@@ -84,12 +84,16 @@ fn vec_extend_reserve_clear_free() {
 }
 
 #[test]
-#[should_panic(expected = "index out of bounds")]
-fn vec_set_past_the_end_panics() {
+fn vec_set_past_the_end_is_an_error() {
     let mut a = Arena::with_capacity(1 << 20).unwrap();
     let v = ArenaVec::<u8>::new(&mut a).unwrap();
     v.push(&mut a, 1).unwrap();
-    let _ = v.set(&mut a, 1, 2);
+    let e = v.set(&mut a, 1, 2).unwrap_err();
+    assert!(
+        matches!(e, Error::IndexOutOfBounds { index: 1, len: 1 }),
+        "{e}"
+    );
+    assert_eq!(v.as_slice(&a), &[1]);
 }
 
 #[test]
@@ -128,7 +132,7 @@ fn map_matches_std_under_inserts_and_removes() {
             4..=5 => assert_eq!(m.remove(&mut a, &k).unwrap(), model.remove(&k)),
             6 => assert_eq!(m.get(&a, &k), model.get(&k)),
             _ => {
-                if let Some(v) = m.get_mut(&mut a, &k).unwrap() {
+                if let Some(v) = m.get_mut(&mut a, &k) {
                     *v += 1;
                 }
                 if let Some(v) = model.get_mut(&k) {

@@ -7,8 +7,7 @@
 //! is exact: an object reads its own copy if the proxy has written the object's page, and the
 //! source's current value otherwise.
 
-use bytemuck::Pod;
-use cowarena::{page_size, Arena, Proxy, ProxyMut, Ptr, Snapshot};
+use cowarena::{page_size, Arena, Proxy, ProxyMut, Ptr, Snapshot, ViewMut};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -62,36 +61,7 @@ fn large(v: u64) -> Large {
     l
 }
 
-/// What the model writes through: an arena, or a proxy with its source borrowed.
-trait Target {
-    fn alloc<T: Pod>(&mut self, v: T) -> cowarena::Result<Ptr<T>>;
-    fn alloc_zeroed<T: Pod>(&mut self) -> cowarena::Result<Ptr<T>>;
-    fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T;
-    fn free<T: Pod>(&mut self, p: Ptr<T>) -> cowarena::Result<()>;
-}
-
-macro_rules! target {
-    ($t:ty) => {
-        impl Target for $t {
-            fn alloc<T: Pod>(&mut self, v: T) -> cowarena::Result<Ptr<T>> {
-                <$t>::alloc(self, v)
-            }
-            fn alloc_zeroed<T: Pod>(&mut self) -> cowarena::Result<Ptr<T>> {
-                <$t>::alloc_zeroed(self)
-            }
-            fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
-                <$t>::get_mut(self, p)
-            }
-            fn free<T: Pod>(&mut self, p: Ptr<T>) -> cowarena::Result<()> {
-                <$t>::free(self, p)
-            }
-        }
-    };
-}
-target!(Arena);
-target!(ProxyMut<'_>);
-
-fn alloc(a: &mut impl Target, kind: u8, v: u64) -> cowarena::Result<Obj> {
+fn alloc(a: &mut impl ViewMut, kind: u8, v: u64) -> cowarena::Result<Obj> {
     Ok(match kind {
         0 => Obj::of(0, a.alloc(v)?),
         1 => Obj::of(1, a.alloc(mid(v))?),
@@ -103,7 +73,7 @@ fn alloc(a: &mut impl Target, kind: u8, v: u64) -> cowarena::Result<Obj> {
     })
 }
 
-fn write(a: &mut impl Target, o: Obj, v: u64) {
+fn write(a: &mut impl ViewMut, o: Obj, v: u64) {
     match o.kind {
         0 => *a.get_mut(o.ptr::<u64>()) = v,
         1 => *a.get_mut(o.ptr::<Mid>()) = mid(v),
@@ -111,7 +81,7 @@ fn write(a: &mut impl Target, o: Obj, v: u64) {
     }
 }
 
-fn free(a: &mut impl Target, o: Obj) -> cowarena::Result<()> {
+fn free(a: &mut impl ViewMut, o: Obj) -> cowarena::Result<()> {
     match o.kind {
         0 => a.free(o.ptr::<u64>()),
         1 => a.free(o.ptr::<Mid>()),

@@ -2,7 +2,7 @@
 //! allocates, snapshots, restores or is dropped.
 
 use bytemuck::{Pod, Zeroable};
-use cowarena::{page_size, Arena, ArenaMap, ArenaVec, Error, Ptr};
+use cowarena::{page_size, Arena, ArenaMap, ArenaVec, Error, Ptr, View, ViewMut};
 
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 #[repr(C)]
@@ -153,16 +153,28 @@ fn a_proxy_allocates_on_its_own() {
     let big = w.alloc(PagePoint::zeroed()).unwrap();
     w.free(big).unwrap();
     assert_eq!(*w.get(w.get(root).b), Point { x: 7, y: 8 });
-    // Collections read through the proxy like any view.
-    assert_eq!(v.as_slice(&w), &[Point { x: 1, y: 1 }]);
-    assert_eq!(m.get(&w, &1), Some(&Point { x: 1, y: 1 }));
+    // Collections read and grow through the proxy like in any arena.
+    for i in 0..1000 {
+        v.push(&mut w, Point { x: i, y: i }).unwrap();
+        m.insert(&mut w, i as u32 + 1, Point { x: -i, y: 0 })
+            .unwrap();
+    }
+    assert_eq!(v.len(&w), 1001);
+    assert_eq!(v.as_slice(&w)[0], Point { x: 1, y: 1 });
+    assert_eq!(m.get(&w, &1), Some(&Point { x: 0, y: 0 }));
+    assert_eq!(m.get(&w, &1000), Some(&Point { x: -999, y: 0 }));
+    v.view_mut(&mut w)[5].x = 55;
+    assert_eq!(v.as_slice(&w)[5].x, 55);
     // None of it is in the source, whose allocator never saw it.
     let s = w.snapshot().unwrap();
     assert!(arena.try_get(a).is_err());
     assert_eq!(*arena.get(root), TwoPoints::zeroed());
+    assert_eq!(v.as_slice(&arena), &[Point { x: 1, y: 1 }]);
+    assert_eq!(m.len(&arena), 1);
     // A snapshot of the proxy freezes what it sees, and forks from it.
     let f = s.to_arena().unwrap();
     assert_eq!(f.get(f.get(root).a).x, 5);
+    assert_eq!(v.len(&f), 1001);
     // The source can take the proxy's state by restoring its snapshot.
     arena.restore(&s).unwrap();
     assert_eq!(arena.get(arena.get(root).b).y, 8);

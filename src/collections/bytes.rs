@@ -1,13 +1,13 @@
 //! [`ArenaBytes`]: a growable byte string in the arena.
 
 use super::{expect, ArenaVec};
-use crate::arena::Arena;
 use crate::error::Result;
-use crate::typed::View;
+use crate::typed::{View, ViewMut};
 use bytemuck::{Pod, Zeroable};
 
-/// A growable byte string stored in an [`Arena`]: a `Pod` handle, so it can be the root or a
-/// field of another arena object (see the [module docs](crate::collections)).
+/// A growable byte string stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the
+/// root or a field of another arena object (see the [module docs](crate::collections)). It is an
+/// [`ArenaVec<u8>`] with byte-string names; [`as_vec`](Self::as_vec) gives the vector's whole API.
 ///
 /// ```
 /// use cowarena::{Arena, ArenaBytes};
@@ -18,6 +18,8 @@ use bytemuck::{Pod, Zeroable};
 /// assert_eq!(log.as_slice(&a), b"start, step 1");
 /// assert_eq!(log.as_slice(&s), b"start");
 /// assert_eq!(log.len(&s), 5);
+/// log.as_mut_slice(&mut a)[0] = b'S';
+/// assert_eq!(log.as_vec().get(&a, 0), Some(&b'S'));
 /// # Ok::<(), cowarena::Error>(())
 /// ```
 #[repr(transparent)]
@@ -28,27 +30,44 @@ pub struct ArenaBytes {
 
 impl ArenaBytes {
     /// A new, empty byte string in `arena`.
-    pub fn new(arena: &mut Arena) -> Result<Self> {
+    ///
+    /// # Errors
+    /// As [`ArenaVec::new`].
+    pub fn new(arena: &mut impl ViewMut) -> Result<Self> {
         Ok(ArenaBytes {
             bytes: ArenaVec::new(arena)?,
         })
     }
 
     /// A new, empty byte string with room for `capacity` bytes.
-    pub fn with_capacity(arena: &mut Arena, capacity: usize) -> Result<Self> {
+    ///
+    /// # Errors
+    /// As [`ArenaVec::with_capacity`].
+    pub fn with_capacity(arena: &mut impl ViewMut, capacity: usize) -> Result<Self> {
         Ok(ArenaBytes {
             bytes: ArenaVec::with_capacity(arena, capacity)?,
         })
     }
 
     /// A new byte string holding a copy of `bytes`.
-    pub fn from_slice(arena: &mut Arena, bytes: &[u8]) -> Result<Self> {
-        let s = Self::with_capacity(arena, bytes.len())?;
-        s.append(arena, bytes)?;
-        Ok(s)
+    ///
+    /// # Errors
+    /// As [`ArenaVec::from_slice`].
+    pub fn from_slice(arena: &mut impl ViewMut, bytes: &[u8]) -> Result<Self> {
+        Ok(ArenaBytes {
+            bytes: ArenaVec::from_slice(arena, bytes)?,
+        })
     }
 
-    /// The bytes, or why the handle names no live byte string in `view`.
+    /// The byte string as the vector of bytes it is.
+    pub fn as_vec(self) -> ArenaVec<u8> {
+        self.bytes
+    }
+
+    /// The bytes.
+    ///
+    /// # Errors
+    /// As [`ArenaVec::try_as_slice`].
     pub fn try_as_slice<'a>(&self, view: &'a impl View) -> Result<&'a [u8]> {
         self.bytes.try_as_slice(view)
     }
@@ -61,6 +80,31 @@ impl ArenaBytes {
     #[track_caller]
     pub fn as_slice<'a>(&self, view: &'a impl View) -> &'a [u8] {
         expect(self.try_as_slice(view))
+    }
+
+    /// The bytes, for writing; their pages are marked as written.
+    ///
+    /// # Errors
+    /// As [`ArenaVec::try_as_mut_slice`].
+    pub fn try_as_mut_slice<'a>(&self, arena: &'a mut impl ViewMut) -> Result<&'a mut [u8]> {
+        self.bytes.try_as_mut_slice(arena)
+    }
+
+    /// The bytes, for writing; their pages are marked as written.
+    ///
+    /// # Panics
+    /// If the handle names no live byte string in `arena`.
+    #[track_caller]
+    pub fn as_mut_slice<'a>(&self, arena: &'a mut impl ViewMut) -> &'a mut [u8] {
+        self.bytes.as_mut_slice(arena)
+    }
+
+    /// The length in bytes.
+    ///
+    /// # Errors
+    /// As [`ArenaVec::try_len`].
+    pub fn try_len(&self, view: &impl View) -> Result<usize> {
+        self.bytes.try_len(view)
     }
 
     /// The length in bytes.
@@ -82,17 +126,26 @@ impl ArenaBytes {
     }
 
     /// Appends `bytes`, growing the buffer (to at least twice its size) when it is full.
-    pub fn append(&self, arena: &mut Arena, bytes: &[u8]) -> Result<()> {
+    ///
+    /// # Errors
+    /// As [`ArenaVec::extend_from_slice`].
+    pub fn append(&self, arena: &mut impl ViewMut, bytes: &[u8]) -> Result<()> {
         self.bytes.extend_from_slice(arena, bytes)
     }
 
     /// Empties the byte string, keeping its buffer.
-    pub fn clear(&self, arena: &mut Arena) -> Result<()> {
+    ///
+    /// # Errors
+    /// As [`ArenaVec::clear`].
+    pub fn clear(&self, arena: &mut impl ViewMut) -> Result<()> {
         self.bytes.clear(arena)
     }
 
     /// Frees the byte string's memory; every copy of the handle becomes invalid.
-    pub fn free(self, arena: &mut Arena) -> Result<()> {
+    ///
+    /// # Errors
+    /// As [`ArenaVec::free`].
+    pub fn free(self, arena: &mut impl ViewMut) -> Result<()> {
         self.bytes.free(arena)
     }
 }

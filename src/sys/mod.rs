@@ -38,6 +38,16 @@ pub(crate) fn os_error(op: &'static str, errno: nix::errno::Errno) -> Error {
     }
 }
 
+/// An error from `region`, keeping the operating system's error (and so its errno) when there
+/// is one.
+fn region_error(op: &'static str, e: region::Error) -> Error {
+    let source = match e {
+        region::Error::SystemCall(source) => source,
+        other => std::io::Error::other(other.to_string()),
+    };
+    Error::Os { op, source }
+}
+
 /// A file holding pages: a page-store chunk or an arena's live file (when it has proxies).
 #[derive(Debug)]
 pub(crate) struct BackingFile {
@@ -204,10 +214,8 @@ impl Reservation {
     pub(crate) fn new(len: usize) -> Result<Self> {
         const OP: &str = "mmap (reserve address space)";
         fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
-        let alloc = region::alloc(len, region::Protection::NONE).map_err(|e| Error::Os {
-            op: OP,
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let alloc =
+            region::alloc(len, region::Protection::NONE).map_err(|e| region_error(OP, e))?;
         Ok(Reservation { alloc })
     }
 
@@ -321,12 +329,8 @@ impl Reservation {
         fault::point("mprotect", Call::Plain).map_err(|e| os_error("mprotect", e))?;
         // SAFETY: the range is this reservation's own; removing write access cannot invalidate
         // any reference (only `&[u8]` views are handed out for read-only reservations).
-        unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }.map_err(|e| {
-            Error::Os {
-                op: "mprotect",
-                source: std::io::Error::other(e.to_string()),
-            }
-        })
+        unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }
+            .map_err(|e| region_error("mprotect", e))
     }
 
     /// Runs of pages in `[offset, offset + len)` that hold private (copied or anonymous) contents,
@@ -338,5 +342,20 @@ impl Reservation {
     ) -> Option<Vec<std::ops::Range<usize>>> {
         let (addr, _) = self.addr(offset, len);
         private_page_runs(addr.get(), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failed_reservations_keep_their_errno() {
+        // More address space than any x86-64 or aarch64 process has.
+        let e = super::Reservation::new(1 << 62).unwrap_err();
+        match e {
+            crate::Error::Os { source, .. } => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOMEM), "{source}")
+            }
+            other => panic!("{other}"),
+        }
     }
 }

@@ -1,0 +1,541 @@
+//! The allocator's header and geometry: the constants of its layout, the header at offset 0,
+//! where each type's objects go ([`Placement`]), and the checks that turn the header's fields
+//! into a trusted geometry ([`Geo`]).
+
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+use crate::sys;
+use bytemuck::{Pod, Zeroable};
+
+pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"cowalloc");
+pub(super) const VERSION: u32 = 1;
+
+/// Where the page map starts; the header fits below it.
+pub(super) const PAGE_MAP: usize = 1024;
+
+/// Slot sizes (object and stamp) of the size classes.
+pub(super) const CLASS_SIZES: [usize; 24] = [
+    8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640,
+    768, 896, 1024,
+];
+pub(super) const CLASSES: usize = CLASS_SIZES.len();
+
+/// Objects aligned above this are large; slab slots start on a 64-byte boundary.
+pub(super) const MAX_SMALL_ALIGN: usize = 64;
+
+/// `Placement::class` of a large object.
+pub(super) const LARGE: usize = usize::MAX;
+
+/// The largest alignment a type stored in an arena may have, checked at compile time: the
+/// smallest page size of the platforms the crate supports, so that a large object, which starts
+/// a page, is aligned for its type everywhere.
+pub(crate) const MAX_ALIGN: usize = 4096;
+
+/// Free-run bins: one per length `1..=EXACT_BINS` pages, then one per power of two.
+pub(super) const BINS: usize = 64;
+pub(super) const EXACT_BINS: usize = 32;
+
+/// Page kinds in the page map.
+pub(super) mod kind {
+    pub(in crate::alloc) const LARGE_HEAD: u8 = 1;
+    pub(in crate::alloc) const LARGE_TAIL: u8 = 2;
+    pub(in crate::alloc) const FREE_HEAD: u8 = 3;
+    pub(in crate::alloc) const FREE_LAST: u8 = 4;
+    /// A slab of class `c` is `SLAB + c`.
+    pub(in crate::alloc) const SLAB: u8 = 16;
+}
+
+/// The allocator's header, at offset 0 of the arena. All zeros means "not initialized yet".
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Header {
+    pub(super) magic: u64,
+    pub(super) version: u32,
+    pub(super) page_shift: u32,
+    pub(super) capacity: u64,
+    /// First page the allocator hands out (after the header and page map).
+    pub(super) first_page: u64,
+    /// Pages at and above `top` are unused.
+    pub(super) top: u64,
+    /// Bit `b` is set iff `bins[b]` is non-empty.
+    pub(super) free_mask: u64,
+    pub(super) root_offset: u64,
+    pub(super) root_stamp: u64,
+    pub(super) root_type: u64,
+    /// First page of each bin's list of free runs (0: empty).
+    pub(super) bins: [u32; BINS],
+    pub(super) classes: [ClassLists; CLASSES],
+}
+
+/// Invariant: `current` (0: none) and the slabs of `partial` are slabs of this class; a slab is
+/// on `partial` iff its `listed` flag is set; full slabs other than `current` are on no list.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct ClassLists {
+    pub(super) current: u32,
+    pub(super) partial: u32,
+}
+
+pub(super) const HEADER_SIZE: usize = size_of::<Header>();
+const _: () = assert!(HEADER_SIZE <= PAGE_MAP);
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct SlabHeader {
+    pub(super) class: u32,
+    pub(super) used: u32,
+    pub(super) slots: u32,
+    pub(super) listed: u32,
+    pub(super) prev: u32,
+    pub(super) next: u32,
+    pub(super) _reserved: [u32; 2],
+}
+
+pub(super) const SLAB_HEADER: usize = size_of::<SlabHeader>();
+/// Where `SlabHeader::used` sits in a slab, for the fast paths' field writes.
+pub(super) const USED: usize = std::mem::offset_of!(SlabHeader, used);
+
+/// The links at the start of a free run; its length is also stored in the run's last 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct FreeRun {
+    pub(super) pages: u64,
+    pub(super) prev: u32,
+    pub(super) next: u32,
+}
+
+/// Where an object of a given size and alignment lives, fixed per type at compile time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placement {
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+    /// Size class, or `LARGE`.
+    pub(super) class: usize,
+    /// Offset of the stamp from the object's start.
+    pub(crate) stamp_at: usize,
+    /// An object's offset is a multiple of `mask + 1` (at least 8, so its stamp is aligned).
+    pub(crate) mask: usize,
+}
+
+impl Placement {
+    pub(crate) const fn of(size: usize, align: usize) -> Placement {
+        let align = if align == 0 { 1 } else { align };
+        let step = if align > 8 { align } else { 8 };
+        let mut class = LARGE;
+        if align <= MAX_SMALL_ALIGN && size <= CLASS_SIZES[CLASSES - 1] - 8 {
+            let mut c = 0;
+            while c < CLASSES {
+                if CLASS_SIZES[c] >= size + 8 && CLASS_SIZES[c] % step == 0 {
+                    class = c;
+                    break;
+                }
+                c += 1;
+            }
+        }
+        let stamp_at = if class == LARGE {
+            match size.checked_next_multiple_of(8) {
+                Some(s) if s <= usize::MAX - 16 => s,
+                _ => usize::MAX - 16,
+            }
+        } else {
+            CLASS_SIZES[class] - 8
+        };
+        Placement {
+            size,
+            align,
+            class,
+            stamp_at,
+            mask: step - 1,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_large(&self) -> bool {
+        self.class == LARGE
+    }
+}
+
+/// The arena's geometry, from a validated header. Page sizes are powers of two, so everything
+/// here is shifts: the fast paths divide nothing.
+#[derive(Clone, Copy)]
+pub(super) struct Geo {
+    pub(super) shift: u32,
+    pub(super) pages: usize,
+    pub(super) first_page: usize,
+    pub(super) top: usize,
+}
+
+/// Page sizes the header may record: 512 bytes to 64 KiB (slot indices rely on the upper bound).
+pub(super) const PAGE_SHIFTS: std::ops::RangeInclusive<u32> = 9..=16;
+
+impl Geo {
+    #[inline]
+    pub(super) fn new(shift: u32, capacity: usize) -> Geo {
+        let pages = capacity >> shift;
+        let first_page = (PAGE_MAP + pages + (1 << shift) - 1) >> shift;
+        Geo {
+            shift,
+            pages,
+            first_page,
+            top: first_page,
+        }
+    }
+
+    #[inline]
+    pub(super) fn page(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// Bitmap words of a slab: one bit per 8 bytes of page.
+    #[inline]
+    pub(super) fn words(&self) -> usize {
+        (self.page() >> 9).max(1)
+    }
+
+    /// Where a slab's slots start.
+    #[inline]
+    pub(super) fn data_start(&self) -> usize {
+        // `next_multiple_of`, spelled with a mask because it branches otherwise.
+        (SLAB_HEADER + 8 * self.words() + MAX_SMALL_ALIGN - 1) & !(MAX_SMALL_ALIGN - 1)
+    }
+
+    #[inline]
+    pub(super) fn page_at(&self, p: usize) -> usize {
+        p << self.shift
+    }
+
+    /// Whether `p` is a page the allocator has handed out or holds as free.
+    #[inline]
+    pub(super) fn in_use(&self, p: usize) -> bool {
+        p >= self.first_page && p < self.top
+    }
+}
+
+/// `ceil(2^32 / size)` per class: `(rel * r) >> 32 == rel / size` for every `rel < 2^16`, which
+/// `PAGE_SHIFTS` guarantees for offsets within a page.
+pub(super) const RECIPROCALS: [u64; CLASSES] = {
+    let mut r = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        r[c] = (1u64 << 32).div_ceil(CLASS_SIZES[c] as u64);
+        c += 1;
+    }
+    r
+};
+
+pub(super) fn corrupt() -> Error {
+    Error::Corrupt(
+        "the typed allocator's metadata fails its checks (raw writes into memory it owns?)",
+    )
+}
+
+#[inline]
+pub(super) fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(b.try_into().ok()?))
+}
+
+/// The `T` at `bytes[at..]`, read without a bounds check: for the fast paths, whose checks of
+/// the allocator's metadata already place every access inside a slab page.
+///
+/// # Safety
+/// `at + size_of::<T>() <= bytes.len()`.
+#[inline(always)]
+pub(super) unsafe fn read_at<T: Pod>(bytes: &[u8], at: usize) -> T {
+    debug_assert!(at + size_of::<T>() <= bytes.len());
+    // SAFETY: in bounds (forwarded to the caller); every bit pattern is a `T` (Pod).
+    unsafe { bytes.as_ptr().add(at).cast::<T>().read_unaligned() }
+}
+
+/// Writes `v` at `bytes[at..]` without a bounds check (see `read_at`).
+///
+/// # Safety
+/// `at + size_of::<T>() <= bytes.len()`.
+#[inline(always)]
+pub(super) unsafe fn write_at<T: Pod>(bytes: &mut [u8], at: usize, v: T) {
+    debug_assert!(at + size_of::<T>() <= bytes.len());
+    // SAFETY: in bounds (forwarded to the caller); `bytes` is plain memory.
+    unsafe { bytes.as_mut_ptr().add(at).cast::<T>().write_unaligned(v) }
+}
+
+#[inline]
+pub(super) fn header(bytes: &[u8]) -> &Header {
+    bytemuck::from_bytes(&bytes[..HEADER_SIZE])
+}
+
+pub(super) fn header_mut(arena: &mut Arena) -> Result<&mut Header> {
+    Ok(bytemuck::from_bytes_mut(arena.bytes_mut(0..HEADER_SIZE)?))
+}
+
+/// What the header says.
+pub(super) enum State {
+    /// All zeros: no typed use yet.
+    Uninit,
+    Ready(Geo),
+    Corrupt,
+}
+
+#[inline(always)]
+pub(super) fn state(bytes: &[u8]) -> State {
+    let h = header(bytes);
+    if h.magic != MAGIC {
+        return if h.magic == 0 {
+            State::Uninit
+        } else {
+            State::Corrupt
+        };
+    }
+    if h.version != VERSION
+        || !PAGE_SHIFTS.contains(&h.page_shift)
+        || h.capacity != bytes.len() as u64
+        || bytes.len() >> h.page_shift == 0
+    {
+        return State::Corrupt;
+    }
+    let mut g = Geo::new(h.page_shift, bytes.len());
+    let top = usize::try_from(h.top).unwrap_or(usize::MAX);
+    if h.first_page != g.first_page as u64 || top < g.first_page || top > g.pages {
+        return State::Corrupt;
+    }
+    g.top = top;
+    State::Ready(g)
+}
+
+/// The geometry if the allocator is initialized, `None` if the header is all zeros.
+pub(super) fn geometry(bytes: &[u8]) -> Result<Option<Geo>> {
+    match state(bytes) {
+        State::Uninit => Ok(None),
+        State::Ready(g) => Ok(Some(g)),
+        State::Corrupt => Err(corrupt()),
+    }
+}
+
+/// The header fields `state` checks, read on their own (`Header` is too large to copy).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct HeaderGeo {
+    magic: u64,
+    version: u32,
+    page_shift: u32,
+    capacity: u64,
+    first_page: u64,
+    top: u64,
+}
+
+const _: () = assert!(std::mem::offset_of!(Header, top) == std::mem::offset_of!(HeaderGeo, top));
+
+/// `state` for the fast paths: the geometry if the header is valid, else `None` (initialization
+/// and errors are the slow paths' business). The page size must also be the arena's, as it is
+/// unless the header was overwritten, which makes the expected geometry a function of the
+/// arena's constants instead of the header's fields.
+#[inline(always)]
+pub(super) fn ready(arena: &Arena) -> Option<Geo> {
+    let bytes = arena.as_bytes();
+    let h: HeaderGeo = bytemuck::pod_read_unaligned(bytes.get(..size_of::<HeaderGeo>())?);
+    let shift = arena.page_shift();
+    let g = Geo::new(shift, bytes.len());
+    let top = usize::try_from(h.top).ok()?;
+    // The exact compares as one test: on the fast path they all hold.
+    let differs = (h.magic ^ MAGIC)
+        | u64::from(h.version ^ VERSION)
+        | u64::from(h.page_shift ^ shift)
+        | (h.capacity ^ bytes.len() as u64)
+        | (h.first_page ^ g.first_page as u64);
+    let valid =
+        differs == 0 && PAGE_SHIFTS.contains(&shift) && top >= g.first_page && top <= g.pages;
+    valid.then_some(Geo { top, ..g })
+}
+
+/// Slab `current` of class `c`, from the header.
+#[inline(always)]
+pub(super) fn current_slab(bytes: &[u8], c: usize) -> Option<usize> {
+    let at = std::mem::offset_of!(Header, classes) + c * size_of::<ClassLists>();
+    let b = bytes.get(at..at + 4)?;
+    Some(u32::from_ne_bytes(b.try_into().ok()?) as usize)
+}
+
+/// The geometry, initializing the allocator on first use.
+#[inline(always)]
+pub(super) fn ensure(arena: &mut Arena) -> Result<Geo> {
+    match state(arena.as_bytes()) {
+        State::Ready(g) => Ok(g),
+        State::Uninit => init(arena),
+        State::Corrupt => Err(corrupt()),
+    }
+}
+
+#[cold]
+pub(super) fn init(arena: &mut Arena) -> Result<Geo> {
+    let g = Geo::new(sys::page_size().trailing_zeros(), arena.capacity());
+    let meta = PAGE_MAP + g.pages;
+    if !all_zero(&arena.as_bytes()[..meta]) {
+        return Err(Error::Unsupported(
+            "typed allocation needs the arena's first bytes (allocator header and page map) \
+             zeroed, but raw writes were made there",
+        ));
+    }
+    let capacity = arena.capacity() as u64;
+    let h = header_mut(arena)?;
+    h.magic = MAGIC;
+    h.version = VERSION;
+    h.page_shift = g.shift;
+    h.capacity = capacity;
+    h.first_page = g.first_page as u64;
+    h.top = g.first_page as u64;
+    Ok(g)
+}
+
+/// Whether every byte of `bytes` is zero. Checks a page-sized chunk at a time without an early
+/// exit inside it, which the compiler vectorizes: the page map of a large arena is megabytes
+/// (a byte at a time, 1 TiB's took 0.2 s).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|chunk| chunk.iter().fold(0, |acc, &b| acc | b) == 0)
+}
+
+#[inline]
+pub(super) fn page_kind(bytes: &[u8], p: usize) -> u8 {
+    bytes.get(PAGE_MAP + p).copied().unwrap_or(0)
+}
+
+pub(super) fn set_kinds(arena: &mut Arena, pages: std::ops::Range<usize>, k: u8) -> Result<()> {
+    arena
+        .bytes_mut(PAGE_MAP + pages.start..PAGE_MAP + pages.end)?
+        .fill(k);
+    Ok(())
+}
+
+pub(super) fn out_of_memory(arena: &Arena, place: Placement) -> Error {
+    Error::OutOfMemory {
+        requested: place.size,
+        align: place.align,
+        capacity: arena.capacity(),
+    }
+}
+
+/// Whether the live object at `off` placed as `place` has stamp `stamp`: the whole validity
+/// check behind `get`, one compare for range and null, one test for alignment, then one load and
+/// one compare of the stamp.
+///
+/// Alignment is tested on the address, not the offset, so that a reference made from a `true`
+/// result is aligned whatever the alignment of `bytes` (page-aligned in every arena and view,
+/// but nothing here relies on it).
+#[inline(always)]
+pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -> bool {
+    let unit = place.mask + 1;
+    // Objects start at a non-zero multiple of `unit` (a power of two, at least 8) and end, with
+    // their stamp, inside `bytes`. `off - unit` wraps offset 0 to a huge value, so one unsigned
+    // compare accepts the non-zero, in-range offsets; alignment is a second test. (Rotating by
+    // log2(unit) would fold both into one compare, but x86 rotates merge flags and measured
+    // slower than the extra test and well-predicted branch.)
+    let Some(last) = bytes.len().checked_sub(place.stamp_at + 8 + unit) else {
+        return false;
+    };
+    if off.wrapping_sub(unit) > last
+        || (bytes.as_ptr() as usize).wrapping_add(off) & place.mask != 0
+    {
+        return false;
+    }
+    // SAFETY: `off + stamp_at + 8 <= bytes.len()` (checked above), so the read is inside
+    // `bytes`; it is unaligned, so it assumes nothing of where `bytes` starts.
+    let found = unsafe {
+        bytes
+            .as_ptr()
+            .add(off + place.stamp_at)
+            .cast::<u64>()
+            .read_unaligned()
+    };
+    // Stamps handed out are odd and unique; a freed slot holds its last stamp plus one, a slot
+    // never allocated holds zero, so only the `Ptr` of the live object matches.
+    found == stamp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_picks_the_smallest_class_that_fits_object_and_stamp() {
+        for size in 0..=CLASS_SIZES[CLASSES - 1] - 8 {
+            for align in [1, 2, 4, 8, 16, 32, 64] {
+                let p = Placement::of(size, align);
+                assert!(!p.is_large(), "size {size} align {align}");
+                let slot = CLASS_SIZES[p.class];
+                let step = align.max(8);
+                assert!(slot >= size + 8 && slot % step == 0);
+                assert!(CLASS_SIZES[..p.class]
+                    .iter()
+                    .all(|&s| s < size + 8 || s % step != 0));
+                assert_eq!(p.stamp_at, slot - 8);
+                assert_eq!(p.mask, step - 1);
+            }
+        }
+    }
+
+    #[test]
+    fn placement_of_large_and_over_aligned_objects() {
+        let p = Placement::of(1017, 8);
+        assert!(p.is_large());
+        assert_eq!(p.stamp_at, 1024);
+        let p = Placement::of(24, 128);
+        assert!(p.is_large(), "aligned above 64: a page of its own");
+        assert_eq!((p.stamp_at, p.mask), (24, 127));
+        let p = Placement::of(0, 0);
+        assert_eq!((p.size, p.align, p.stamp_at), (0, 1, 0));
+        let p = Placement::of(usize::MAX - 3, 8);
+        assert!(p.is_large());
+        assert_eq!(p.stamp_at, usize::MAX - 16, "saturates instead of wrapping");
+    }
+
+    #[test]
+    fn reciprocals_divide_every_offset_within_a_page() {
+        for (c, &size) in CLASS_SIZES.iter().enumerate() {
+            for rel in 0..1usize << *PAGE_SHIFTS.end() {
+                let q = ((rel as u64 * RECIPROCALS[c]) >> 32) as usize;
+                assert_eq!(q, rel / size, "class {size}, offset {rel}");
+            }
+        }
+    }
+
+    #[test]
+    fn geometry_puts_the_first_page_after_the_page_map() {
+        let g = Geo::new(12, 1 << 20);
+        assert_eq!(g.pages, 256);
+        assert_eq!(
+            g.first_page, 1,
+            "1024 + 256 bytes of metadata fit in one page"
+        );
+        let g = Geo::new(12, 1 << 30);
+        assert_eq!(g.first_page, (1024 + (1 << 18)) / 4096 + 1);
+        assert_eq!(g.words(), 8);
+        assert_eq!(g.data_start() % MAX_SMALL_ALIGN, 0);
+        assert!(g.data_start() >= SLAB_HEADER + 8 * g.words());
+    }
+
+    #[test]
+    fn all_zero_sees_any_byte() {
+        let mut bytes = vec![0u8; 3 * 4096 + 5];
+        assert!(all_zero(&bytes) && all_zero(&[]));
+        for at in [0, 4095, 4096, 3 * 4096 + 4] {
+            bytes[at] = 1;
+            assert!(!all_zero(&bytes), "{at}");
+            bytes[at] = 0;
+        }
+    }
+
+    #[test]
+    fn live_at_checks_range_alignment_and_stamp() {
+        let mut bytes = vec![0u64; 512];
+        let place = Placement::of(16, 8);
+        bytes[(64 + place.stamp_at) / 8] = 7;
+        let b: &[u8] = bytemuck::cast_slice(&bytes);
+        assert!(live_at(b, 64, 7, &place));
+        assert!(!live_at(b, 64, 9, &place));
+        assert!(!live_at(b, 68, 7, &place), "misaligned");
+        assert!(!live_at(b, 0, 0, &place), "offset 0 is never an object");
+        assert!(!live_at(b, b.len() - 8, 0, &place), "stamp past the end");
+        assert!(!live_at(b, usize::MAX - 7, 7, &place));
+        assert!(!live_at(&b[..16], 8, 0, &place));
+    }
+}

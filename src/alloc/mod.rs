@@ -1,0 +1,174 @@
+//! The typed allocator. Every byte of its state lives inside the arena, so whatever the core
+//! does to the arena's pages (snapshot, restore, `to_arena`, proxy) it does to the allocator too:
+//! restoring a snapshot brings back the allocator as it was, and objects allocated since are free
+//! again without any bookkeeping outside the arena.
+//!
+//! # Layout
+//!
+//! ```text
+//! offset 0            Header: magic, geometry, top, free-run bins, per-class slab lists, root
+//! offset 1024         page map: one byte per page of the arena (its kind, see `layout::kind`)
+//! first_page ..top    slabs, large objects and free runs, in pages
+//! top ..capacity      never used since the last time top was lowered
+//! ```
+//!
+//! - A *slab* is one page holding objects of one size class: a 32-byte header (class, counts,
+//!   links of the class's list of partly free slabs), a bitmap of used slots, then the slots.
+//!   A slot is the object followed by its 8-byte *stamp*, so an allocation writes one page: the
+//!   slab's bitmap and the slot sit on the same page.
+//! - A *large object* (over 1016 bytes, or aligned above 64) is a run of whole pages starting
+//!   with the object; its trailer (stamp, page count) follows the object.
+//! - A *free run* of pages starts with its list links and ends with its length, so freeing pages
+//!   merges them with free neighbours (found through the page map) in O(1). Runs are kept in 64
+//!   bins: one per length up to 32 pages, one per power of two above.
+//!
+//! One allocation or free writes a bounded number of pages (the slab's page, and on the rarer
+//! paths the header, the page-map page and the pages of list neighbours), so a snapshot after
+//! `k` allocations freezes `O(k)` pages, not the heap.
+//!
+//! # Stamps
+//!
+//! A live slot's stamp is odd and unique in the process (a counter outside the arena, so that a
+//! state restored and allocated from again never repeats a stamp of a state it left); freeing
+//! sets it to `stamp + 1`, and a slot never used holds zero. A [`Ptr`](crate::Ptr) carries the
+//! stamp it was given, and `get` compares it with the one in the arena: one load and one compare.
+//! A child made with `fork()` draws its stamps from a range of its own, so a state it sends back
+//! repeats no stamp its parent hands out.
+//!
+//! # Raw writes
+//!
+//! Nothing is trusted: every field read from the arena is range-checked before use, so raw
+//! writes into allocator-owned memory can make operations fail (with an error naming the
+//! corruption) but never cause undefined behaviour.
+//!
+//! # Files
+//!
+//! - `layout.rs`: the constants, the header, [`Placement`] (where a type's objects go) and the
+//!   checks that turn the header into a trusted geometry; the validity check of a `Ptr`.
+//! - `stamps.rs`: the process-wide stamp counter.
+//! - `slab.rs`: small objects: the inlined fast paths of `alloc` and `free`, slabs and their
+//!   lists.
+//! - `pages.rs`: large objects and the free-page pool (runs in size bins).
+//! - `diagnostics.rs`: why a handle is invalid, and [`AllocStats`].
+//!
+//! This module's entry points (`alloc`, `free`, `root`, `set_root`) choose between them.
+
+mod diagnostics;
+mod layout;
+mod pages;
+mod slab;
+mod stamps;
+
+pub use diagnostics::AllocStats;
+pub(crate) use diagnostics::{explain, stats};
+pub(crate) use layout::{live_at, Placement, MAX_ALIGN};
+pub(crate) use stamps::after_fork_in_child;
+
+use crate::arena::Arena;
+use crate::error::Result;
+use diagnostics::not_an_object;
+use layout::*;
+use pages::free_large;
+use slab::{alloc_fast, alloc_small, free_fast, free_small, relist, FreeFast};
+
+/// Allocates room for an object placed as `place`, copies `init` (at most `place.size` bytes)
+/// to its start, and returns its offset and stamp.
+///
+/// `place` is a reference so that the slow path's argument is a pointer to a constant, not a
+/// copy built on the stack before every fast path.
+#[inline(always)]
+pub(crate) fn alloc(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
+    debug_assert!(init.len() <= place.size);
+    if !place.is_large() {
+        if let Some(done) = alloc_fast(arena, place, init) {
+            return Ok(done);
+        }
+    }
+    alloc_slow(arena, place, init)
+}
+
+/// Everything `alloc_fast` leaves: initialization, a full current slab, large objects, errors.
+#[inline(never)]
+fn alloc_slow(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
+    let place = *place;
+    let g = ensure(arena)?;
+    if place.is_large() {
+        pages::alloc_large(arena, g, place, init)
+    } else {
+        alloc_small(arena, g, place, init)
+    }
+}
+
+/// Frees the object at `offset` with `stamp`, placed as `place`, after checking that it is live.
+#[inline(always)]
+pub(crate) fn free(
+    arena: &mut Arena,
+    offset: usize,
+    stamp: u64,
+    place: &Placement,
+    type_name: &'static str,
+) -> Result<()> {
+    if !place.is_large() {
+        match free_fast(arena, offset, stamp, place) {
+            FreeFast::Done => return Ok(()),
+            FreeFast::Relist { g, s, used, listed } => {
+                return relist(arena, g, place.class, s, used, listed)
+            }
+            FreeFast::Slow => {}
+        }
+    }
+    free_slow(arena, offset, stamp, place, type_name)
+}
+
+/// Everything `free_fast` leaves: large objects, and invalid pointers and corruption, whose
+/// errors it names.
+#[inline(never)]
+fn free_slow(
+    arena: &mut Arena,
+    offset: usize,
+    stamp: u64,
+    place: &Placement,
+    type_name: &'static str,
+) -> Result<()> {
+    let place = *place;
+    let bytes = arena.as_bytes();
+    let g = match state(bytes) {
+        State::Ready(g) => g,
+        State::Uninit => return Err(explain(bytes, offset, stamp, place, type_name)),
+        State::Corrupt => return Err(corrupt()),
+    };
+    let live = read_u64(bytes, offset.saturating_add(place.stamp_at));
+    if offset & place.mask != 0 || live != Some(stamp) || stamp & 1 == 0 {
+        return Err(explain(bytes, offset, stamp, place, type_name));
+    }
+    let s = offset >> g.shift;
+    if !g.in_use(s) {
+        return Err(not_an_object(offset, type_name, place));
+    }
+    if place.is_large() {
+        return free_large(arena, g, offset, stamp, place, type_name);
+    }
+    free_small(arena, g, offset, stamp, place, type_name)
+}
+
+/// The root, if one of type tag `type_tag` is set.
+pub(crate) fn root(bytes: &[u8], type_tag: u64) -> Option<(usize, u64)> {
+    let h = header(bytes);
+    if h.magic != MAGIC || h.root_stamp == 0 || h.root_type != type_tag {
+        return None;
+    }
+    Some((usize::try_from(h.root_offset).ok()?, h.root_stamp))
+}
+
+/// Sets (or with a zero stamp clears) the root.
+pub(crate) fn set_root(arena: &mut Arena, offset: usize, stamp: u64, type_tag: u64) -> Result<()> {
+    if stamp == 0 && geometry(arena.as_bytes())?.is_none() {
+        return Ok(());
+    }
+    ensure(arena)?;
+    let h = header_mut(arena)?;
+    h.root_offset = offset as u64;
+    h.root_stamp = stamp;
+    h.root_type = if stamp == 0 { 0 } else { type_tag };
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Pages: large objects (runs of whole pages) and the free-page pool, kept as runs in size
+//! bins.
+
+use super::diagnostics::not_an_object;
+use super::layout::*;
+use super::stamps::fresh_stamp;
+use crate::arena::Arena;
+use crate::error::{Error, Result};
+
+/// First-fit candidates examined in a power-of-two bin before a larger bin is split.
+pub(super) const BIN_SCAN: usize = 16;
+
+pub(super) fn large_pages(g: Geo, place: Placement) -> Option<usize> {
+    Some(place.stamp_at.checked_add(16)?.div_ceil(g.page()))
+}
+
+#[inline(never)]
+pub(super) fn alloc_large(
+    arena: &mut Arena,
+    g: Geo,
+    place: Placement,
+    init: &[u8],
+) -> Result<(usize, u64)> {
+    if place.align > g.page() {
+        return Err(Error::Unsupported(
+            "objects aligned above the page size cannot be allocated",
+        ));
+    }
+    let n = large_pages(g, place)
+        .filter(|&n| n <= g.pages)
+        .ok_or_else(|| out_of_memory(arena, place))?;
+    let s = alloc_pages(arena, g, n).ok_or_else(|| out_of_memory(arena, place))??;
+    set_kinds(arena, s..s + 1, kind::LARGE_HEAD)?;
+    set_kinds(arena, s + 1..s + n, kind::LARGE_TAIL)?;
+    let off = g.page_at(s);
+    let stamp = fresh_stamp();
+    let trailer = arena.bytes_mut(off + place.stamp_at..off + place.stamp_at + 16)?;
+    trailer[..8].copy_from_slice(&stamp.to_ne_bytes());
+    trailer[8..].copy_from_slice(&(n as u64).to_ne_bytes());
+    if !init.is_empty() {
+        arena
+            .bytes_mut(off..off + init.len())?
+            .copy_from_slice(init);
+    }
+    Ok((off, stamp))
+}
+
+pub(super) fn bin_of(pages: usize) -> usize {
+    if pages <= EXACT_BINS {
+        pages - 1
+    } else {
+        (EXACT_BINS + (pages.ilog2() as usize - EXACT_BINS.ilog2() as usize)).min(BINS - 1)
+    }
+}
+
+pub(super) fn free_run(bytes: &[u8], g: Geo, s: usize) -> Result<FreeRun> {
+    if !g.in_use(s) || page_kind(bytes, s) != kind::FREE_HEAD {
+        return Err(corrupt());
+    }
+    let run: FreeRun =
+        *bytemuck::from_bytes(&bytes[g.page_at(s)..g.page_at(s) + size_of::<FreeRun>()]);
+    let pages = usize::try_from(run.pages).unwrap_or(usize::MAX);
+    if pages == 0 || pages > g.top - s {
+        return Err(corrupt());
+    }
+    Ok(run)
+}
+
+pub(super) fn free_run_mut(arena: &mut Arena, g: Geo, s: usize) -> Result<&mut FreeRun> {
+    let base = g.page_at(s);
+    Ok(bytemuck::from_bytes_mut(
+        arena.bytes_mut(base..base + size_of::<FreeRun>())?,
+    ))
+}
+
+/// Takes `n` pages: from a free run if one is long enough, else from `top`. `None` when the
+/// arena has no room.
+pub(super) fn alloc_pages(arena: &mut Arena, g: Geo, n: usize) -> Option<Result<usize>> {
+    match find_run(arena.as_bytes(), g, n) {
+        Ok(Some((s, len))) => Some(take_run(arena, g, s, len, n).map(|()| s)),
+        Err(e) => Some(Err(e)),
+        Ok(None) => {
+            let top = g.top;
+            if n > g.pages - top {
+                return None;
+            }
+            Some(header_mut(arena).map(|h| {
+                h.top = (top + n) as u64;
+                top
+            }))
+        }
+    }
+}
+
+/// A free run of at least `n` pages: the head of the exact bin, else a first fit among a few
+/// runs of `n`'s power-of-two bin, else the head of the next non-empty larger bin.
+pub(super) fn find_run(bytes: &[u8], g: Geo, n: usize) -> Result<Option<(usize, usize)>> {
+    let h = header(bytes);
+    let b = bin_of(n);
+    let mut s = h.bins[b] as usize;
+    let mut scanned = 0;
+    while s != 0 && scanned < BIN_SCAN {
+        let run = free_run(bytes, g, s)?;
+        let len = run.pages as usize;
+        if len >= n {
+            return Ok(Some((s, len)));
+        }
+        s = run.next as usize;
+        scanned += 1;
+    }
+    let larger = h.free_mask & (u64::MAX << b << 1);
+    if larger == 0 {
+        return Ok(None);
+    }
+    let s = h.bins[larger.trailing_zeros() as usize] as usize;
+    let len = free_run(bytes, g, s)?.pages as usize;
+    if len < n {
+        return Err(corrupt());
+    }
+    Ok(Some((s, len)))
+}
+
+/// Removes the free run at `s` (of `len` pages) from its bin and gives back its tail past `n`.
+pub(super) fn take_run(arena: &mut Arena, g: Geo, s: usize, len: usize, n: usize) -> Result<()> {
+    unlink_run(arena, g, s)?;
+    if len > n {
+        push_run(arena, g, s + n, len - n)?;
+    }
+    Ok(())
+}
+
+pub(super) fn unlink_run(arena: &mut Arena, g: Geo, s: usize) -> Result<()> {
+    let run = free_run(arena.as_bytes(), g, s)?;
+    let (prev, next) = (run.prev as usize, run.next as usize);
+    if prev != 0 {
+        free_run(arena.as_bytes(), g, prev)?;
+        free_run_mut(arena, g, prev)?.next = next as u32;
+    } else {
+        let b = bin_of(run.pages as usize);
+        let h = header_mut(arena)?;
+        if h.bins[b] as usize != s {
+            return Err(corrupt());
+        }
+        h.bins[b] = next as u32;
+        if next == 0 {
+            h.free_mask &= !(1 << b);
+        }
+    }
+    if next != 0 {
+        free_run(arena.as_bytes(), g, next)?;
+        free_run_mut(arena, g, next)?.prev = prev as u32;
+    }
+    Ok(())
+}
+
+/// Records `[s, s + n)` as a free run at the head of its bin.
+pub(super) fn push_run(arena: &mut Arena, g: Geo, s: usize, n: usize) -> Result<()> {
+    let b = bin_of(n);
+    let head = header(arena.as_bytes()).bins[b] as usize;
+    if head != 0 {
+        free_run(arena.as_bytes(), g, head)?;
+        free_run_mut(arena, g, head)?.prev = s as u32;
+    }
+    *free_run_mut(arena, g, s)? = FreeRun {
+        pages: n as u64,
+        prev: 0,
+        next: head as u32,
+    };
+    let end = g.page_at(s + n);
+    arena
+        .bytes_mut(end - 8..end)?
+        .copy_from_slice(&(n as u64).to_ne_bytes());
+    set_kinds(arena, s..s + 1, kind::FREE_HEAD)?;
+    if n > 1 {
+        set_kinds(arena, s + n - 1..s + n, kind::FREE_LAST)?;
+    }
+    let h = header_mut(arena)?;
+    h.bins[b] = s as u32;
+    h.free_mask |= 1 << b;
+    Ok(())
+}
+
+/// Returns `[s, s + n)` to the free pages, merged with free neighbours; pages that end at `top`
+/// lower it instead.
+pub(super) fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) -> Result<()> {
+    let bytes = arena.as_bytes();
+    if s > g.first_page {
+        let k = page_kind(bytes, s - 1);
+        if k == kind::FREE_HEAD || k == kind::FREE_LAST {
+            let len = read_u64(bytes, g.page_at(s) - 8).unwrap_or(0) as usize;
+            let start = s.wrapping_sub(len);
+            if len > 0
+                && len <= s - g.first_page
+                && free_run(bytes, g, start)?.pages as usize == len
+            {
+                unlink_run(arena, g, start)?;
+                s = start;
+                n += len;
+            }
+        }
+    }
+    let end = s + n;
+    if end == g.top {
+        header_mut(arena)?.top = s as u64;
+        return Ok(());
+    }
+    if page_kind(arena.as_bytes(), end) == kind::FREE_HEAD {
+        let len = free_run(arena.as_bytes(), g, end)?.pages as usize;
+        unlink_run(arena, g, end)?;
+        n += len;
+        if s + n == g.top {
+            header_mut(arena)?.top = s as u64;
+            return Ok(());
+        }
+    }
+    push_run(arena, g, s, n)
+}
+
+#[inline(never)]
+pub(super) fn free_large(
+    arena: &mut Arena,
+    g: Geo,
+    offset: usize,
+    stamp: u64,
+    place: Placement,
+    type_name: &'static str,
+) -> Result<()> {
+    let bytes = arena.as_bytes();
+    let s = offset >> g.shift;
+    let n = large_pages(g, place).unwrap_or(0);
+    let pages = read_u64(bytes, offset + place.stamp_at + 8);
+    if offset != g.page_at(s)
+        || page_kind(bytes, s) != kind::LARGE_HEAD
+        || pages != Some(n as u64)
+        || s + n > g.top
+    {
+        return Err(not_an_object(offset, type_name, place));
+    }
+    arena
+        .bytes_mut(offset + place.stamp_at..offset + place.stamp_at + 8)?
+        .copy_from_slice(&(stamp + 1).to_ne_bytes());
+    free_pages(arena, g, s, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_are_exact_up_to_32_pages_then_powers_of_two() {
+        for n in 1..=EXACT_BINS {
+            assert_eq!(bin_of(n), n - 1);
+        }
+        assert_eq!(bin_of(33), EXACT_BINS);
+        assert_eq!(bin_of(63), EXACT_BINS);
+        assert_eq!(bin_of(64), EXACT_BINS + 1);
+        assert_eq!(bin_of(1 << 20), EXACT_BINS + 15);
+        assert_eq!(bin_of(usize::MAX), BINS - 1);
+        let mut last = 0;
+        for n in 1..100_000 {
+            assert!(bin_of(n) >= last, "bins grow with the run length");
+            last = bin_of(n);
+        }
+    }
+}
