@@ -137,8 +137,6 @@ use crate::proxy::{ProxyMut, ProxyRef};
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
 use bytemuck::Pod;
-use std::any::TypeId;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::ops::Range;
 
 /// What keeps [`View`] and [`ViewMut`] to the crate's own types, and [`ViewMut::arena_mut`] to
@@ -446,10 +444,16 @@ impl View for ProxyMut<'_> {
     }
 }
 
-/// A tag naming `T` within this process, stored with the root so that `root::<U>()` of another
-/// type finds nothing.
+/// A tag naming `T`, stored with the root so that `root::<U>()` of another type finds nothing.
+///
+/// It hashes the type's name, size and alignment rather than its `TypeId`, which changes with
+/// every build: a snapshot saved to a file must find its root again in the next version of the
+/// program (after a deploy) and in other programs that declare the same type. (Type names are
+/// what the compiler prints; two types of the same path, size and alignment share a tag.)
 fn type_tag<T: 'static>() -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(TypeId::of::<T>()) | 1
+    let name = std::any::type_name::<T>().as_bytes();
+    let seed = ((size_of::<T>() as u64) << 32) ^ align_of::<T>() as u64;
+    xxhash_rust::xxh3::xxh3_64_with_seed(name, seed) | 1
 }
 
 /// The typed API of an arena. See the [module docs](crate::typed).

@@ -451,3 +451,72 @@ fn child_checks_the_files() {
     }
     println!("checked 4 states");
 }
+
+/// Set in the child processes of [`a_stale_ptr_in_a_file_stays_stale_in_another_process`]:
+/// `save` or `open`, then the directory.
+const STAMPS_ENV: &str = "COWARENA_PERSIST_STAMPS";
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct Holder {
+    stale: Ptr<u64>,
+}
+
+/// Runs this test binary's `child_stamps` test in a new process with `role`.
+fn run_child_stamps(role: &str, dir: &Path) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["child_stamps", "--exact", "--nocapture", "--test-threads=1"])
+        .env(STAMPS_ENV, format!("{role}:{}", dir.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && log.contains(&format!("{role} done")),
+        "child {role} failed: {log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_stale_ptr_in_a_file_stays_stale_in_another_process() {
+    // Two fresh processes, whose stamp counters start alike: the first saves a snapshot holding a
+    // `Ptr` to a freed object; the second reopens it and allocates in the freed slot.
+    let dir = TempDir::new("stamps");
+    run_child_stamps("save", &dir.0);
+    run_child_stamps("open", &dir.0);
+}
+
+/// Run by [`a_stale_ptr_in_a_file_stays_stale_in_another_process`]; does nothing otherwise.
+#[test]
+fn child_stamps() {
+    let Some(arg) = std::env::var_os(STAMPS_ENV) else {
+        return;
+    };
+    let arg = arg.into_string().unwrap();
+    let (role, dir) = arg.split_once(':').unwrap();
+    let file = Path::new(dir).join("stale.snap");
+    if role == "save" {
+        let mut a = Arena::with_capacity(MIB).unwrap();
+        let x = a.alloc(7u64).unwrap();
+        let holder = a.alloc(Holder { stale: x }).unwrap();
+        a.set_root(holder);
+        a.free(x).unwrap();
+        a.snapshot().unwrap().save(&file).unwrap();
+    } else {
+        let s = Snapshot::open(&file).unwrap();
+        let mut a = s.to_arena().unwrap();
+        let stale = a.get(a.root::<Holder>().unwrap()).stale;
+        assert!(a.try_get(stale).is_err());
+        // Every new object in the freed slot gets a new stamp: none may be the stale one.
+        for i in 0..64 {
+            let fresh = a.alloc(i).unwrap();
+            assert_eq!(fresh.offset(), stale.offset(), "the freed slot is reused");
+            assert!(
+                a.try_get(stale).is_err(),
+                "a stale Ptr from the file names object {i}"
+            );
+            a.free(fresh).unwrap();
+        }
+    }
+    println!("{role} done");
+}

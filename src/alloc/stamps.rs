@@ -21,7 +21,9 @@ thread_local! {
 pub(super) fn fresh_stamp() -> u64 {
     STAMPS.with(|r| {
         let (next, end) = r.get();
-        if next == end {
+        // Below the floor: the block predates a snapshot opened from a file (see
+        // `stamps_above`), whose stamps it may repeat.
+        if next == end || next < FLOOR.load(Ordering::Relaxed) {
             return next_stamp_block(r);
         }
         r.set((next + 2, end));
@@ -31,6 +33,27 @@ pub(super) fn fresh_stamp() -> u64 {
 
 /// The next block of stamps to hand out.
 pub(super) static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+
+/// No stamp below this is handed out any more: raised when a snapshot made by another process
+/// (whose stamps come from its own counter) is opened from a file.
+static FLOOR: AtomicU64 = AtomicU64::new(0);
+
+/// A bound above every stamp this process has handed out or holds from a file: what a saved
+/// file records, so that a process that opens it can stay above its stamps. (Stamps of `fork()`
+/// children, drawn from random ranges above 2^40, are not covered: a process's own counter
+/// stays far below them.)
+pub(crate) fn stamp_ceiling() -> u64 {
+    let handed_out = NEXT_BLOCK.load(Ordering::Relaxed) * STAMP_BLOCK * 2;
+    handed_out.max(FLOOR.load(Ordering::Relaxed))
+}
+
+/// From now on, every stamp this process hands out (on any thread) is at least `ceiling`: so a
+/// new object never repeats the stamp of an object in a snapshot opened from a file, and an old
+/// `Ptr` saved there can never name it.
+pub(crate) fn stamps_above(ceiling: u64) {
+    NEXT_BLOCK.fetch_max(ceiling / (2 * STAMP_BLOCK) + 1, Ordering::Relaxed);
+    FLOOR.fetch_max(ceiling, Ordering::Relaxed);
+}
 
 /// Moves a `fork()` child to stamps its parent (and its siblings) do not use: the child starts
 /// with copies of the parent's counters, and a state it sends back must not repeat a stamp the
@@ -62,6 +85,18 @@ pub(super) fn next_stamp_block(r: &Cell<(u64, u64)>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamps_stay_above_a_raised_floor() {
+        let before = fresh_stamp();
+        let ceiling = stamp_ceiling() + 1000 * STAMP_BLOCK;
+        stamps_above(ceiling);
+        let after = fresh_stamp();
+        assert!(before < ceiling && after >= ceiling && after & 1 == 1);
+        assert!(stamp_ceiling() > after);
+        let other = std::thread::spawn(fresh_stamp).join().unwrap();
+        assert!(other >= ceiling && other != after);
+    }
 
     #[test]
     fn stamps_are_odd_and_unique_across_blocks_and_threads() {

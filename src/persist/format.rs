@@ -86,6 +86,8 @@ pub(crate) struct Header {
     pub(crate) content_hash: ContentHash,
     /// For a delta: the base's content hash and name.
     pub(crate) base: Option<ContentHash>,
+    /// A bound above every object stamp in the file's snapshot (0: unknown).
+    pub(crate) stamp_ceiling: u64,
     name_len: usize,
     /// Bytes from the start of the file to the end of the metadata checksum.
     pub(crate) meta_len: u64,
@@ -161,7 +163,8 @@ impl Header {
         let delta = flags & FLAG_DELTA != 0;
         let (entries, stored, data_offset) = (u64_at(head, 32), u64_at(head, 40), u64_at(head, 48));
         let (base_hash, name_len) = (u128_at(head, 72), u64_at(head, 88));
-        if flags & !FLAG_DELTA != 0 || head[96..].iter().any(|&b| b != 0) {
+        let stamp_ceiling = u64_at(head, 96);
+        if flags & !FLAG_DELTA != 0 || head[104..].iter().any(|&b| b != 0) {
             return Err(FileProblem::Index("unknown flags or reserved bytes set"));
         }
         if entries > pages || stored > entries {
@@ -206,6 +209,7 @@ impl Header {
             data_offset,
             content_hash: ContentHash(u128_at(head, 56)),
             base: delta.then_some(ContentHash(base_hash)),
+            stamp_ceiling,
             name_len: name_len as usize,
             meta_len,
         })
@@ -308,6 +312,7 @@ impl Meta {
         b.extend_from_slice(&content_hash.0.to_le_bytes());
         b.extend_from_slice(&base.map_or(0, |(h, _)| h.0).to_le_bytes());
         b.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        b.extend_from_slice(&crate::alloc::stamp_ceiling().to_le_bytes());
         b.resize(HEADER_BYTES, 0);
         b.extend_from_slice(name);
         for e in entries {

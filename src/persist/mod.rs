@@ -18,7 +18,7 @@
 //!              16  page size (u64)           24  capacity (u64)   32  index entries (u64)
 //!              40  stored pages (u64)        48  data offset (u64)
 //!              56  content hash (u128)       72  base content hash (u128; zero unless delta)
-//!              88  base name length (u64)    96  reserved, zero
+//!              88  base name length (u64)    96  stamp ceiling (u64)  104  reserved, zero
 //!      128    base name: the base file's path relative to this file's directory (deltas only)
 //!             page index: one u64 per entry, the page number, increasing; bit 63 set means
 //!               "this page is zero" (deltas only); the k-th entry without it is stored page k
@@ -318,8 +318,10 @@ impl Snapshot {
     /// any process can [`open`](Snapshot::open). Zero pages are not stored. The file is synced
     /// before it takes its name: after an error or a crash, `path` holds the old file or none.
     ///
-    /// Pointers ([`Ptr`](crate::Ptr)) saved inside stay valid in the reopened snapshot. See the
-    /// [module docs](crate::persist) for the format.
+    /// Pointers ([`Ptr`](crate::Ptr)) saved inside stay valid in the reopened snapshot, and stay
+    /// *checked*: the file records a bound above its objects' stamps, and a process that opens
+    /// it hands out only higher ones, so a stale `Ptr` saved in the file never names an object
+    /// allocated after the reopening. See the [module docs](crate::persist) for the format.
     ///
     /// # Errors
     /// [`Error::File`] naming `path` and the problem: the system call that failed (`realpath`,
@@ -633,6 +635,10 @@ fn open_in(path: &Path, store: Arc<Store>, options: Options) -> Result<Snapshot>
     let page = sys::page_size();
     let chain = read_chain(path)?;
     check_hashes(&chain)?;
+    // The files' objects carry stamps of the processes that made them: allocations here must
+    // not repeat one (an old `Ptr` in the file would then name a new object).
+    let ceiling = chain.iter().map(|f| f.meta.header.stamp_ceiling).max();
+    crate::alloc::stamps_above(ceiling.unwrap_or(0));
     let top_hash = chain.last().expect("not empty").meta.header.content_hash;
     let pages = chain[0].meta.header.capacity / page;
     let mut table: Option<PageTable> = None;
