@@ -560,7 +560,7 @@ impl Deref for ProxyRef<'_> {
 }
 
 /// Write access to a [`Proxy`] while its source is borrowed (or gone): reads through
-/// [`View`](crate::View), writes through [`ViewMut`](crate::ViewMut) (so the collections work on
+/// [`View`](crate::View), writes through [`ViewMut`] (so the collections work on
 /// it), and [`snapshot`](ProxyMut::snapshot). It lends no `&mut Arena`: the proxy's memory must
 /// never be moved away from the source's borrow.
 #[derive(Debug)]
