@@ -49,8 +49,8 @@
 //! mapping budget such pages stay private copies.
 
 use crate::error::{Error, Result};
-use crate::page_set::{runs, PageSet};
-use crate::page_table::PageTable;
+use crate::page_set::{coalesce, runs, PageSet};
+use crate::page_table::{same_run, PageTable};
 use crate::snapshot::{copy_table, map_table, Snapshot};
 use crate::store::{SlotId, Store, StoreStats};
 use crate::sys::{self, BackingFile, Reservation, Sharing};
@@ -63,6 +63,14 @@ pub const REMAP_MIN_RUN: usize = 16;
 
 /// Private pages closer than this are dropped with one `madvise` call.
 const DISCARD_GAP: usize = 16;
+
+/// The default private budget is this share of the arena's data pages (its pages that are not
+/// all zero), within [`MIN_PRIVATE_BUDGET`] and [`MAX_PRIVATE_BUDGET`] (see the module docs).
+const PRIVATE_BUDGET_SHARE: usize = 32;
+/// Bytes of private copies every arena may keep, however little data it holds.
+const MIN_PRIVATE_BUDGET: usize = 1 << 20;
+/// Bytes of private copies no arena keeps by default, however much data it holds.
+const MAX_PRIVATE_BUDGET: usize = 64 << 20;
 
 /// Remapped runs after which an arena compacts its mapping (default; see
 /// [`ArenaBuilder::mapping_budget`]).
@@ -123,29 +131,6 @@ impl ArenaBuilder {
         let table = PageTable::new(capacity / page, Arc::clone(&store));
         Arena::from_table(&table, self.options)
     }
-}
-
-/// Groups the (sorted) `pages` into runs of consecutive pages whose slots in `table` are
-/// consecutive too (or all zero): each run is one `mmap` or one copy.
-fn slot_runs(pages: &[usize], table: &PageTable) -> Vec<(Range<usize>, SlotId)> {
-    let mut runs: Vec<(Range<usize>, SlotId)> = Vec::new();
-    for &p in pages {
-        let slot = table.get(p);
-        match runs.last_mut() {
-            Some((r, first))
-                if r.end == p
-                    && (if first.is_zero() {
-                        slot.is_zero()
-                    } else {
-                        slot == first.offset(r.len())
-                    }) =>
-            {
-                r.end += 1
-            }
-            _ => runs.push((p..p + 1, slot)),
-        }
-    }
-    runs
 }
 
 /// Splits the (sorted, disjoint) `spans` so that none contains a page of (sorted) `keep`.
@@ -536,11 +521,11 @@ impl Arena {
             pages.extend(changed);
             pages.sort_unstable();
         }
-        // Marked first, so that a failed copy leaves every page it may have touched dirty.
+        // Marked first, so that a failed restore leaves every page it may have touched dirty.
         for &p in &pages {
             self.mark_dirty(p * self.page, self.page);
         }
-        self.copy_in(&pages, target)?;
+        self.restore_pages(&pages, target)?;
         self.content = target.clone();
         self.dirty.clear();
         self.shed_private()
@@ -702,16 +687,18 @@ impl Arena {
                 .iter()
                 .map(|r| &self.as_bytes()[r.start * page..r.end * page])
                 .collect();
-            let slots = match store.freeze(&bufs) {
+            // Runs too short to be remapped may take scattered slots freed earlier.
+            let slots = match store.freeze(&bufs, REMAP_MIN_RUN) {
                 Ok(slots) => slots,
                 Err(e) => return (frozen, Err(e)),
             };
-            let mut updates = Vec::with_capacity(n);
-            for r in &all[i..j] {
-                let first = slots.first().offset(updates.len());
-                frozen.push((r.clone(), first));
-                updates.extend(r.clone().enumerate().map(|(k, p)| (p, first.offset(k))));
-            }
+            let updates: Vec<(usize, SlotId)> = all[i..j]
+                .iter()
+                .flat_map(|r| r.clone())
+                .zip(slots.slots().iter().copied())
+                .collect();
+            let pieces = updates.iter().map(|&(p, slot)| (p..p + 1, slot));
+            frozen.extend(coalesce(pieces, 0, same_run));
             self.content.set_many(&updates);
             i = j;
         }
@@ -730,9 +717,8 @@ impl Arena {
         for (run, slot) in &long {
             self.map_slots(run.clone(), *slot)?;
         }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| !long.iter().any(|(r, _)| r.contains(&p)));
-        }
+        let remapped: Vec<Range<usize>> = long.into_iter().map(|(r, _)| r.clone()).collect();
+        self.forget_private(&remapped);
         Ok(())
     }
 
@@ -752,6 +738,11 @@ impl Arena {
             )?
         };
         self.remapped_runs += 1;
+        // The pages were private and resident: map them again now, in one call, so that their
+        // next first write costs a copy-on-write of a mapped page, not a fault that must also
+        // find the file page and build the page table (measured in the module docs).
+        self.mem
+            .populate(pages.start * self.page, pages.len() * self.page);
         if let Layout::Own { mapped, .. } = &mut self.layout {
             for (i, p) in pages.enumerate() {
                 mapped.set(p, first.offset(i));
@@ -764,37 +755,113 @@ impl Arena {
     fn copy_in(&mut self, pages: &[usize], target: &PageTable) -> Result<()> {
         let base = self.mem.base();
         let page = self.page;
-        let store = Arc::clone(self.store());
-        for (run, slot) in slot_runs(pages, target) {
+        for run in runs(pages, usize::MAX) {
             // SAFETY: the pages are in bounds and mapped writable; `&mut self` guarantees no
             // reference into the arena's memory is live.
             let dst = unsafe {
                 std::slice::from_raw_parts_mut(base.add(run.start * page), run.len() * page)
             };
-            if slot.is_zero() {
-                dst.fill(0);
-            } else {
-                let (view, offset) = store.view(slot)?;
-                dst.copy_from_slice(&view.bytes()[offset..offset + dst.len()]);
+            target.read(run.start * page, dst)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the (sorted, dirty) `pages` the bytes of `target`.
+    ///
+    /// Each page is copied from the store and stays private, so that writing it again costs no
+    /// fault; pages over the private budget are shed later in batches (see
+    /// [`shed_private`](Arena::shed_private)). But a restore of more pages than half the budget
+    /// would only be shed right after: then a page whose mapping already shows its target is
+    /// dropped instead (`madvise(MADV_DONTNEED)`, the kernel floor's own move), and a run of at
+    /// least [`REMAP_MIN_RUN`] pages of consecutive target slots is remapped while the mapping
+    /// budget has room; only the rest is copied.
+    fn restore_pages(&mut self, pages: &[usize], target: &PageTable) -> Result<()> {
+        let budget = self.private_budget();
+        let Layout::Own { mapped, private } = &self.layout else {
+            return self.copy_in(pages, target);
+        };
+        if pages.len() <= budget / 2 {
+            return self.copy_in(pages, target);
+        }
+        let (drop, rest): (Vec<usize>, Vec<usize>) =
+            pages.iter().partition(|&&p| mapped.get(p) == target.get(p));
+        // Every page to restore is private (it is dirty): the others keep their bytes.
+        let keep: Vec<usize> = private
+            .sorted()
+            .into_iter()
+            .filter(|&p| mapped.get(p) != target.get(p))
+            .collect();
+        self.discard_pages(&drop, &keep)?;
+        let mut room = self
+            .options
+            .mapping_budget
+            .saturating_sub(self.remapped_runs);
+        let mut copy = Vec::new();
+        let mut remapped = Vec::new();
+        for (run, first) in target.slot_runs(rest) {
+            if run.len() < REMAP_MIN_RUN || room == 0 {
+                copy.extend(run);
+                continue;
             }
+            room -= 1;
+            self.map_run(run.clone(), first)?;
+            remapped.push(run);
+        }
+        self.forget_private(&remapped);
+        self.copy_in(&copy, target)
+    }
+
+    /// The most private pages the arena keeps (see [`ArenaBuilder::private_budget`]).
+    fn private_budget(&self) -> usize {
+        let default = || {
+            let (min, max) = (
+                MIN_PRIVATE_BUDGET / self.page,
+                MAX_PRIVATE_BUDGET / self.page,
+            );
+            (self.content.data_pages() / PRIVATE_BUDGET_SHARE).clamp(min, max)
+        };
+        self.options
+            .private_budget_pages
+            .unwrap_or_else(default)
+            .max(1)
+    }
+
+    /// Drops the private copies of the (sorted) `pages` with `madvise(MADV_DONTNEED)`,
+    /// neighbours less than [`DISCARD_GAP`] pages apart in one call (dropping a clean page in
+    /// between costs only a cheap refault), never dropping a page of (sorted) `keep`. The pages
+    /// must show the right bytes once dropped (their mapping shows their content), and stop
+    /// being private.
+    fn discard_pages(&mut self, pages: &[usize], keep: &[usize]) -> Result<()> {
+        let spans = coalesce(
+            pages.iter().map(|&p| (p..p + 1, ())),
+            DISCARD_GAP - 1,
+            |_, _| true,
+        );
+        // A span must not drop the bytes of a kept page inside it: split it around them.
+        for span in split_around(spans.into_iter().map(|(r, ())| r).collect(), keep) {
+            // SAFETY: `&mut self`: no live references. Every private page in the span shows its
+            // mapping's bytes once dropped (the caller's promise for `pages`, and the pages of
+            // `keep` are left out); the other pages in it are clean file or zero pages.
+            unsafe {
+                self.mem
+                    .discard(span.start * self.page, span.len() * self.page)?
+            };
+        }
+        if let Layout::Own { private, .. } = &mut self.layout {
+            private.retain(|p| pages.binary_search(&p).is_err());
         }
         Ok(())
     }
 
     /// Returns private copies to the kernel once there are more than the budget allows.
     ///
-    /// Pages whose mapping already shows their content are dropped with `madvise`, neighbours
-    /// less than [`DISCARD_GAP`] pages apart in one call (dropping a clean page in between costs
-    /// only a cheap refault). If that is not enough, pages whose content was frozen elsewhere
-    /// are remapped from the store, as far as the mapping budget allows (each run costs an
-    /// `mmap` and may split the mapping). Past four times the budget (and half the arena), the
-    /// arena is compacted into one image.
+    /// Pages whose mapping already shows their content are dropped with `madvise`
+    /// ([`discard_pages`](Arena::discard_pages)). If that is not enough, pages whose content was
+    /// frozen elsewhere are remapped from the store, as far as the mapping budget allows (each
+    /// run costs an `mmap` and may split the mapping). Past four times the budget (and half the
+    /// arena), the arena is compacted into one image.
     fn shed_private(&mut self) -> Result<()> {
-        let budget = self
-            .options
-            .private_budget_pages
-            .unwrap_or(self.pages() / 8)
-            .max(1);
+        let budget = self.private_budget();
         let Layout::Own { mapped, private } = &self.layout else {
             return Ok(());
         };
@@ -814,26 +881,7 @@ impl Arena {
             .filter(|&p| !dirty.contains(p))
             .collect();
         let left = keep.len();
-        let mut spans: Vec<Range<usize>> = Vec::new();
-        for &p in &discard {
-            match spans.last_mut() {
-                Some(r) if p - r.end < DISCARD_GAP => r.end = p + 1,
-                _ => spans.push(p..p + 1),
-            }
-        }
-        // A span must not drop the bytes of a kept page inside it: split it around them.
-        let spans = split_around(spans, &keep);
-        for span in spans {
-            // SAFETY: `&mut self`: no live references. Every private page in the span shows its
-            // mapping's bytes, and the other pages in it are clean file or zero pages.
-            unsafe {
-                self.mem
-                    .discard(span.start * self.page, span.len() * self.page)?
-            };
-        }
-        if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| keep.binary_search(&p).is_ok());
-        }
+        self.discard_pages(&discard, &keep)?;
         if left <= budget {
             return Ok(());
         }
@@ -847,33 +895,47 @@ impl Arena {
     /// Maps the (sorted) `pages` from their content slots, one `mmap` per run, for as many runs
     /// as the mapping budget has room; the pages remapped stop being private.
     fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
-        let mut runs = slot_runs(pages, &self.content);
+        let mut runs = self.content.slot_runs(pages.iter().copied());
         let room = self
             .options
             .mapping_budget
             .saturating_sub(self.remapped_runs);
         runs.truncate(room);
-        let mut remapped = std::collections::HashSet::new();
         for (run, slot) in &runs {
-            if slot.is_zero() {
-                // SAFETY: `&mut self`: no live references into the arena.
-                unsafe {
-                    self.mem
-                        .map_zero(run.start * self.page, run.len() * self.page, true)?
-                };
-                self.remapped_runs += 1;
-                if let Layout::Own { mapped, .. } = &mut self.layout {
-                    let updates: Vec<(usize, SlotId)> =
-                        run.clone().map(|p| (p, SlotId::ZERO)).collect();
-                    mapped.set_many(&updates);
-                }
-            } else {
-                self.map_slots(run.clone(), *slot)?;
-            }
-            remapped.extend(run.clone());
+            self.map_run(run.clone(), *slot)?;
         }
+        let remapped: Vec<Range<usize>> = runs.into_iter().map(|(r, _)| r).collect();
+        self.forget_private(&remapped);
+        Ok(())
+    }
+
+    /// Removes the pages of the (sorted, disjoint) `runs` from the private set: they were
+    /// mapped afresh.
+    fn forget_private(&mut self, runs: &[Range<usize>]) {
         if let Layout::Own { private, .. } = &mut self.layout {
-            private.retain(|p| !remapped.contains(&p));
+            private.retain(|p| {
+                let i = runs.partition_point(|r| r.end <= p);
+                runs.get(i).is_none_or(|r| !r.contains(&p))
+            });
+        }
+    }
+
+    /// Maps `pages` from consecutive slots starting at `first`, or fresh zero memory.
+    fn map_run(&mut self, pages: Range<usize>, first: SlotId) -> Result<()> {
+        if first.is_zero() {
+            // SAFETY: `&mut self`: no live references into the arena.
+            unsafe {
+                self.mem
+                    .map_zero(pages.start * self.page, pages.len() * self.page, true)?
+            };
+            self.remapped_runs += 1;
+            if let Layout::Own { mapped, .. } = &mut self.layout {
+                let updates: Vec<(usize, SlotId)> =
+                    pages.clone().map(|p| (p, SlotId::ZERO)).collect();
+                mapped.set_many(&updates);
+            }
+        } else {
+            self.map_slots(pages, first)?;
         }
         Ok(())
     }
@@ -882,28 +944,24 @@ impl Arena {
     /// arena is back to one mapping per store chunk plus one per long zero gap.
     fn compact(&mut self) -> Result<()> {
         debug_assert!(self.dirty.is_empty());
-        let mut extents: Vec<Range<usize>> = Vec::new();
+        let mut extents: Vec<(Range<usize>, ())> = Vec::new();
         self.content
-            .for_each_run(|first, len, _| match extents.last_mut() {
-                Some(e) if e.end == first => e.end += len,
-                _ => extents.push(first..first + len),
-            });
+            .for_each_run(|first, len, _| extents.push((first..first + len, ())));
+        let extents = coalesce(extents, 0, |_, _| true);
         // Fill the smallest zero gaps with frozen zero pages until few mappings remain.
         let limit = (self.options.mapping_budget / 8).max(1);
-        if extents.len() > limit {
-            let mut gaps: Vec<usize> = extents.windows(2).map(|w| w[1].start - w[0].end).collect();
+        let max_fill = if extents.len() > limit {
+            let mut gaps: Vec<usize> = extents
+                .windows(2)
+                .map(|w| w[1].0.start - w[0].0.end)
+                .collect();
             gaps.sort_unstable();
-            let max_fill = gaps[extents.len() - limit - 1];
-            let mut merged: Vec<Range<usize>> = Vec::new();
-            for e in extents {
-                match merged.last_mut() {
-                    Some(m) if e.start - m.end <= max_fill => m.end = e.end,
-                    _ => merged.push(e),
-                }
-            }
-            extents = merged;
-        }
-        let pages: Vec<usize> = extents.into_iter().flatten().collect();
+            gaps[extents.len() - limit - 1]
+        } else {
+            0
+        };
+        let extents = coalesce(extents, max_fill, |_, _| true);
+        let pages: Vec<usize> = extents.into_iter().flat_map(|(r, ())| r).collect();
         // Each page's new slot holds the bytes it shows, so `content` stays true even if this
         // stops part-way.
         let (pieces, result) = self.freeze_pages(&pages);

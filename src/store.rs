@@ -15,7 +15,9 @@
 //! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
 
 use crate::error::Result;
-use crate::sys::{self, BackingFile};
+use crate::page_set::coalesce;
+use crate::sys::{self, BackingFile, FileView};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -49,9 +51,9 @@ impl SlotId {
         (self.0 & 0xffff_ffff) as usize
     }
 
-    /// The slot right after this one in the same chunk (used to find runs that map in one call).
-    pub(crate) fn follows(self, prev: SlotId) -> bool {
-        !self.is_zero() && !prev.is_zero() && self.0 == prev.0 + 1
+    /// A number that is one more for the next slot of the same chunk (for grouping runs).
+    fn number(self) -> usize {
+        self.0 as usize
     }
 
     /// The slot `n` places after this one in the same chunk.
@@ -61,31 +63,18 @@ impl SlotId {
     }
 }
 
-/// A read-only private mapping of a whole chunk, for copying frozen pages out without a system
-/// call. Private, so it does not count as a writable shared mapping when the chunk is sealed.
-#[derive(Debug)]
-pub(crate) struct ChunkView {
-    map: memmap2::Mmap,
-}
-
-impl ChunkView {
-    /// The chunk's bytes. Only slots that are live (written and held) may be read: reading a
-    /// punched-out slot would allocate memory for it.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-}
-
 #[derive(Debug)]
 struct Chunk {
     /// The process that made the chunk. A `fork()` child shares the file with its parent, so it
     /// must never write, seal or punch it: its own freezes go to chunks it makes itself.
     owner: u32,
     file: Arc<BackingFile>,
-    view: Option<Arc<ChunkView>>,
+    /// A read-only mapping of the whole chunk, for copying frozen pages out without a system
+    /// call; made when the chunk is sealed (or first read), and kept while the chunk is open.
+    view: Option<Arc<FileView>>,
     /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
     refs: Vec<u32>,
-    /// Slots handed out so far; the chunk is full when this reaches its slot count.
+    /// Fresh slots handed out so far; the chunk is full when this reaches its slot count.
     used: usize,
     /// Slots with a non-zero count.
     live: usize,
@@ -95,10 +84,73 @@ struct Chunk {
     writing: usize,
     /// The kernel has write-sealed the file.
     sealed: bool,
-    /// Slots that were freed after the chunk was sealed and still occupy memory.
+    /// Dead slots that still occupy memory and are neither reused nor punched any more (the
+    /// chunk is sealed, or punching failed).
     dead_held: usize,
-    /// Freed slots waiting in [`StoreState::pending`] to be punched out.
+    /// Freed slots waiting in [`StoreState::pending`].
     pending: usize,
+    /// Dead slots of the open chunk kept for reuse: their pages stay allocated and are written
+    /// over by later freezes, instead of being punched now and allocated again then.
+    /// Invariant: each was dead when no branch of this process was running, so no process can
+    /// still read it.
+    free: FreeSlots,
+    /// The view has been populated since the chunk ran out of fresh slots.
+    populated: bool,
+}
+
+/// A set of slot indices of one chunk, a bit per slot, that hands out its lowest members and
+/// first-fit runs of consecutive ones.
+#[derive(Clone, Debug)]
+struct FreeSlots {
+    bits: Vec<u64>,
+    len: usize,
+}
+
+impl FreeSlots {
+    fn new(slots: usize) -> Self {
+        FreeSlots {
+            bits: vec![0; slots.div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    fn insert(&mut self, i: usize) {
+        debug_assert!(self.bits[i / 64] & (1 << (i % 64)) == 0);
+        self.bits[i / 64] |= 1 << (i % 64);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.bits[i / 64] &= !(1 << (i % 64));
+        self.len -= 1;
+    }
+
+    /// The members in increasing order.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            (0..64)
+                .filter(move |b| word & (1 << b) != 0)
+                .map(move |b| w * 64 + b)
+        })
+    }
+
+    /// Takes the lowest member.
+    fn pop_lowest(&mut self) -> Option<usize> {
+        let w = self.bits.iter().position(|&word| word != 0)?;
+        let i = w * 64 + self.bits[w].trailing_zeros() as usize;
+        self.remove(i);
+        Some(i)
+    }
+
+    /// Takes the first run of `n` consecutive members, if there is one; returns its start.
+    fn take_run(&mut self, n: usize) -> Option<usize> {
+        let runs = coalesce(self.iter().map(|i| (i..i + 1, ())), 0, |_, _| true);
+        let start = runs.into_iter().find(|(r, ())| r.len() >= n)?.0.start;
+        for i in start..start + n {
+            self.remove(i);
+        }
+        Some(start)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +159,7 @@ struct StoreState {
     current: Option<usize>,
     live_slots: usize,
     held_slots: usize,
-    /// Freed slots of unsealed chunks, not yet punched out.
+    /// Freed slots of unsealed chunks, not yet reused or punched out.
     pending: Vec<SlotId>,
 }
 
@@ -116,7 +168,8 @@ struct StoreState {
 pub struct StoreStats {
     /// Frozen pages that some snapshot, arena or proxy still refers to.
     pub live_pages: usize,
-    /// Bytes of memory (or disk) the store occupies, including dead pages in sealed chunks.
+    /// Bytes of memory (or disk) the store occupies, including dead pages kept for reuse and
+    /// dead pages in sealed chunks.
     pub held_bytes: usize,
     /// Open chunk files (file descriptors).
     pub chunk_files: usize,
@@ -140,23 +193,22 @@ pub(crate) struct Store {
     state: Mutex<StoreState>,
 }
 
-/// A run of freshly frozen slots, held until a page table takes them.
-pub(crate) struct FrozenRun<'a> {
+/// Freshly frozen slots, one per page frozen, held until a page table takes them.
+pub(crate) struct Frozen<'a> {
     store: &'a Store,
-    first: SlotId,
-    len: usize,
+    slots: Vec<SlotId>,
 }
 
-impl FrozenRun<'_> {
-    pub(crate) fn first(&self) -> SlotId {
-        self.first
+impl Frozen<'_> {
+    /// The slot of each page frozen, in the order of the buffers given to [`Store::freeze`].
+    pub(crate) fn slots(&self) -> &[SlotId] {
+        &self.slots
     }
 }
 
-impl Drop for FrozenRun<'_> {
+impl Drop for Frozen<'_> {
     fn drop(&mut self) {
-        let slots: Vec<SlotId> = (0..self.len).map(|i| self.first.offset(i)).collect();
-        self.store.release(&slots);
+        self.store.release(&self.slots);
     }
 }
 
@@ -170,7 +222,11 @@ impl Store {
         })
     }
 
-    /// The longest run [`Store::freeze`] accepts, in pages.
+    pub(crate) fn page_size(&self) -> usize {
+        self.page
+    }
+
+    /// The most pages one [`Store::freeze`] accepts.
     pub(crate) fn max_run_pages(&self) -> usize {
         self.chunk_pages
     }
@@ -181,70 +237,122 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Copies the buffers (whole pages each, at most [`Store::max_run_pages`] in all) into
-    /// consecutive new slots with one `pwritev`: scattered pages frozen together cost one system
-    /// call, and their slots are adjacent, so restoring them reads one contiguous range.
-    pub(crate) fn freeze(&self, bufs: &[&[u8]]) -> Result<FrozenRun<'_>> {
+    /// Copies the buffers (whole pages each, at most [`Store::max_run_pages`] in all) into slots
+    /// of one chunk and returns them.
+    ///
+    /// A buffer of fewer than `reuse_below` pages goes, as far as they last, to dead slots of the
+    /// open chunk, wherever they are: writing over an allocated page costs about half as much as
+    /// allocating one, and the dead page needs no punching (see the module docs). Longer buffers
+    /// get consecutive fresh slots, so that each maps with one `mmap`; all the fresh slots of a
+    /// call are written with one `pwritev`.
+    pub(crate) fn freeze(&self, bufs: &[&[u8]], reuse_below: usize) -> Result<Frozen<'_>> {
+        let page = self.page;
         let bytes: usize = bufs.iter().map(|b| b.len()).sum();
-        let len = bytes / self.page;
+        let pages = bytes / page;
         assert!(
-            bufs.iter().all(|b| b.len() % self.page == 0) && (1..=self.chunk_pages).contains(&len),
+            bufs.iter().all(|b| b.len() % page == 0) && (1..=self.chunk_pages).contains(&pages),
             "freeze takes 1..={} whole pages, got {bytes} bytes",
             self.chunk_pages,
         );
-        let (file, chunk, index) = {
+        let (file, chunk, slots) = {
             let mut st = self.lock();
-            self.punch_pending(&mut st);
-            let chunk = self.chunk_with_room(&mut st, len)?;
+            self.process_pending(&mut st);
+            let runs: Vec<usize> = bufs.iter().map(|b| b.len() / page).collect();
+            let (chunk, free, slots) = self.chunk_with_room(&mut st, &runs, reuse_below)?;
             let c = st.chunks[chunk].as_mut().expect("current chunk is open");
-            let index = c.used;
-            c.used += len;
-            for r in &mut c.refs[index..index + len] {
-                *r = 1;
+            let reused = c.free.len - free.len;
+            c.free = free;
+            for &i in &slots {
+                c.refs[i] = 1;
+                c.used = c.used.max(i + 1);
             }
-            c.live += len;
+            c.live += pages;
             c.writing += 1;
             let file = Arc::clone(&c.file);
-            st.live_slots += len;
-            st.held_slots += len;
-            (file, chunk, index)
+            st.live_slots += pages;
+            st.held_slots += pages - reused;
+            let slots = slots
+                .into_iter()
+                .map(|i| SlotId::new(chunk as u32, i as u32));
+            (file, chunk, slots.collect::<Vec<_>>())
         };
-        let run = FrozenRun {
-            store: self,
-            first: SlotId::new(chunk as u32, index as u32),
-            len,
-        };
-        let written = file.write_all_vectored_at(bufs, index * self.page);
+        let frozen = Frozen { store: self, slots };
+        let written = self.write(&file, bufs, &frozen.slots);
         {
             let mut st = self.lock();
             let c = st.chunks[chunk]
                 .as_mut()
                 .expect("chunk with live slots is open");
             c.writing -= 1;
-            if c.used == self.chunk_pages {
-                c.retired = true;
+            if c.used == self.chunk_pages && !c.populated {
+                // Out of fresh slots: from now on it mostly serves restores. It stays open for
+                // reuse until a freeze needs more fresh slots than it has.
+                c.populated = true;
+                self.populate_view(&mut st, chunk);
             }
             self.seal_if_done(&mut st, chunk);
         }
-        // On failure `run` is dropped, which frees the slots again (punching any partial write).
-        written.map(|()| run)
+        // On failure `frozen` is dropped, which frees the slots again.
+        written.map(|()| frozen)
     }
 
-    fn chunk_with_room(&self, st: &mut StoreState, len: usize) -> Result<usize> {
+    /// Writes each page of `bufs` into its slot of `file`: one `pwritev` per run of consecutive
+    /// slots.
+    fn write(&self, file: &BackingFile, bufs: &[&[u8]], slots: &[SlotId]) -> Result<()> {
+        let page = self.page;
+        // Each buffer splits where its slots stop being consecutive.
+        let mut pieces: Vec<(Range<usize>, &[u8])> = Vec::new();
+        let mut k = 0;
+        for b in bufs {
+            let n = b.len() / page;
+            let runs = coalesce(
+                (0..n).map(|i| {
+                    let s = slots[k + i].index();
+                    (s..s + 1, i)
+                }),
+                0,
+                |_, _| true,
+            );
+            pieces.extend(
+                runs.into_iter()
+                    .map(|(r, i)| (r.clone(), &b[i * page..(i + r.len()) * page])),
+            );
+            k += n;
+        }
+        pieces.sort_unstable_by_key(|(r, _)| r.start);
+        let groups = coalesce(
+            pieces.iter().enumerate().map(|(i, (r, _))| (r.clone(), i)),
+            0,
+            |_, _| true,
+        );
+        for (g, (slots, first)) in groups.iter().enumerate() {
+            let end = groups.get(g + 1).map_or(pieces.len(), |(_, next)| *next);
+            let group: Vec<&[u8]> = pieces[*first..end].iter().map(|(_, b)| *b).collect();
+            file.write_all_vectored_at(&group, slots.start * page)?;
+        }
+        Ok(())
+    }
+
+    /// Chooses a slot for each page of runs of `runs` pages: in the open chunk if it has room,
+    /// otherwise in a new one. Returns the chunk, its free slots left, and the slot indices.
+    fn chunk_with_room(
+        &self,
+        st: &mut StoreState,
+        runs: &[usize],
+        reuse_below: usize,
+    ) -> Result<(usize, FreeSlots, Vec<usize>)> {
         if let Some(cur) = st.current {
             let c = st.chunks[cur].as_ref().expect("current chunk is open");
             if c.owner != std::process::id() {
                 // Inherited across fork(): stop allocating from it, but leave it as it is.
                 st.chunks[cur].as_mut().expect("open").retired = true;
                 st.current = None;
-                return self.chunk_with_room(st, len);
+                return self.chunk_with_room(st, runs, reuse_below);
             }
-            if !c.retired && c.used + len <= self.chunk_pages {
-                return Ok(cur);
+            if let Some((free, slots)) = self.place(c, runs, reuse_below) {
+                return Ok((cur, free, slots));
             }
-            if !c.retired {
-                self.retire(st, cur);
-            }
+            self.retire(st, cur);
         }
         let fd = sys::create_backing_file(self.dir.as_deref())?;
         let file = BackingFile::new(fd);
@@ -262,23 +370,61 @@ impl Store {
             sealed: false,
             dead_held: 0,
             pending: 0,
+            free: FreeSlots::new(self.chunk_pages),
+            populated: false,
         };
+        let (free, slots) = self
+            .place(&chunk, runs, reuse_below)
+            .expect("a new chunk takes up to a chunk's worth of pages");
         // Chunk numbers are never reused, so a stale slot can never name a newer chunk.
         st.chunks.push(Some(chunk));
         let id = st.chunks.len() - 1;
         st.current = Some(id);
-        Ok(id)
+        Ok((id, free, slots))
     }
 
-    /// Stops handing out slots from `chunk`; it is sealed once its writes are done.
+    /// Slots in `c` for runs of `runs` pages, or `None` if it has not enough room. A run of at
+    /// least `reuse_below` pages gets consecutive slots (a run of free ones, or fresh ones); a
+    /// shorter one takes the lowest free slots, then fresh ones.
+    fn place(
+        &self,
+        c: &Chunk,
+        runs: &[usize],
+        reuse_below: usize,
+    ) -> Option<(FreeSlots, Vec<usize>)> {
+        let mut free = c.free.clone();
+        let mut used = c.used;
+        let mut slots = Vec::with_capacity(runs.iter().sum());
+        for &n in runs {
+            if n >= reuse_below {
+                let start = free.take_run(n).unwrap_or_else(|| {
+                    used += n;
+                    used - n
+                });
+                slots.extend(start..start + n);
+            } else {
+                for _ in 0..n {
+                    slots.push(free.pop_lowest().unwrap_or_else(|| {
+                        used += 1;
+                        used - 1
+                    }));
+                }
+            }
+        }
+        (used <= self.chunk_pages).then_some((free, slots))
+    }
+
+    /// Stops handing out slots from `chunk`; punches out its dead slots; it is sealed once its
+    /// writes are done.
     fn retire(&self, st: &mut StoreState, chunk: usize) {
-        st.chunks[chunk]
-            .as_mut()
-            .expect("retiring an open chunk")
-            .retired = true;
         if st.current == Some(chunk) {
             st.current = None;
         }
+        let c = st.chunks[chunk].as_mut().expect("retiring an open chunk");
+        c.retired = true;
+        let free = std::mem::replace(&mut c.free, FreeSlots::new(0));
+        let free = free.iter().map(|i| SlotId::new(chunk as u32, i as u32));
+        self.punch(st, free.collect());
         self.seal_if_done(st, chunk);
     }
 
@@ -288,21 +434,20 @@ impl Store {
         if !c.retired || c.writing > 0 {
             return;
         }
-        if st.current == Some(chunk) {
-            st.current = None;
-        }
         if c.pending > 0 {
             // The kernel refuses to punch holes once the chunk is sealed.
-            self.punch_pending(st);
+            self.process_pending(st);
         }
         let c = st.chunks[chunk].as_mut().expect("open chunk");
         if !c.sealed && c.owner == std::process::id() {
             // Sealing fails only where the kernel does not support it; the chunk is then simply
             // never written again by this crate.
-            c.sealed = sys::seal_write(c.file.owned_fd()).unwrap_or(false);
+            c.sealed = sys::seal_full(c.file.owned_fd()).unwrap_or(false);
         }
         if Self::close_if_dead(st, chunk) {
             st.forget_pending_of_closed();
+        } else {
+            self.populate_view(st, chunk);
         }
     }
 
@@ -310,11 +455,33 @@ impl Store {
     fn close_if_dead(st: &mut StoreState, chunk: usize) -> bool {
         let c = st.chunks[chunk].as_ref().expect("open chunk");
         if c.retired && c.writing == 0 && c.live == 0 {
-            st.held_slots -= c.dead_held + c.pending;
+            st.held_slots -= c.dead_held + c.pending + c.free.len;
             st.chunks[chunk] = None;
             return true;
         }
         false
+    }
+
+    /// Maps the live slots of a finished chunk into its view now, so that restores copying from
+    /// it take no page fault (see the module docs). Only live slots: they hold no hole.
+    fn populate_view(&self, st: &mut StoreState, chunk: usize) {
+        let page = self.page;
+        let c = st.chunks[chunk].as_mut().expect("open chunk");
+        if c.owner != std::process::id() {
+            return;
+        }
+        let view = match &c.view {
+            Some(v) => Arc::clone(v),
+            // Without a view now, one is made on first read.
+            None => match FileView::new(&c.file, self.chunk_pages * page) {
+                Ok(v) => Arc::clone(c.view.insert(Arc::new(v))),
+                Err(_) => return,
+            },
+        };
+        let live = c.refs.iter().enumerate().filter(|(_, &r)| r > 0);
+        for (run, ()) in coalesce(live.map(|(i, _)| (i..i + 1, ())), 0, |_, _| true) {
+            view.populate(run.start * page, run.len() * page);
+        }
     }
 
     /// Adds one holder to each non-zero slot.
@@ -330,9 +497,10 @@ impl Store {
 
     /// Drops one holder from each non-zero slot; frees slots that have none left.
     ///
-    /// Freed slots of unsealed chunks are punched out in batches ([`PUNCH_BATCH`] slots, or
-    /// before the next freeze or stats call): the pages of one dropped snapshot are released by
-    /// many page-table leaves, and one `fallocate` per run beats one per leaf.
+    /// Freed slots of unsealed chunks are handled in batches ([`PUNCH_BATCH`] slots, or before
+    /// the next freeze or stats call): kept for reuse in the open chunk, punched out elsewhere.
+    /// The pages of one dropped snapshot are released by many page-table leaves, and one
+    /// `fallocate` per run beats one per leaf.
     pub(crate) fn release(&self, slots: &[SlotId]) {
         let mut st = self.lock();
         let mut closed_any = false;
@@ -359,25 +527,48 @@ impl Store {
             st.forget_pending_of_closed();
         }
         if st.pending.len() >= PUNCH_BATCH {
-            self.punch_pending(&mut st);
+            self.process_pending(&mut st);
         }
     }
 
-    /// Punches out the freed slots waiting in `pending`, one `fallocate` per run.
-    fn punch_pending(&self, st: &mut StoreState) {
-        let mut freed = std::mem::take(&mut st.pending);
-        freed.sort_unstable();
-        let mut i = 0;
-        while i < freed.len() {
-            let mut j = i + 1;
-            while j < freed.len() && freed[j].follows(freed[j - 1]) {
-                j += 1;
-            }
-            let (first, len) = (freed[i], j - i);
-            let c = st.chunks[first.chunk()]
+    /// Moves the freed slots waiting in `pending` to their open chunk's free slots, or punches
+    /// them out. Not while a branch of this process may be running
+    /// ([`fork::children_alive`](crate::fork::children_alive)): it may still read a slot freed
+    /// after it was forked, through its copy of an arena or snapshot.
+    fn process_pending(&self, st: &mut StoreState) {
+        if st.pending.is_empty() || crate::fork::children_alive() {
+            return;
+        }
+        let me = std::process::id();
+        // A backing directory bounds the store's space: its dead pages go back at once.
+        let reuse = self.dir.is_none();
+        let mut punch = Vec::new();
+        for s in std::mem::take(&mut st.pending) {
+            let c = st.chunks[s.chunk()]
                 .as_mut()
                 .expect("pending slots belong to open chunks");
-            c.pending -= len;
+            c.pending -= 1;
+            if reuse && !c.retired && c.owner == me {
+                c.free.insert(s.index());
+            } else {
+                punch.push(s);
+            }
+        }
+        self.punch(st, punch);
+    }
+
+    /// Punches the dead `slots` out of their chunks, one `fallocate` per run.
+    fn punch(&self, st: &mut StoreState, mut slots: Vec<SlotId>) {
+        slots.sort_unstable();
+        let pieces = slots.iter().map(|s| {
+            let n = s.number();
+            (n..n + 1, *s)
+        });
+        for (run, first) in coalesce(pieces, 0, |_, _| true) {
+            let len = run.len();
+            let c = st.chunks[first.chunk()]
+                .as_mut()
+                .expect("dead slots belong to open chunks");
             // Punching fails only where the file system has no holes, or when the chunk was
             // sealed meanwhile; the pages then stay until the chunk closes (`held_bytes`).
             let punched = !c.sealed
@@ -393,10 +584,7 @@ impl Store {
             } else {
                 c.dead_held += len;
             }
-            i = j;
         }
-        freed.clear();
-        st.pending = freed;
     }
 
     /// The file and byte offset holding `slot` (not [`SlotId::ZERO`]).
@@ -408,28 +596,42 @@ impl Store {
         (Arc::clone(&c.file), slot.index() * self.page)
     }
 
-    /// A read-only mapping of the chunk holding `slot` (not [`SlotId::ZERO`]) and the slot's
-    /// byte offset in it.
-    pub(crate) fn view(&self, slot: SlotId) -> Result<(Arc<ChunkView>, usize)> {
-        let mut st = self.lock();
-        let c = st.chunks[slot.chunk()]
-            .as_mut()
-            .expect("a held slot's chunk is open");
-        let view = match &c.view {
-            Some(v) => Arc::clone(v),
-            None => {
-                let map = c.file.map_read_only(self.chunk_pages * self.page)?;
-                let v = Arc::new(ChunkView { map });
-                c.view = Some(Arc::clone(&v));
-                v
+    /// Copies bytes of the consecutive slots starting at `first` (not [`SlotId::ZERO`]), from
+    /// byte `offset` of `first` on, into `dst`, without a system call once the chunk's view
+    /// exists.
+    ///
+    /// # Safety
+    /// Every slot the copy reads is held (by a page table borrowed for the call, say), so no one
+    /// frees, rewrites or punches it while the copy runs.
+    pub(crate) unsafe fn copy_out(
+        &self,
+        first: SlotId,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let view = {
+            let mut st = self.lock();
+            let c = st.chunks[first.chunk()]
+                .as_mut()
+                .expect("a held slot's chunk is open");
+            match &c.view {
+                Some(v) => Arc::clone(v),
+                None => {
+                    let v = Arc::new(FileView::new(&c.file, self.chunk_pages * self.page)?);
+                    c.view = Some(Arc::clone(&v));
+                    v
+                }
             }
         };
-        Ok((view, slot.index() * self.page))
+        // SAFETY: the caller holds the slots read; held slots are never handed out again, so
+        // nothing writes or punches them during the copy.
+        unsafe { view.copy_out(first.index() * self.page + offset, dst) };
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> StoreStats {
         let mut st = self.lock();
-        self.punch_pending(&mut st);
+        self.process_pending(&mut st);
         StoreStats {
             live_pages: st.live_slots,
             held_bytes: st.held_slots * self.page,

@@ -28,7 +28,7 @@ pub(crate) fn seal_size(_fd: &OwnedFd) -> Result<bool> {
     Ok(false)
 }
 
-pub(crate) fn seal_write(_fd: &OwnedFd) -> Result<bool> {
+pub(crate) fn seal_full(_fd: &OwnedFd) -> Result<bool> {
     Ok(false)
 }
 

@@ -14,7 +14,7 @@ mod os;
 pub(crate) mod process;
 
 pub(crate) use os::{
-    create_backing_file, data_ranges, private_page_runs, punch_hole, seal_size, seal_write,
+    create_backing_file, data_ranges, private_page_runs, punch_hole, seal_full, seal_size,
 };
 
 use crate::error::{Error, Result};
@@ -95,24 +95,6 @@ impl BackingFile {
         Ok(())
     }
 
-    /// A private read-only mapping of the file's first `len` bytes.
-    ///
-    /// The bytes read through it must not change while it lives: callers read only frozen
-    /// pages, which are never written again (and are kernel-sealed once their chunk is full).
-    pub(crate) fn map_read_only(&self, len: usize) -> Result<memmap2::Mmap> {
-        // SAFETY: the mapping is read-only and private; the pages read through it are frozen, so
-        // no one modifies them while the returned `Mmap` (and slices borrowed from it) live.
-        unsafe {
-            memmap2::MmapOptions::new()
-                .len(len)
-                .map_copy_read_only(&self.fd)
-        }
-        .map_err(|e| Error::Os {
-            op: "mmap (read-only view of a store chunk)",
-            source: e,
-        })
-    }
-
     /// Allocates backing blocks for `[offset, offset + len)` now, so that touching them through a
     /// mapping later cannot fail with SIGBUS on a full file system.
     pub(crate) fn allocate(&self, offset: usize, len: usize) -> Result<()> {
@@ -133,6 +115,102 @@ fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut offset: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A private read-only mapping of a file, read only by copying out of it.
+///
+/// It never lends a slice: other parts of the file may be written while it lives, and a `&[u8]`
+/// over the whole mapping would promise that they do not change.
+#[derive(Debug)]
+pub(crate) struct FileView {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the view owns its mapping; the pointer is not tied to the creating thread, and all
+// reads through it are copies whose soundness `copy_out`'s callers vouch for.
+unsafe impl Send for FileView {}
+// SAFETY: as above; `&FileView` allows only copies out of the mapping.
+unsafe impl Sync for FileView {}
+
+impl FileView {
+    /// Maps the first `len` bytes of `file` privately and read-only. Private, so it does not
+    /// count as a writable shared mapping when the file is sealed.
+    pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
+        let length = NonZeroUsize::new(len).expect("a view of at least one byte");
+        // SAFETY: a new mapping at an address the kernel chooses replaces nothing.
+        let ptr = unsafe {
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE,
+                file.fd(),
+                0,
+            )
+        }
+        .map_err(|e| os_error("mmap (read-only view of a store chunk)", e))?;
+        Ok(FileView {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Maps the file pages of `[offset, offset + len)` into the view now, so that copying them
+    /// later takes no page fault. The range should hold no hole: reading a hole of a memory file
+    /// allocates a page for it. Returns whether the kernel did it (`MADV_POPULATE_READ` needs
+    /// Linux 5.14).
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> bool {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: the range lies inside this mapping; populating changes no byte of it.
+        unsafe { populate_read(self.ptr.as_ptr().add(offset), len) }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` of the file into `dst`.
+    ///
+    /// # Safety
+    /// No one writes or punches that range of the file while the call runs.
+    pub(crate) unsafe fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.len));
+        // SAFETY: the source lies inside the mapping (checked above), which is readable; the
+        // caller guarantees its bytes do not change during the copy; `dst` is a distinct
+        // exclusive buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+}
+
+impl Drop for FileView {
+    fn drop(&mut self) {
+        // SAFETY: the mapping belongs to this value and no reference into it exists (none is
+        // ever lent). An error would leave address space mapped, with nothing better to do.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// `madvise(MADV_POPULATE_READ)`: faults the pages of the range in for reading, in one call.
+/// Returns whether the kernel did it.
+///
+/// # Safety
+/// The range must be mapped (populating changes no byte).
+unsafe fn populate_read(addr: *mut u8, len: usize) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: forwarded to the caller; the advice only fills page tables.
+        unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_READ) == 0 }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (addr, len);
+        false
+    }
 }
 
 /// Whether a file mapping is private (copy-on-write) or shared with the file.
@@ -273,6 +351,16 @@ impl Reservation {
         // (forwarded), so losing the private contents is what the caller asked for.
         unsafe { madvise(ptr, length.get(), MmapAdvise::MADV_DONTNEED) }
             .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))
+    }
+
+    /// Maps the pages of `[offset, offset + len)` now, readable, so that a first write to them
+    /// is a plain copy-on-write of a mapped page (the kernel floor's cost) rather than a fault
+    /// that must also find the file page and build the page tables. The range must hold no hole
+    /// of a memory file (reading one allocates a page). Returns whether the kernel did it.
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> bool {
+        let (addr, length) = self.addr(offset, len);
+        // SAFETY: the range lies inside this reservation, which is mapped throughout.
+        unsafe { populate_read(addr.get() as *mut u8, length.get()) }
     }
 
     /// Makes the whole reservation read-only.
