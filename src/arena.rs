@@ -56,6 +56,7 @@ use crate::store::{SlotId, Store, StoreStats};
 use crate::sys::{self, BackingFile, Reservation, Sharing};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Frozen runs at least this long are remapped from the store at snapshot time.
@@ -66,15 +67,45 @@ const DISCARD_GAP: usize = 16;
 
 /// The default private budget is this share of the arena's data pages (its pages that are not
 /// all zero), within [`MIN_PRIVATE_BUDGET`] and [`MAX_PRIVATE_BUDGET`] (see the module docs).
-const PRIVATE_BUDGET_SHARE: usize = 32;
+const PRIVATE_BUDGET_SHARE: usize = 16;
 /// Bytes of private copies every arena may keep, however little data it holds.
 const MIN_PRIVATE_BUDGET: usize = 1 << 20;
 /// Bytes of private copies no arena keeps by default, however much data it holds.
-const MAX_PRIVATE_BUDGET: usize = 64 << 20;
+const MAX_PRIVATE_BUDGET: usize = 256 << 20;
 
 /// Remapped runs after which an arena compacts its mapping (default; see
 /// [`ArenaBuilder::mapping_budget`]).
-pub const MAX_REMAPPED_RUNS: usize = 4096;
+pub const MAX_REMAPPED_RUNS: usize = 16384;
+
+/// Runs that all arenas of the process together remap before they stop (each run may split a
+/// mapping in three, and the process limit is 65530 mappings).
+const MAX_PROCESS_REMAPPED_RUNS: usize = 16384;
+
+/// Runs remapped by the arenas of the process, held by their layouts ([`Remaps`]).
+static PROCESS_REMAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The remapped runs an arena's layout counts in [`PROCESS_REMAPS`]; given back when the layout
+/// is replaced (compaction, a rebuild) or dropped with the arena.
+#[derive(Debug)]
+struct Remaps(usize);
+
+impl Remaps {
+    fn new(runs: usize) -> Self {
+        PROCESS_REMAPS.fetch_add(runs, Ordering::Relaxed);
+        Remaps(runs)
+    }
+
+    fn add(&mut self) {
+        PROCESS_REMAPS.fetch_add(1, Ordering::Relaxed);
+        self.0 += 1;
+    }
+}
+
+impl Drop for Remaps {
+    fn drop(&mut self) {
+        PROCESS_REMAPS.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
 
 /// Settings shared by an arena and everything made from it.
 #[derive(Clone, Debug)]
@@ -179,7 +210,11 @@ pub(crate) struct LiveFile {
 #[derive(Debug)]
 enum Layout {
     /// The usual layout (see the module docs).
-    Own { mapped: PageTable, private: PageSet },
+    Own {
+        mapped: PageTable,
+        private: PageSet,
+        remaps: Remaps,
+    },
     /// The arena has (or had) proxies; its memory is a shared mapping of `live`, so writes go to
     /// the file and proxies see them.
     Shared { live: Arc<LiveFile> },
@@ -281,6 +316,7 @@ impl Arena {
             layout: Layout::Own {
                 mapped: empty,
                 private: PageSet::new(pages),
+                remaps: Remaps::new(0),
             },
             untracked: false,
             remapped_runs: 0,
@@ -737,7 +773,7 @@ impl Arena {
                 true,
             )?
         };
-        self.remapped_runs += 1;
+        self.count_remap();
         // The pages were private and resident: map them again now, in one call, so that their
         // next first write costs a copy-on-write of a mapped page, not a fault that must also
         // find the file page and build the page table (measured in the module docs).
@@ -770,17 +806,20 @@ impl Arena {
     ///
     /// Each page is copied from the store and stays private, so that writing it again costs no
     /// fault; pages over the private budget are shed later in batches (see
-    /// [`shed_private`](Arena::shed_private)). But a restore of more pages than half the budget
+    /// [`shed_private`](Arena::shed_private)). But a restore of more pages than the budget
     /// would only be shed right after: then a page whose mapping already shows its target is
     /// dropped instead (`madvise(MADV_DONTNEED)`, the kernel floor's own move), and a run of at
     /// least [`REMAP_MIN_RUN`] pages of consecutive target slots is remapped while the mapping
     /// budget has room; only the rest is copied.
     fn restore_pages(&mut self, pages: &[usize], target: &PageTable) -> Result<()> {
         let budget = self.private_budget();
-        let Layout::Own { mapped, private } = &self.layout else {
+        let Layout::Own {
+            mapped, private, ..
+        } = &self.layout
+        else {
             return self.copy_in(pages, target);
         };
-        if pages.len() <= budget / 2 {
+        if pages.len() <= budget {
             return self.copy_in(pages, target);
         }
         let (drop, rest): (Vec<usize>, Vec<usize>) =
@@ -792,10 +831,7 @@ impl Arena {
             .filter(|&p| mapped.get(p) != target.get(p))
             .collect();
         self.discard_pages(&drop, &keep)?;
-        let mut room = self
-            .options
-            .mapping_budget
-            .saturating_sub(self.remapped_runs);
+        let mut room = self.remap_room();
         let mut copy = Vec::new();
         let mut remapped = Vec::new();
         for (run, first) in target.slot_runs(rest) {
@@ -862,7 +898,10 @@ impl Arena {
     /// arena), the arena is compacted into one image.
     fn shed_private(&mut self) -> Result<()> {
         let budget = self.private_budget();
-        let Layout::Own { mapped, private } = &self.layout else {
+        let Layout::Own {
+            mapped, private, ..
+        } = &self.layout
+        else {
             return Ok(());
         };
         if private.len() <= budget {
@@ -896,17 +935,30 @@ impl Arena {
     /// as the mapping budget has room; the pages remapped stop being private.
     fn remap_to_content(&mut self, pages: &[usize]) -> Result<()> {
         let mut runs = self.content.slot_runs(pages.iter().copied());
-        let room = self
-            .options
-            .mapping_budget
-            .saturating_sub(self.remapped_runs);
-        runs.truncate(room);
+        runs.truncate(self.remap_room());
         for (run, slot) in &runs {
             self.map_run(run.clone(), *slot)?;
         }
         let remapped: Vec<Range<usize>> = runs.into_iter().map(|(r, _)| r).collect();
         self.forget_private(&remapped);
         Ok(())
+    }
+
+    /// Runs the arena may still remap: within its own mapping budget and the process's.
+    fn remap_room(&self) -> usize {
+        let own = self
+            .options
+            .mapping_budget
+            .saturating_sub(self.remapped_runs);
+        own.min(MAX_PROCESS_REMAPPED_RUNS.saturating_sub(PROCESS_REMAPS.load(Ordering::Relaxed)))
+    }
+
+    /// Counts one more remapped run, in the arena and in the process.
+    fn count_remap(&mut self) {
+        self.remapped_runs += 1;
+        if let Layout::Own { remaps, .. } = &mut self.layout {
+            remaps.add();
+        }
     }
 
     /// Removes the pages of the (sorted, disjoint) `runs` from the private set: they were
@@ -928,7 +980,7 @@ impl Arena {
                 self.mem
                     .map_zero(pages.start * self.page, pages.len() * self.page, true)?
             };
-            self.remapped_runs += 1;
+            self.count_remap();
             if let Layout::Own { mapped, .. } = &mut self.layout {
                 let updates: Vec<(usize, SlotId)> =
                     pages.clone().map(|p| (p, SlotId::ZERO)).collect();
@@ -972,6 +1024,7 @@ impl Arena {
         self.layout = Layout::Own {
             mapped: PageTable::new(self.pages(), Arc::clone(self.store())),
             private: PageSet::new(self.pages()),
+            remaps: Remaps::new(0),
         };
         self.remapped_runs = 0;
         for (pages, slot) in pieces {
@@ -1005,7 +1058,11 @@ impl Arena {
         };
         self.content = table.clone();
         self.dirty.clear();
-        self.layout = Layout::Own { mapped, private };
+        self.layout = Layout::Own {
+            mapped,
+            private,
+            remaps: Remaps::new(runs),
+        };
         self.remapped_runs = runs;
         Ok(())
     }

@@ -122,6 +122,11 @@ impl<V, F: FnMut(&(Range<usize>, V), &(Range<usize>, V)) -> bool> Coalesce<V, F>
         self.run.replace(piece)
     }
 
+    /// The run being built, if any.
+    pub(crate) fn current(&self) -> Option<&(Range<usize>, V)> {
+        self.run.as_ref()
+    }
+
     /// The last run, if any.
     pub(crate) fn finish(self) -> Option<(Range<usize>, V)> {
         self.run

@@ -15,7 +15,7 @@
 //! 16 MiB, so open files stay at about one per 16 MiB of frozen pages, not one per snapshot.
 
 use crate::error::Result;
-use crate::page_set::coalesce;
+use crate::page_set::{coalesce, Coalesce};
 use crate::sys::{self, BackingFile, FileView};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -128,9 +128,12 @@ impl FreeSlots {
     /// The members in increasing order.
     fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.bits.iter().enumerate().flat_map(|(w, &word)| {
-            (0..64)
-                .filter(move |b| word & (1 << b) != 0)
-                .map(move |b| w * 64 + b)
+            // Each step clears the lowest set bit.
+            std::iter::successors((word != 0).then_some(word), |&x| {
+                let rest = x & (x - 1);
+                (rest != 0).then_some(rest)
+            })
+            .map(move |x| w * 64 + x.trailing_zeros() as usize)
         })
     }
 
@@ -144,8 +147,13 @@ impl FreeSlots {
 
     /// Takes the first run of `n` consecutive members, if there is one; returns its start.
     fn take_run(&mut self, n: usize) -> Option<usize> {
-        let runs = coalesce(self.iter().map(|i| (i..i + 1, ())), 0, |_, _| true);
-        let start = runs.into_iter().find(|(r, ())| r.len() >= n)?.0.start;
+        let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
+        let start = self.iter().find_map(|i| {
+            runs.push((i..i + 1, ()));
+            runs.current()
+                .filter(|(r, ())| r.len() >= n)
+                .map(|(r, ())| r.start)
+        })?;
         for i in start..start + n {
             self.remove(i);
         }
@@ -395,6 +403,13 @@ impl Store {
         let mut free = c.free.clone();
         let mut used = c.used;
         let mut slots = Vec::with_capacity(runs.iter().sum());
+        // All the short runs in one run of free slots, if there is one: one `pwritev` for them.
+        let short: usize = runs.iter().filter(|&&n| n < reuse_below).sum();
+        let mut together = if short > 1 {
+            free.take_run(short)
+        } else {
+            None
+        };
         for &n in runs {
             if n >= reuse_below {
                 let start = free.take_run(n).unwrap_or_else(|| {
@@ -402,6 +417,9 @@ impl Store {
                     used - n
                 });
                 slots.extend(start..start + n);
+            } else if let Some(start) = &mut together {
+                slots.extend(*start..*start + n);
+                *start += n;
             } else {
                 for _ in 0..n {
                     slots.push(free.pop_lowest().unwrap_or_else(|| {
