@@ -3,6 +3,9 @@
 //! - `cycle_k64`: snapshot, write 64 pages, restore, verify; against `fork()` (the child does
 //!   the writes), a deep copy (`Vec` clone as the snapshot), and the kernel's own floor for this
 //!   work (memfd + `MAP_PRIVATE`, write, `madvise(MADV_DONTNEED)`, verify).
+//! - `cold_k64`: the same cycle on 64 pages never written since the arena was filled and frozen
+//!   whole (a new arena is made, outside the timing, once the fresh pages run out); against the
+//!   kernel floor on pages it never wrote either.
 //! - `snapshot_k64`: the snapshot call alone after 64 pages were written; against copying those
 //!   64 pages into a `Vec` (what any snapshot must at least do).
 //! - `restore_k64`: the restore call alone after 64 pages were written; against `madvise` of
@@ -18,7 +21,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 mod common;
-use common::{fork_and_write, resident_arena, sizes, Pages, K, MIB};
+use common::{fork_and_write, resident_arena, sizes, FreshPages, Pages, K, MIB};
 
 /// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
 /// `MADV_DONTNEED` drops them again.
@@ -56,6 +59,14 @@ impl KernelFloor {
                 len,
                 fd,
             }
+        }
+    }
+
+    /// Maps every page for reading, as a resident arena has its pages mapped.
+    fn touch(&mut self, page: usize) {
+        for off in (0..self.len).step_by(page) {
+            // SAFETY: in bounds, mapped readable.
+            std::hint::black_box(unsafe { std::ptr::read_volatile(self.ptr.add(off)) });
         }
     }
 
@@ -165,6 +176,64 @@ fn cycle(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+}
+
+/// Cold cycles: each on `K` pages that no cycle of the arena wrote before, a new arena (filled
+/// and frozen, or a fresh floor) whenever they run out.
+fn cold(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let mut group = c.benchmark_group("cold_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        let big = mib >= 256;
+        group.sample_size(if big { 10 } else { 30 });
+        group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
+        group.warm_up_time(Duration::from_secs(1));
+        group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let (mut a, _base) = resident_arena(len);
+                    let mut fresh = FreshPages::new(pages, 7 + done);
+                    while let (true, Some(targets)) = (done < iters, fresh.next()) {
+                        let start = std::time::Instant::now();
+                        let s = a.snapshot().unwrap();
+                        for &p in &targets {
+                            a.write(p * page, &[1]).unwrap();
+                        }
+                        a.restore(&s).unwrap();
+                        for &p in &targets {
+                            assert_eq!(a.as_bytes()[p * page], 0xA5);
+                        }
+                        total += start.elapsed();
+                        done += 1;
+                    }
+                }
+                total
+            })
+        });
+        group.bench_function(BenchmarkId::new("kernel_floor", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let mut floor = KernelFloor::new(len);
+                    floor.touch(page);
+                    let mut fresh = FreshPages::new(pages, 7 + done);
+                    while let (true, Some(targets)) = (done < iters, fresh.next()) {
+                        let start = std::time::Instant::now();
+                        floor.cycle(&targets, page);
+                        total += start.elapsed();
+                        done += 1;
+                    }
+                }
+                total
+            })
+        });
     }
     group.finish();
 }
@@ -305,5 +374,5 @@ fn first_write(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cycle, snapshot_and_restore, first_write);
+criterion_group!(benches, cycle, cold, snapshot_and_restore, first_write);
 criterion_main!(benches);
