@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 mod common;
-use common::{fork_and_write, resident_arena, sizes, FreshPages, Pages, K, MIB};
+use common::{fork_and_write, resident_arena, sizes, Pages, K, MIB};
 
 /// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
 /// `MADV_DONTNEED` drops them again.
@@ -178,6 +178,44 @@ fn cycle(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// `K` distinct pages spread over the arena that no earlier call returned; `None` once fewer
+/// than `K` are left.
+struct FreshPages {
+    perm: Vec<usize>,
+    used: usize,
+    state: u64,
+}
+
+impl FreshPages {
+    fn new(pages: usize, seed: u64) -> Self {
+        FreshPages {
+            perm: (0..pages).collect(),
+            used: 0,
+            state: seed | 1,
+        }
+    }
+}
+
+impl Iterator for FreshPages {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let n = self.perm.len();
+        if n - self.used < K {
+            return None;
+        }
+        for i in self.used..self.used + K {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let j = i + self.state as usize % (n - i);
+            self.perm.swap(i, j);
+        }
+        self.used += K;
+        Some(self.perm[self.used - K..self.used].to_vec())
+    }
 }
 
 /// Cold cycles: each on `K` pages that no cycle of the arena wrote before, a new arena (filled

@@ -214,6 +214,8 @@ enum Layout {
         mapped: PageTable,
         private: PageSet,
         remaps: Remaps,
+        /// Private pages the last shed left (see [`Arena::shed_private`]).
+        kept: usize,
     },
     /// The arena has (or had) proxies; its memory is a shared mapping of `live`, so writes go to
     /// the file and proxies see them.
@@ -317,6 +319,7 @@ impl Arena {
                 mapped: empty,
                 private: PageSet::new(pages),
                 remaps: Remaps::new(0),
+                kept: 0,
             },
             untracked: false,
             remapped_runs: 0,
@@ -895,16 +898,21 @@ impl Arena {
     /// ([`discard_pages`](Arena::discard_pages)). If that is not enough, pages whose content was
     /// frozen elsewhere are remapped from the store, as far as the mapping budget allows (each
     /// run costs an `mmap` and may split the mapping). Past four times the budget (and half the
-    /// arena), the arena is compacted into one image.
+    /// arena), the arena is compacted into one image. A shed that leaves more than the budget
+    /// (no mapping room) is not tried again before half a budget more pages are private: each
+    /// try looks at every private page.
     fn shed_private(&mut self) -> Result<()> {
         let budget = self.private_budget();
         let Layout::Own {
-            mapped, private, ..
+            mapped,
+            private,
+            kept,
+            ..
         } = &self.layout
         else {
             return Ok(());
         };
-        if private.len() <= budget {
+        if private.len() <= budget.max(kept + budget / 2) {
             return Ok(());
         }
         let dirty = &self.dirty;
@@ -921,14 +929,21 @@ impl Arena {
             .collect();
         let left = keep.len();
         self.discard_pages(&discard, &keep)?;
-        if left <= budget {
-            return Ok(());
+        if left > budget {
+            if left > (4 * budget).max(self.pages() / 2) && self.dirty.is_empty() {
+                // Far over budget: one fresh image costs less memory than these private copies.
+                return self.compact();
+            }
+            self.remap_to_content(&remap)?;
         }
-        if left > (4 * budget).max(self.pages() / 2) && self.dirty.is_empty() {
-            // Far over budget: one fresh image costs less memory than these private copies.
-            return self.compact();
+        if let Layout::Own { private, kept, .. } = &mut self.layout {
+            *kept = if private.len() > budget {
+                private.len()
+            } else {
+                0
+            };
         }
-        self.remap_to_content(&remap)
+        Ok(())
     }
 
     /// Maps the (sorted) `pages` from their content slots, one `mmap` per run, for as many runs
@@ -1025,6 +1040,7 @@ impl Arena {
             mapped: PageTable::new(self.pages(), Arc::clone(self.store())),
             private: PageSet::new(self.pages()),
             remaps: Remaps::new(0),
+            kept: 0,
         };
         self.remapped_runs = 0;
         for (pages, slot) in pieces {
@@ -1062,6 +1078,7 @@ impl Arena {
             mapped,
             private,
             remaps: Remaps::new(runs),
+            kept: 0,
         };
         self.remapped_runs = runs;
         Ok(())

@@ -1,5 +1,5 @@
-//! What the benchmarks share: the arena sizes to run, the random pages each cycle writes (fresh
-//! ones for cold cycles), a fully resident arena, and the bare `fork()` baseline.
+//! What the benchmarks share: the arena sizes to run, the random pages each cycle writes, a
+//! fully resident arena, and the bare `fork()` baseline.
 
 use cowarena::{Arena, Snapshot};
 
@@ -34,40 +34,6 @@ impl Pages {
             }
         }
         out
-    }
-}
-
-/// `K` distinct pages spread over the arena that no earlier call returned; `None` once fewer
-/// than `K` are left.
-pub struct FreshPages {
-    perm: Vec<usize>,
-    next: usize,
-    state: u64,
-}
-
-impl FreshPages {
-    pub fn new(pages: usize, seed: u64) -> Self {
-        FreshPages {
-            perm: (0..pages).collect(),
-            next: 0,
-            state: seed | 1,
-        }
-    }
-
-    pub fn next(&mut self) -> Option<Vec<usize>> {
-        let n = self.perm.len();
-        if n - self.next < K {
-            return None;
-        }
-        for i in self.next..self.next + K {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let j = i + self.state as usize % (n - i);
-            self.perm.swap(i, j);
-        }
-        self.next += K;
-        Some(self.perm[self.next - K..self.next].to_vec())
     }
 }
 
