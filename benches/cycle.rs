@@ -121,10 +121,7 @@ fn cycle(c: &mut Criterion) {
     for mib in sizes() {
         let len = mib * MIB;
         let pages = len / page;
-        let big = mib >= 256;
-        group.sample_size(if big { 10 } else { 30 });
-        group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
-        group.warm_up_time(Duration::from_secs(1));
+        by_size(&mut group, mib);
 
         {
             let mut a = Arena::with_capacity(len).unwrap();
@@ -226,54 +223,74 @@ fn cold(c: &mut Criterion) {
     for mib in sizes() {
         let len = mib * MIB;
         let pages = len / page;
-        let big = mib >= 256;
-        group.sample_size(if big { 10 } else { 30 });
-        group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
-        group.warm_up_time(Duration::from_secs(1));
+        by_size(&mut group, mib);
         group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut done = 0;
-                while done < iters {
-                    let (mut a, _base) = resident_arena(len);
-                    let mut fresh = FreshPages::new(pages, 7 + done);
-                    while let (true, Some(targets)) = (done < iters, fresh.next()) {
-                        let start = std::time::Instant::now();
+                cold_cycles(
+                    iters,
+                    pages,
+                    || resident_arena(len),
+                    |(a, _), targets| {
                         let s = a.snapshot().unwrap();
-                        for &p in &targets {
+                        for &p in targets {
                             a.write(p * page, &[1]).unwrap();
                         }
                         a.restore(&s).unwrap();
-                        for &p in &targets {
+                        for &p in targets {
                             assert_eq!(a.as_bytes()[p * page], 0xA5);
                         }
-                        total += start.elapsed();
-                        done += 1;
-                    }
-                }
-                total
+                    },
+                )
             })
         });
         group.bench_function(BenchmarkId::new("kernel_floor", format!("{mib}MiB")), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut done = 0;
-                while done < iters {
+                let fresh_floor = || {
                     let mut floor = KernelFloor::new(len);
                     floor.touch(page);
-                    let mut fresh = FreshPages::new(pages, 7 + done);
-                    while let (true, Some(targets)) = (done < iters, fresh.next()) {
-                        let start = std::time::Instant::now();
-                        floor.cycle(&targets, page);
-                        total += start.elapsed();
-                        done += 1;
-                    }
-                }
-                total
+                    floor
+                };
+                cold_cycles(iters, pages, fresh_floor, |floor, targets| {
+                    floor.cycle(targets, page)
+                })
             })
         });
     }
     group.finish();
+}
+
+/// Times `iters` runs of `cycle` on fresh pages of a state from `make`, a new one (outside the
+/// clock) whenever the fresh pages run out.
+fn cold_cycles<S>(
+    iters: u64,
+    pages: usize,
+    mut make: impl FnMut() -> S,
+    mut cycle: impl FnMut(&mut S, &[usize]),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let mut state = make();
+        let mut fresh = FreshPages::new(pages, 7 + done);
+        while let (true, Some(targets)) = (done < iters, fresh.next()) {
+            let start = std::time::Instant::now();
+            cycle(&mut state, &targets);
+            total += start.elapsed();
+            done += 1;
+        }
+    }
+    total
+}
+
+/// Fewer, longer samples for big arenas, whose cycles vary more.
+fn by_size(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    mib: usize,
+) {
+    let big = mib >= 256;
+    group.sample_size(if big { 10 } else { 30 });
+    group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
+    group.warm_up_time(Duration::from_secs(1));
 }
 
 /// Times `routine` only, running `setup` before each call outside the clock.
