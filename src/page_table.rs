@@ -215,25 +215,35 @@ impl PageTable {
     /// Copies the bytes at `offset` into `buf`: one copy out of the page store per run of
     /// consecutive slots, zeros for zero pages.
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.read_many(vec![(offset, buf)])
+    }
+
+    /// [`read`](PageTable::read) for many `(offset, buf)` at once: the copies out of the store
+    /// are issued together (see [`Store::copy_out`]).
+    pub(crate) fn read_many(&self, parts: Vec<(usize, &mut [u8])>) -> Result<()> {
         let page = self.store.page_size();
-        let end = offset + buf.len();
-        assert!(end <= self.pages * page, "read past the table's pages");
-        if buf.is_empty() {
-            return Ok(());
-        }
-        for (run, first) in self.slot_runs(offset / page..end.div_ceil(page)) {
-            let from = (run.start * page).max(offset);
-            let to = (run.end * page).min(end);
-            let dst = &mut buf[from - offset..to - offset];
-            if first.is_zero() {
-                dst.fill(0);
-            } else {
-                // SAFETY: `self` holds every slot of the run and is borrowed for the call, so
-                // none of them is freed, rewritten or punched during the copy.
-                unsafe { self.store.copy_out(first, from - run.start * page, dst)? };
+        let mut copies: Vec<(SlotId, usize, &mut [u8])> = Vec::with_capacity(parts.len());
+        for (offset, mut buf) in parts {
+            let end = offset + buf.len();
+            assert!(end <= self.pages * page, "read past the table's pages");
+            if buf.is_empty() {
+                continue;
+            }
+            for (run, first) in self.slot_runs(offset / page..end.div_ceil(page)) {
+                let from = (run.start * page).max(offset);
+                let to = (run.end * page).min(end);
+                let (dst, rest) = std::mem::take(&mut buf).split_at_mut(to - from);
+                buf = rest;
+                if first.is_zero() {
+                    dst.fill(0);
+                } else {
+                    copies.push((first, from - run.start * page, dst));
+                }
             }
         }
-        Ok(())
+        // SAFETY: `self` holds every slot copied and is borrowed for the call, so none of them is
+        // freed, rewritten or punched during the copies.
+        unsafe { self.store.copy_out(&mut copies) }
     }
 
     /// Whether both tables point every page at the same slot (cheap when they share their root).

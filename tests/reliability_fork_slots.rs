@@ -58,7 +58,11 @@ fn a_running_branch_keeps_the_slots_it_inherited() {
             .fork_run(|_| {
                 signal(alive_w.as_raw_fd());
                 wait_for(go_r.as_raw_fd());
-                let s = old.lock().unwrap().clone().expect("the branch's copy still has it");
+                let s = old
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("the branch's copy still has it");
                 let mut buf = vec![0u8; pages * page];
                 s.read(0, &mut buf).unwrap();
                 buf.iter().map(|&x| u64::from(x)).sum()

@@ -156,20 +156,43 @@ mod scan {
     const YES: u8 = 1;
     const NO: u8 = 2;
 
-    /// The request for pages in `[start, end)` that hold private contents: not a file page, not
-    /// the zero page, and present or swapped out.
-    pub(super) fn request(start: u64, end: u64, regions: &mut [PageRegion]) -> PmScanArg {
-        PmScanArg {
-            size: size_of::<PmScanArg>() as u64,
-            start,
-            end,
-            vec: regions.as_mut_ptr() as u64,
-            vec_len: regions.len() as u64,
-            category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
-            category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            ..PmScanArg::default()
+    /// One `PAGEMAP_SCAN` call: the argument and the buffer the kernel fills, borrowed for as
+    /// long as the request lives, so the pointer in the argument cannot outlive it.
+    pub(super) struct Request<'a> {
+        pub(super) arg: PmScanArg,
+        regions: &'a mut [PageRegion],
+    }
+
+    impl<'a> Request<'a> {
+        /// Pages in `[start, end)` that hold private contents: not a file page, not the zero
+        /// page, and present or swapped out.
+        pub(super) fn private_pages(start: u64, end: u64, regions: &'a mut [PageRegion]) -> Self {
+            Request {
+                arg: PmScanArg {
+                    size: size_of::<PmScanArg>() as u64,
+                    start,
+                    end,
+                    vec: regions.as_mut_ptr() as u64,
+                    vec_len: regions.len() as u64,
+                    category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                    category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                    category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                    return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                    ..PmScanArg::default()
+                },
+                regions,
+            }
+        }
+
+        /// Issues the ioctl on `pagemap` (`/proc/self/pagemap`); returns the regions found and
+        /// the address where the kernel stopped (the buffer may fill before `end`).
+        fn run(mut self, pagemap: &std::fs::File) -> nix::Result<(&'a [PageRegion], u64)> {
+            // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`,
+            // borrowed by `self` for the call and with room for `vec_len` entries; the ioctl only
+            // reads page tables and writes `arg` and `regions`.
+            let n = unsafe { pagemap_scan(pagemap.as_raw_fd(), &mut self.arg) }? as usize;
+            let regions: &'a [PageRegion] = self.regions;
+            Ok((&regions[..n.min(regions.len())], self.arg.walk_end))
         }
     }
 
@@ -198,12 +221,9 @@ mod scan {
         let mut start = addr as u64;
         let end = (addr + len) as u64;
         while start < end {
-            let mut arg = request(start, end, &mut regions);
-            // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`,
-            // which outlives the call and has room for `vec_len` entries; the ioctl only reads
-            // page tables and writes `arg` and `regions`.
-            let n = match unsafe { pagemap_scan(file.as_raw_fd(), &mut arg) } {
-                Ok(n) => n as usize,
+            let (found, walk_end) = match Request::private_pages(start, end, &mut regions).run(file)
+            {
+                Ok(done) => done,
                 // Kernels without the ioctl: ENOTTY (before 6.7) or EINVAL (an older layout).
                 Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL)
                     if SUPPORT.load(Ordering::Relaxed) == UNKNOWN =>
@@ -214,15 +234,15 @@ mod scan {
                 Err(_) => return None,
             };
             SUPPORT.store(YES, Ordering::Relaxed);
-            for r in &regions[..n.min(regions.len())] {
+            for r in found {
                 let first = (r.start as usize - addr) / page;
                 let last = (r.end as usize - addr) / page;
                 out.extend(runs.push((first..last, ())));
             }
-            if arg.walk_end <= start {
+            if walk_end <= start {
                 return None;
             }
-            start = arg.walk_end;
+            start = walk_end;
         }
         out.extend(runs.finish());
         Some(out.into_iter().map(|(r, ())| r).collect())
@@ -287,7 +307,7 @@ mod tests {
 
     #[test]
     fn scan_request_selects_private_pages() {
-        let arg = request(0, 4096, &mut []);
+        let arg = Request::private_pages(0, 4096, &mut []).arg;
         assert!(selects(&arg, PAGE_IS_PRESENT));
         assert!(selects(&arg, PAGE_IS_SWAPPED));
         assert!(!selects(&arg, PAGE_IS_PRESENT | PAGE_IS_FILE));
