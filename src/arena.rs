@@ -25,12 +25,10 @@
 //! same as a page's copy-on-write fault, so remapping single pages would double the cost of a
 //! scattered snapshot and split the mapping into many regions.
 //!
-//! A remapped run is populated right away (`MADV_POPULATE_READ`, one call): its pages were
-//! resident a moment ago, and a first write to a page whose page-table entry is gone costs a
-//! fault that must also find the file page and build the page table, where the kernel floor
-//! (memfd + `MAP_PRIVATE`, every page mapped) pays only the copy. Right after freezing a whole
-//! 1 GiB arena, the first writes to 64 scattered pages took 240–560 us unpopulated and 190–330 us
-//! populated, against 190–210 us for the floor in the same runs.
+//! A remapped run is not populated ahead (`MADV_POPULATE_READ`): right after freezing a whole
+//! 1 GiB arena, the first writes to 64 scattered pages took 190–260 us with the remapped runs
+//! populated and 190–240 us without, the copy-on-write fault of an unmapped file page costing
+//! what the fault of a mapped one does.
 //!
 //! # Restore
 //!
@@ -809,11 +807,6 @@ impl Arena {
             )?
         };
         self.count_remap();
-        // The pages were private and resident: map them again now, in one call, so that their
-        // next first write costs a copy-on-write of a mapped page, not a fault that must also
-        // find the file page and build the page table (measured in the module docs).
-        self.mem
-            .populate(pages.start * self.page, pages.len() * self.page);
         if let Layout::Own { mapped, .. } = &mut self.layout {
             for (i, p) in pages.enumerate() {
                 mapped.set(p, first.offset(i));

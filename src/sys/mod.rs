@@ -367,16 +367,6 @@ impl Reservation {
             .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))
     }
 
-    /// Maps the pages of `[offset, offset + len)` now, readable, so that a first write to them
-    /// is a plain copy-on-write of a mapped page (the kernel floor's cost) rather than a fault
-    /// that must also find the file page and build the page tables. The range must hold no hole
-    /// of a memory file (reading one allocates a page). Returns whether the kernel did it.
-    pub(crate) fn populate(&self, offset: usize, len: usize) -> bool {
-        let (addr, length) = self.addr(offset, len);
-        // SAFETY: the range lies inside this reservation, which is mapped throughout.
-        unsafe { populate_read(addr.get() as *mut u8, length.get()) }
-    }
-
     /// Makes the whole reservation read-only.
     pub(crate) fn protect_read_only(&self) -> Result<()> {
         // SAFETY: the range is this reservation's own; removing write access cannot invalidate
