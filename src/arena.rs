@@ -902,15 +902,15 @@ impl Arena {
             |_, _| true,
         );
         // A span must not drop the bytes of a kept page inside it: split it around them.
-        for span in split_around(spans.into_iter().map(|(r, ())| r).collect(), keep) {
-            // SAFETY: `&mut self`: no live references. Every private page in the span shows its
-            // mapping's bytes once dropped (the caller's promise for `pages`, and the pages of
-            // `keep` are left out); the other pages in it are clean file or zero pages.
-            unsafe {
-                self.mem
-                    .discard(span.start * self.page, span.len() * self.page)?
-            };
-        }
+        let spans: Vec<Range<usize>> =
+            split_around(spans.into_iter().map(|(r, ())| r).collect(), keep)
+                .into_iter()
+                .map(|r| r.start * self.page..r.end * self.page)
+                .collect();
+        // SAFETY: `&mut self`: no live references. Every private page in the spans shows its
+        // mapping's bytes once dropped (the caller's promise for `pages`, and the pages of `keep`
+        // are left out); the other pages in them are clean file or zero pages.
+        unsafe { self.mem.discard(&spans)? };
         if let Layout::Own { private, .. } = &mut self.layout {
             private.retain(|p| pages.binary_search(&p).is_err());
         }

@@ -14,7 +14,8 @@ mod os;
 pub(crate) mod process;
 
 pub(crate) use os::{
-    create_backing_file, data_ranges, private_page_runs, punch_hole, seal_full, seal_size,
+    create_backing_file, data_ranges, discard_ranges, private_page_runs, punch_hole, seal_full,
+    seal_size,
 };
 
 use crate::error::{Error, Result};
@@ -353,18 +354,30 @@ impl Reservation {
         .map_err(|e| os_error("mmap (map zero pages)", e))
     }
 
-    /// Drops the private copies of the pages in the range: a private file mapping reads the file
-    /// again, an anonymous one reads zeros.
+    /// Drops the private copies of the pages in the byte ranges `spans`: a private file mapping
+    /// reads the file again, an anonymous one reads zeros. Many ranges at once where the kernel
+    /// can (`process_madvise`), one `madvise` per range elsewhere.
     ///
     /// # Safety
-    /// No reference may point into `[offset, offset + len)` of this reservation.
-    pub(crate) unsafe fn discard(&self, offset: usize, len: usize) -> Result<()> {
-        let (addr, length) = self.addr(offset, len);
-        let ptr = NonNull::new(addr.get() as *mut libc::c_void).expect("non-zero address");
-        // SAFETY: inside this reservation; the caller guarantees no references into the range
-        // (forwarded), so losing the private contents is what the caller asked for.
-        unsafe { madvise(ptr, length.get(), MmapAdvise::MADV_DONTNEED) }
-            .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))
+    /// No reference may point into any of the ranges.
+    pub(crate) unsafe fn discard(&self, spans: &[std::ops::Range<usize>]) -> Result<()> {
+        let ranges: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|s| {
+                let (addr, len) = self.addr(s.start, s.len());
+                (addr.get(), len.get())
+            })
+            .collect();
+        // SAFETY: the ranges lie inside this reservation (checked by `addr`), which is mapped;
+        // the caller guarantees no references into them (forwarded).
+        let done = unsafe { discard_ranges(&ranges) };
+        for &(addr, len) in &ranges[done..] {
+            let ptr = NonNull::new(addr as *mut libc::c_void).expect("non-zero address");
+            // SAFETY: as above, for this one range.
+            unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTNEED) }
+                .map_err(|e| os_error("madvise(MADV_DONTNEED)", e))?;
+        }
+        Ok(())
     }
 
     /// Makes the whole reservation read-only.
@@ -388,5 +401,39 @@ impl Reservation {
     ) -> Option<Vec<std::ops::Range<usize>>> {
         let (addr, _) = self.addr(offset, len);
         private_page_runs(addr.get(), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discard_drops_exactly_the_spans() {
+        let page = page_size();
+        let pages = 3000;
+        let mem = Reservation::new(pages * page).unwrap();
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_zero(0, pages * page, true).unwrap() };
+        // SAFETY: mapped writable above, and only this test touches it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(mem.base(), pages * page) };
+        bytes.fill(7);
+        // More spans than one batched call takes, scattered, some longer than a page.
+        let spans: Vec<std::ops::Range<usize>> = (0..pages)
+            .step_by(2)
+            .map(|p| p * page..(p + 1 + p % 3 / 2) * page)
+            .collect();
+        // SAFETY: no reference into the reservation is used across the call.
+        unsafe { mem.discard(&spans).unwrap() };
+        // SAFETY: as above, read after the call.
+        let bytes = unsafe { std::slice::from_raw_parts(mem.base(), pages * page) };
+        for p in 0..pages {
+            let dropped = spans.iter().any(|s| s.contains(&(p * page)));
+            let want = if dropped { 0 } else { 7 };
+            assert!(
+                bytes[p * page..(p + 1) * page].iter().all(|&b| b == want),
+                "page {p} should read {want}"
+            );
+        }
     }
 }
