@@ -50,8 +50,12 @@
 //!
 //! Private pages duplicate frozen ones. When more than the private budget (see
 //! [`ArenaBuilder::private_budget`]) are private after a snapshot or restore, they are shed:
-//! pages whose mapping already shows their content are dropped with `madvise(MADV_DONTNEED)`; if
-//! that is not enough, the others are remapped from the store, as far as the mapping budgets
+//! pages whose mapping already shows their content are dropped with `MADV_DONTNEED`, through one
+//! `process_madvise` per 1024 spans where the kernel allows it (Linux 6.13+): 0.6 us per
+//! scattered page here, against 1.9 us for an `madvise` each. A shed is a pause every few hundred
+//! cycles (10 ms for 16384 pages at 1 GiB), so it shows in the mean cycle, not the median: cycling
+//! 64 random pages of a 1 GiB arena, the mean went from 369 us to 291 us with it (median 264 us to
+//! 247 us), against about 450 us for the kernel floor. If that is not enough, the others are remapped from the store, as far as the mapping budgets
 //! allow: the arena's ([`MAX_REMAPPED_RUNS`] runs by default, see
 //! [`ArenaBuilder::mapping_budget`]) and the process's (`MAX_PROCESS_REMAPPED_RUNS`, 16384 runs
 //! for all arenas together). Each remapped run may split the arena's mapping in three, so the
