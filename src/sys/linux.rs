@@ -77,10 +77,13 @@ impl Probe {
     }
 
     /// Records that the kernel refused the call with `errno`; returns whether that means it lacks
-    /// the feature (only a first call's `ENOSYS`, `ENOTTY` or `EINVAL` does).
+    /// the feature (only a first call's `ENOSYS`, `ENOTTY`, `EINVAL` or, under a seccomp filter,
+    /// `EPERM` does).
     fn refused(&self, errno: Errno) -> bool {
-        let lacks = matches!(errno, Errno::ENOSYS | Errno::ENOTTY | Errno::EINVAL)
-            && self.0.load(Ordering::Relaxed) == Self::UNKNOWN;
+        let lacks = matches!(
+            errno,
+            Errno::ENOSYS | Errno::ENOTTY | Errno::EINVAL | Errno::EPERM
+        ) && self.0.load(Ordering::Relaxed) == Self::UNKNOWN;
         if lacks {
             self.0.store(Self::MISSING, Ordering::Relaxed);
         }
