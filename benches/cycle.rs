@@ -3,6 +3,9 @@
 //! - `cycle_k64`: snapshot, write 64 pages, restore, verify; against `fork()` (the child does
 //!   the writes), a deep copy (`Vec` clone as the snapshot), and the kernel's own floor for this
 //!   work (memfd + `MAP_PRIVATE`, write, `madvise(MADV_DONTNEED)`, verify).
+//! - `cold_k64`: the same cycle on 64 pages never written since the arena was filled and frozen
+//!   whole (a new arena is made, outside the timing, once the fresh pages run out); against the
+//!   kernel floor on pages it never wrote either.
 //! - `snapshot_k64`: the snapshot call alone after 64 pages were written; against copying those
 //!   64 pages into a `Vec` (what any snapshot must at least do).
 //! - `restore_k64`: the restore call alone after 64 pages were written; against `madvise` of
@@ -59,6 +62,14 @@ impl KernelFloor {
         }
     }
 
+    /// Maps every page for reading, as a resident arena has its pages mapped.
+    fn touch(&mut self, page: usize) {
+        for off in (0..self.len).step_by(page) {
+            // SAFETY: in bounds, mapped readable.
+            std::hint::black_box(unsafe { std::ptr::read_volatile(self.ptr.add(off)) });
+        }
+    }
+
     fn write(&mut self, pages: &[usize], page: usize) {
         for &p in pages {
             // SAFETY: `p < len / page`; the mapping is writable.
@@ -110,10 +121,7 @@ fn cycle(c: &mut Criterion) {
     for mib in sizes() {
         let len = mib * MIB;
         let pages = len / page;
-        let big = mib >= 256;
-        group.sample_size(if big { 10 } else { 30 });
-        group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
-        group.warm_up_time(Duration::from_secs(1));
+        by_size(&mut group, mib);
 
         {
             let mut a = Arena::with_capacity(len).unwrap();
@@ -167,6 +175,122 @@ fn cycle(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// `K` distinct pages spread over the arena that no earlier call returned; `None` once fewer
+/// than `K` are left.
+struct FreshPages {
+    perm: Vec<usize>,
+    used: usize,
+    state: u64,
+}
+
+impl FreshPages {
+    fn new(pages: usize, seed: u64) -> Self {
+        FreshPages {
+            perm: (0..pages).collect(),
+            used: 0,
+            state: seed | 1,
+        }
+    }
+}
+
+impl Iterator for FreshPages {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let n = self.perm.len();
+        if n - self.used < K {
+            return None;
+        }
+        for i in self.used..self.used + K {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let j = i + self.state as usize % (n - i);
+            self.perm.swap(i, j);
+        }
+        self.used += K;
+        Some(self.perm[self.used - K..self.used].to_vec())
+    }
+}
+
+/// Cold cycles: each on `K` pages that no cycle of the arena wrote before, a new arena (filled
+/// and frozen, or a fresh floor) whenever they run out.
+fn cold(c: &mut Criterion) {
+    let page = cowarena::page_size();
+    let mut group = c.benchmark_group("cold_k64");
+    for mib in sizes() {
+        let len = mib * MIB;
+        let pages = len / page;
+        by_size(&mut group, mib);
+        group.bench_function(BenchmarkId::new("cowarena", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                cold_cycles(
+                    iters,
+                    pages,
+                    || resident_arena(len),
+                    |(a, _), targets| {
+                        let s = a.snapshot().unwrap();
+                        for &p in targets {
+                            a.write(p * page, &[1]).unwrap();
+                        }
+                        a.restore(&s).unwrap();
+                        for &p in targets {
+                            assert_eq!(a.as_bytes()[p * page], 0xA5);
+                        }
+                    },
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("kernel_floor", format!("{mib}MiB")), |b| {
+            b.iter_custom(|iters| {
+                let fresh_floor = || {
+                    let mut floor = KernelFloor::new(len);
+                    floor.touch(page);
+                    floor
+                };
+                cold_cycles(iters, pages, fresh_floor, |floor, targets| {
+                    floor.cycle(targets, page)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Times `iters` runs of `cycle` on fresh pages of a state from `make`, a new one (outside the
+/// clock) whenever the fresh pages run out.
+fn cold_cycles<S>(
+    iters: u64,
+    pages: usize,
+    mut make: impl FnMut() -> S,
+    mut cycle: impl FnMut(&mut S, &[usize]),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let mut state = make();
+        let mut fresh = FreshPages::new(pages, 7 + done);
+        while let (true, Some(targets)) = (done < iters, fresh.next()) {
+            let start = std::time::Instant::now();
+            cycle(&mut state, &targets);
+            total += start.elapsed();
+            done += 1;
+        }
+    }
+    total
+}
+
+/// Fewer, longer samples for big arenas, whose cycles vary more.
+fn by_size(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    mib: usize,
+) {
+    let big = mib >= 256;
+    group.sample_size(if big { 10 } else { 30 });
+    group.measurement_time(Duration::from_secs(if big { 8 } else { 4 }));
+    group.warm_up_time(Duration::from_secs(1));
 }
 
 /// Times `routine` only, running `setup` before each call outside the clock.
@@ -305,5 +429,5 @@ fn first_write(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cycle, snapshot_and_restore, first_write);
+criterion_group!(benches, cycle, cold, snapshot_and_restore, first_write);
 criterion_main!(benches);

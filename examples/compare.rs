@@ -1,8 +1,8 @@
 //! Side-by-side comparison of cowarena with the other ways to snapshot a big mutable state.
 //!
 //! ```text
-//! cargo run --release --example compare            # thorough: 16 MiB .. 4 GiB, 5 rounds
-//! cargo run --release --example compare -- --quick # under 3 minutes on 2 cores
+//! cargo run --release --example compare            # 16 MiB and 1 GiB: under 3 minutes on 2 cores
+//! cargo run --release --example compare -- --full  # thorough: 16 MiB .. 4 GiB, 5 rounds
 //! cargo run --release --example compare -- --json target/compare.json
 //! ```
 //!
@@ -94,13 +94,15 @@ const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
 
 pub struct Cfg {
-    pub quick: bool,
+    pub full: bool,
     pub strategies: Vec<&'static str>,
     pub sizes: Vec<usize>,
     pub ks: Vec<usize>,
     pub rounds: usize,
     pub cycle_budget: Duration,
     pub cycle_max: usize,
+    /// Cold cycles measured per k, right after setup.
+    pub cold_max: usize,
     pub fw_pages: usize,
     pub fw_budget: Duration,
     pub fw_max: usize,
@@ -117,34 +119,36 @@ pub struct Cfg {
 }
 
 impl Cfg {
-    fn new(quick: bool) -> Self {
-        let mut sizes = vec![16 * MIB, 256 * MIB, GIB];
-        if !quick {
-            sizes.push(4 * GIB);
-        }
+    fn new(full: bool) -> Self {
+        let sizes = if full {
+            vec![16 * MIB, 256 * MIB, GIB, 4 * GIB]
+        } else {
+            vec![16 * MIB, GIB]
+        };
         let ms = Duration::from_millis;
         Self {
-            quick,
+            full,
             strategies: STRATEGIES.to_vec(),
             sizes,
             ks: vec![1, 64, 4096],
-            rounds: if quick { 3 } else { 5 },
-            cycle_budget: if quick { ms(150) } else { ms(1000) },
-            cycle_max: if quick { 100 } else { 1000 },
+            rounds: if full { 5 } else { 3 },
+            cycle_budget: if full { ms(1000) } else { ms(150) },
+            cycle_max: if full { 1000 } else { 100 },
+            cold_max: 8,
             fw_pages: 256,
-            fw_budget: if quick { ms(60) } else { ms(400) },
-            fw_max: if quick { 20 } else { 200 },
-            snap_budget: if quick { ms(60) } else { ms(400) },
-            snap_max: if quick { 30 } else { 300 },
-            side_rounds: if quick { 1 } else { 5 },
+            fw_budget: if full { ms(400) } else { ms(60) },
+            fw_max: if full { 200 } else { 20 },
+            snap_budget: if full { ms(400) } else { ms(60) },
+            snap_max: if full { 300 } else { 30 },
+            side_rounds: if full { 5 } else { 1 },
             memory_snaps: 1000,
-            memory_full_copy_snaps: if quick { 4 } else { 16 },
+            memory_full_copy_snaps: if full { 16 } else { 4 },
             dfs_depth: 12,
-            dfs_rounds: if quick { 1 } else { 3 },
-            dfs_budget: if quick {
-                Duration::from_secs(3)
-            } else {
+            dfs_rounds: if full { 3 } else { 1 },
+            dfs_budget: if full {
                 Duration::from_secs(40)
+            } else {
+                Duration::from_secs(3)
             },
             json: None,
         }
@@ -224,7 +228,8 @@ fn seed_for(round: usize, size: usize) -> u64 {
     strategy::mix(0xc0_a7e4a ^ ((round as u64) << 40) ^ size as u64)
 }
 
-/// All cycle, first_write and snapshot figures of one strategy at one arena size, on a fresh state.
+/// All cold, cycle, first_write and snapshot figures of one strategy at one arena size, on a fresh
+/// state.
 fn run_unit<S: Strategy>(
     cfg: &Cfg,
     size: usize,
@@ -249,8 +254,9 @@ fn run_unit<S: Strategy>(
         Err(e) => {
             let why = format!("setup of {} failed: {e}", report::fmt_size(arena));
             for &k in &cfg.ks {
-                res.set_na((Workload::Cycle, name, arena, k as u64), why.clone());
-                res.set_na((Workload::Snapshot, name, arena, k as u64), why.clone());
+                for w in [Workload::Cold, Workload::Cycle, Workload::Snapshot] {
+                    res.set_na((w, name, arena, k as u64), why.clone());
+                }
             }
             res.set_na(
                 (Workload::FirstWrite, name, arena, cfg.fw_pages as u64),
@@ -260,6 +266,18 @@ fn run_unit<S: Strategy>(
         }
     };
     let pages = s.capacity() / page;
+    // First, while every page is as setup left it: cycles over pages not written before, the
+    // largest k first, so that even k = all pages finds them untouched.
+    for &k in cfg.ks.iter().rev() {
+        let key = (Workload::Cold, name, arena, k as u64);
+        let mut fresh = PagePicker::new(pages, seed_for(round, size) ^ k as u64);
+        res.record(key, S::unsupported(Workload::Cold), || {
+            let n = cfg.cold_max.min(pages / k).max(1);
+            workloads::sample_loop(cfg.cycle_budget, n, || {
+                workloads::cold(&mut s, &mut fresh, k)
+            })
+        })?;
+    }
     for &k in &cfg.ks {
         let key = (Workload::Cycle, name, arena, k as u64);
         res.record(key, S::unsupported(Workload::Cycle), || {
@@ -395,21 +413,22 @@ fn run_dfs<S: Strategy>(cfg: &Cfg, shared: &Shared, res: &mut Results) -> Res<()
 }
 
 fn usage() -> &'static str {
-    "usage: compare [--quick] [--json PATH] [--only NAME,NAME,...]\n\
+    "usage: compare [--full] [--json PATH] [--only NAME,NAME,...]\n\
      \n\
-     --quick        smaller budgets, no 4 GiB arena, shallower DFS for slow strategies (< 3 min)\n\
+     (default)      16 MiB and 1 GiB arenas, 3 rounds, shallower DFS for slow strategies (< 3 min)\n\
+     --full         16 MiB to 4 GiB, 5 rounds, larger budgets (about half an hour)\n\
      --json PATH    also write every figure as a JSON array\n\
      --only LIST    run only these strategies (comma-separated)"
 }
 
 fn parse_args() -> Result<Cfg, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut cfg = Cfg::new(quick);
+    let full = args.iter().any(|a| a == "--full");
+    let mut cfg = Cfg::new(full);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--quick" => {}
+            "--full" => {}
             "--json" => cfg.json = Some(it.next().ok_or("--json needs a path")?.into()),
             "--only" => {
                 let list = it.next().ok_or("--only needs a list")?;

@@ -523,10 +523,38 @@ impl Drop for ReadEnd {
     }
 }
 
+/// Branches of this process that may still be running: counted from before the fork until the
+/// child is reaped. While one is, the page store neither reuses nor punches out a slot freed
+/// after the fork, which the child may still read through its copy of an arena or snapshot.
+static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a branch of this process may still be running.
+pub(crate) fn children_alive() -> bool {
+    LIVE_CHILDREN.load(Ordering::SeqCst) > 0
+}
+
+/// One count in [`LIVE_CHILDREN`], taken before the fork and given back when dropped.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        LIVE_CHILDREN.fetch_add(1, Ordering::SeqCst);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        LIVE_CHILDREN.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A started child; dropping it unreaped kills and reaps it.
 struct Child {
     pid: Pid,
     reaped: bool,
+    /// Dropped after `drop` has reaped the child.
+    _counted: Counted,
 }
 
 impl Child {
@@ -701,6 +729,7 @@ where
         .into());
     }
     let (read_end, write_end) = process::pipe()?;
+    let counted = Counted::new();
     // SAFETY: the child runs `child_main`, which never returns (it ends with `_exit`) and, apart
     // from the caller's closure, makes only system calls and allocations (see the module docs on
     // what the closure may do in a multi-threaded parent).
@@ -710,7 +739,11 @@ where
             child_main(arena, f, base.is_some(), write_end, lock, parent, options)
         }
         Forked::Parent(pid) => {
-            let child = Child { pid, reaped: false };
+            let child = Child {
+                pid,
+                reaped: false,
+                _counted: counted,
+            };
             drop(write_end);
             let slot = register(read_end.as_raw_fd());
             let pipe = ReadEnd {
@@ -805,6 +838,8 @@ where
         process::disable_core_dumps();
     }
     crate::alloc::after_fork_in_child();
+    // The parent's other branches are not this process's children.
+    LIVE_CHILDREN.store(0, Ordering::SeqCst);
     for slot in &CLOSE_IN_CHILD {
         let fd = slot.swap(-1, Ordering::Relaxed);
         if fd >= 0 {

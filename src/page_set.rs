@@ -1,5 +1,8 @@
 //! A set of page indices with O(1) insert and lookup and iteration in O(members): the dirty and
-//! private-page sets of an arena, whose cost must follow the pages touched, not the capacity.
+//! private-page sets of an arena, whose cost must follow the pages touched, not the capacity;
+//! and [`Coalesce`], which groups pages into runs.
+
+use std::ops::Range;
 
 /// Invariant: `list` holds each member exactly once; `bits` has a bit set exactly for members.
 #[derive(Clone, Debug, Default)]
@@ -76,14 +79,69 @@ impl PageSet {
 }
 
 /// Splits increasing page indices into maximal runs of consecutive pages, at most `max` long.
-pub(crate) fn runs(sorted: &[usize], max: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    for &p in sorted {
-        match out.last_mut() {
-            Some(r) if r.end == p && r.len() < max => r.end += 1,
-            _ => out.push(p..p + 1),
+pub(crate) fn runs(sorted: &[usize], max: usize) -> Vec<Range<usize>> {
+    coalesce(sorted.iter().map(|&p| (p..p + 1, ())), 0, |(run, ()), _| {
+        run.len() < max
+    })
+    .into_iter()
+    .map(|(r, ())| r)
+    .collect()
+}
+
+/// Builds maximal runs out of pieces given in increasing order: the one way this crate groups
+/// pages into the runs that cost one system call, one mapping or one copy each.
+///
+/// A piece is a range and a value (the run's first slot, say). It joins the run before it when
+/// it starts at most `max_gap` past the run's end and `joins(run, piece)` agrees; the run then
+/// ends where the piece ends and keeps its own value.
+pub(crate) struct Coalesce<V, F> {
+    run: Option<(Range<usize>, V)>,
+    max_gap: usize,
+    joins: F,
+}
+
+impl<V, F: FnMut(&(Range<usize>, V), &(Range<usize>, V)) -> bool> Coalesce<V, F> {
+    pub(crate) fn new(max_gap: usize, joins: F) -> Self {
+        Coalesce {
+            run: None,
+            max_gap,
+            joins,
         }
     }
+
+    /// Adds `piece`; returns the run it closed, if it starts a new one.
+    #[inline]
+    pub(crate) fn push(&mut self, piece: (Range<usize>, V)) -> Option<(Range<usize>, V)> {
+        if let Some(run) = &mut self.run {
+            debug_assert!(piece.0.start >= run.0.end, "pieces in increasing order");
+            if piece.0.start - run.0.end <= self.max_gap && (self.joins)(run, &piece) {
+                run.0.end = piece.0.end;
+                return None;
+            }
+        }
+        self.run.replace(piece)
+    }
+
+    /// The run being built, if any.
+    pub(crate) fn current(&self) -> Option<&(Range<usize>, V)> {
+        self.run.as_ref()
+    }
+
+    /// The last run, if any.
+    pub(crate) fn finish(self) -> Option<(Range<usize>, V)> {
+        self.run
+    }
+}
+
+/// [`Coalesce`] over all of `pieces` at once.
+pub(crate) fn coalesce<V>(
+    pieces: impl IntoIterator<Item = (Range<usize>, V)>,
+    max_gap: usize,
+    joins: impl FnMut(&(Range<usize>, V), &(Range<usize>, V)) -> bool,
+) -> Vec<(Range<usize>, V)> {
+    let mut c = Coalesce::new(max_gap, joins);
+    let mut out: Vec<(Range<usize>, V)> = pieces.into_iter().filter_map(|p| c.push(p)).collect();
+    out.extend(c.finish());
     out
 }
 
@@ -102,7 +160,26 @@ mod tests {
         s.retain(|p| p != 4);
         assert!(!s.contains(4) && s.contains(150));
         assert_eq!(runs(&[1, 2, 3, 7, 8], 2), vec![1..3, 3..4, 7..9]);
+        assert!(runs(&[], 2).is_empty());
         s.clear();
         assert!(s.is_empty() && !s.contains(3));
+    }
+
+    #[test]
+    fn coalesce_gaps_and_values() {
+        let pieces = [(0..2, 'a'), (2..3, 'b'), (5..6, 'c'), (9..10, 'd')];
+        let all = |_: &(Range<usize>, char), _: &(Range<usize>, char)| true;
+        assert_eq!(
+            coalesce(pieces.clone(), 0, all),
+            vec![(0..3, 'a'), (5..6, 'c'), (9..10, 'd')]
+        );
+        assert_eq!(
+            coalesce(pieces.clone(), 2, all),
+            vec![(0..6, 'a'), (9..10, 'd')]
+        );
+        assert_eq!(
+            coalesce(pieces, 9, |_, (_, v)| *v != 'c'),
+            vec![(0..3, 'a'), (5..10, 'c')]
+        );
     }
 }

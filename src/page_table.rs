@@ -12,7 +12,10 @@
 //! Leaves own their slots: a slot's count in the [`Store`] is the number of leaves that hold it,
 //! so dropping the last snapshot (or arena) that refers to a page frees the page.
 
+use crate::error::Result;
+use crate::page_set::{coalesce, Coalesce};
 use crate::store::{SlotId, Store};
+use std::ops::Range;
 use std::sync::Arc;
 
 const FANOUT_BITS: u32 = 4;
@@ -52,6 +55,8 @@ pub(crate) struct PageTable {
     /// Branch levels above the leaves.
     height: u32,
     pages: usize,
+    /// Pages whose slot is not [`SlotId::ZERO`].
+    data_pages: usize,
     store: Arc<Store>,
 }
 
@@ -78,6 +83,7 @@ impl PageTable {
             root: None,
             height,
             pages,
+            data_pages: 0,
             store,
         }
     }
@@ -105,6 +111,11 @@ impl PageTable {
 
     pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Pages that are not all-zero pages.
+    pub(crate) fn data_pages(&self) -> usize {
+        self.data_pages
     }
 
     pub(crate) fn get(&self, page: usize) -> SlotId {
@@ -140,6 +151,8 @@ impl PageTable {
             if old != slot {
                 taken.push(slot);
                 dropped.push(old);
+                self.data_pages =
+                    self.data_pages + usize::from(old.is_zero()) - usize::from(slot.is_zero());
             }
         }
         // Take before dropping, so a slot moved between pages never reaches a count of zero.
@@ -187,30 +200,67 @@ impl PageTable {
     /// Calls `f(first_page, len, first_slot)` for every maximal run of pages whose slots are
     /// consecutive in one chunk, in page order. Zero pages are skipped.
     pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, usize, SlotId)) {
-        let mut run: Option<(usize, usize, SlotId)> = None;
+        let mut runs = Coalesce::new(0, same_run);
         visit_leaves(self.root.as_ref(), self.height, 0, &mut |base, slots| {
             for (i, &slot) in slots.iter().enumerate() {
-                let page = base + i;
-                match &mut run {
-                    Some((first, len, s))
-                        if *first + *len == page && slot.follows(s.offset(*len - 1)) =>
-                    {
-                        *len += 1;
-                    }
-                    _ => {
-                        if let Some((first, len, s)) = run.take() {
-                            f(first, len, s);
-                        }
-                        if !slot.is_zero() {
-                            run = Some((page, 1, slot));
-                        }
-                    }
+                if slot.is_zero() {
+                    continue;
+                }
+                if let Some((r, first)) = runs.push((base + i..base + i + 1, slot)) {
+                    f(r.start, r.len(), first);
                 }
             }
         });
-        if let Some((first, len, s)) = run {
-            f(first, len, s);
+        if let Some((r, first)) = runs.finish() {
+            f(r.start, r.len(), first);
         }
+    }
+
+    /// Groups the (sorted) `pages` into runs of consecutive pages whose slots are consecutive
+    /// too, or all zero: each run is one `mmap` or one copy. Returns (pages, first slot).
+    pub(crate) fn slot_runs(
+        &self,
+        pages: impl IntoIterator<Item = usize>,
+    ) -> Vec<(Range<usize>, SlotId)> {
+        coalesce(
+            pages.into_iter().map(|p| (p..p + 1, self.get(p))),
+            0,
+            same_run,
+        )
+    }
+
+    /// Copies the bytes at `offset` into `buf`: one copy out of the page store per run of
+    /// consecutive slots, zeros for zero pages.
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.read_many(vec![(offset, buf)])
+    }
+
+    /// [`read`](PageTable::read) for many `(offset, buf)` at once: the copies out of the store
+    /// are issued together (see [`Store::copy_out`]).
+    pub(crate) fn read_many(&self, parts: Vec<(usize, &mut [u8])>) -> Result<()> {
+        let page = self.store.page_size();
+        let mut copies: Vec<(SlotId, usize, &mut [u8])> = Vec::with_capacity(parts.len());
+        for (offset, mut buf) in parts {
+            let end = offset + buf.len();
+            assert!(end <= self.pages * page, "read past the table's pages");
+            if buf.is_empty() {
+                continue;
+            }
+            for (run, first) in self.slot_runs(offset / page..end.div_ceil(page)) {
+                let from = (run.start * page).max(offset);
+                let to = (run.end * page).min(end);
+                let (dst, rest) = std::mem::take(&mut buf).split_at_mut(to - from);
+                buf = rest;
+                if first.is_zero() {
+                    dst.fill(0);
+                } else {
+                    copies.push((first, from - run.start * page, dst));
+                }
+            }
+        }
+        // SAFETY: `self` holds every slot copied and is borrowed for the call, so none of them is
+        // freed, rewritten or punched during the copies.
+        unsafe { self.store.copy_out(&mut copies) }
     }
 
     /// Whether both tables point every page at the same slot (cheap when they share their root).
@@ -219,6 +269,19 @@ impl PageTable {
         let mut same = true;
         self.diff(other, |_| same = false);
         same
+    }
+}
+
+/// Whether `piece` continues `run`: its slot follows the run's slots in the same chunk, or both
+/// are zero.
+pub(crate) fn same_run(
+    (run, first): &(Range<usize>, SlotId),
+    (_, slot): &(Range<usize>, SlotId),
+) -> bool {
+    if first.is_zero() {
+        slot.is_zero()
+    } else {
+        *slot == first.offset(run.len())
     }
 }
 
@@ -338,16 +401,18 @@ mod tests {
     #[test]
     fn set_get_diff_and_refcounts() {
         let store = Store::new(4096, None);
-        let run = store.freeze(&[&vec![7u8; 4096 * 3]]).unwrap();
-        let s0 = run.first();
+        let run = store.freeze(&[&vec![7u8; 4096 * 3]], 1).unwrap();
+        let s0 = run.slots()[0];
         let mut a = PageTable::new(10_000, Arc::clone(&store));
         a.set(5, s0);
         a.set(6, s0.offset(1));
         a.set(9000, s0.offset(2));
         drop(run);
         assert_eq!(store.stats().live_pages, 3);
+        assert_eq!(a.data_pages(), 3);
         let b = a.clone();
         a.set(6, SlotId::ZERO);
+        assert_eq!((a.data_pages(), b.data_pages()), (2, 3));
         assert_eq!(a.get(5), s0);
         assert_eq!(b.get(6), s0.offset(1));
         let mut changed = Vec::new();

@@ -142,35 +142,7 @@ impl Snapshot {
             buf.copy_from_slice(&bytes[offset..offset + buf.len()]);
             return Ok(());
         }
-        let page = sys::page_size();
-        let table = &self.inner.table;
-        let store = table.store();
-        let mut done = 0;
-        while done < buf.len() {
-            let at = offset + done;
-            let (first, in_page) = (at / page, at % page);
-            let slot = table.get(first);
-            // Pages whose slots follow each other are read as one run: one look-up in the store
-            // (and, for a snapshot opened from a file, one read of the file).
-            let last = (offset + buf.len() - 1) / page;
-            let mut run = 1;
-            while !slot.is_zero()
-                && first + run <= last
-                && table.get(first + run).follows(slot.offset(run - 1))
-            {
-                run += 1;
-            }
-            let n = (run * page - in_page).min(buf.len() - done);
-            let dst = &mut buf[done..done + n];
-            if slot.is_zero() {
-                dst.fill(0);
-            } else {
-                let (view, off) = store.view(slot, run)?;
-                dst.copy_from_slice(&view.bytes()[off + in_page..off + in_page + n]);
-            }
-            done += n;
-        }
-        Ok(())
+        self.inner.table.read(offset, buf)
     }
 
     /// The snapshot's bytes, mapped read-only on first use.
@@ -254,19 +226,16 @@ pub(crate) unsafe fn copy_table(mem: &Reservation, table: &PageTable) -> Result<
     let page = sys::page_size();
     // SAFETY: forwarded to the caller.
     unsafe { mem.map_zero(0, mem.len(), true)? };
-    let store = table.store();
     let mut result = Ok(());
-    table.for_each_run(|first, len, slot| {
+    table.for_each_run(|first, len, _| {
         if result.is_err() {
             return;
         }
-        result = store.view(slot, len).map(|(chunk, off)| {
-            // SAFETY: in bounds of `mem`, which is writable; no reference points into it
-            // (forwarded to the caller).
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(mem.base().add(first * page), len * page) };
-            dst.copy_from_slice(&chunk.bytes()[off..off + len * page]);
-        });
+        // SAFETY: in bounds of `mem`, which is writable; no reference points into it
+        // (forwarded to the caller).
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(mem.base().add(first * page), len * page) };
+        result = table.read(first * page, dst);
     });
     result
 }

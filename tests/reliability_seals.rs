@@ -68,6 +68,12 @@ fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
         .filter(|&fd| seals(fd) & libc::F_SEAL_WRITE != 0)
         .collect();
     assert_eq!(sealed.len(), st.sealed_chunk_files);
+    for &fd in &sealed {
+        assert!(
+            seals(fd) & libc::F_SEAL_SEAL != 0,
+            "a sealed chunk's seals cannot be changed (fd {fd})"
+        );
+    }
     for &fd in &fds {
         let s = seals(fd);
         assert!(

@@ -29,6 +29,7 @@ pub fn is_wrong(e: &Error) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
     Cycle,
+    Cold,
     Snapshot,
     FirstWrite,
     Memory,
@@ -39,6 +40,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Cycle => "cycle",
+            Workload::Cold => "cold",
             Workload::Snapshot => "snapshot",
             Workload::FirstWrite => "first_write",
             Workload::Memory => "memory",
@@ -170,6 +172,8 @@ pub fn mix(mut z: u64) -> u64 {
 pub struct PagePicker {
     perm: Vec<u32>,
     rng: Rng,
+    /// `perm[..fresh]` are the pages `pick_fresh` has handed out.
+    fresh: usize,
 }
 
 impl PagePicker {
@@ -177,7 +181,22 @@ impl PagePicker {
         Self {
             perm: (0..pages as u32).collect(),
             rng: Rng::new(seed),
+            fresh: 0,
         }
+    }
+
+    /// `k` pages that no earlier call of `pick_fresh` on this picker returned (fewer when the
+    /// pages run out). Do not mix with `pick` on one picker.
+    pub fn pick_fresh(&mut self, k: usize) -> &[u32] {
+        let n = self.perm.len();
+        let start = self.fresh;
+        let end = (start + k).min(n);
+        for i in start..end {
+            let j = i + self.rng.below(n - i);
+            self.perm.swap(i, j);
+        }
+        self.fresh = end;
+        &self.perm[start..end]
     }
 
     pub fn pick(&mut self, k: usize) -> &[u32] {

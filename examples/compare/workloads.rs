@@ -15,6 +15,10 @@ pub const MAX_DFS_DEPTH: u32 = 20;
 /// The value differs from the fill pattern, so a restore that misses the page shows.
 pub fn pick_writes(picker: &mut PagePicker, k: usize, page: usize) -> Vec<(usize, u8)> {
     let pages = picker.pick(k).to_vec();
+    writes_to(picker, pages, page)
+}
+
+fn writes_to(picker: &mut PagePicker, pages: Vec<u32>, page: usize) -> Vec<(usize, u8)> {
     pages
         .into_iter()
         .map(|p| {
@@ -50,14 +54,27 @@ pub fn sample_loop(budget: Duration, max: usize, mut f: impl FnMut() -> Res<f64>
 /// One cycle: snapshot, write one byte in each of `k` pages, restore, verify. Returns nanoseconds.
 pub fn cycle<S: Strategy>(s: &mut S, picker: &mut PagePicker, k: usize) -> Res<f64> {
     let writes = pick_writes(picker, k, sys::page_size());
+    cycle_with(s, &writes)
+}
+
+/// One cold cycle: a cycle whose `k` pages were never written since the state was set up (and,
+/// for cowarena, frozen whole). `picker` hands out fresh pages only (`pick_fresh`).
+pub fn cold<S: Strategy>(s: &mut S, picker: &mut PagePicker, k: usize) -> Res<f64> {
+    let page = sys::page_size();
+    let pages = picker.pick_fresh(k).to_vec();
+    let writes = writes_to(picker, pages, page);
+    cycle_with(s, &writes)
+}
+
+fn cycle_with<S: Strategy>(s: &mut S, writes: &[(usize, u8)]) -> Res<f64> {
     let t = Instant::now();
     s.branches(1, &mut |s, _| {
-        for &(off, v) in &writes {
+        for &(off, v) in writes {
             s.write_u8(off, v)?;
         }
         Ok(())
     })?;
-    check_restored(s, &writes)?;
+    check_restored(s, writes)?;
     Ok(t.elapsed().as_nanos() as f64)
 }
 

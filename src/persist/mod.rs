@@ -239,14 +239,7 @@ fn relative(dir: &Path, target: &Path) -> PathBuf {
 
 /// Copies page `p` of `table` into `buf` (one page).
 fn read_page(table: &PageTable, p: usize, buf: &mut [u8]) -> Result<()> {
-    let slot = table.get(p);
-    if slot.is_zero() {
-        buf.fill(0);
-    } else {
-        let (view, off) = table.store().view(slot, 1)?;
-        buf.copy_from_slice(&view.bytes()[off..off + buf.len()]);
-    }
-    Ok(())
+    table.read(p * buf.len(), buf)
 }
 
 /// The pages that are non-zero in `table`, in increasing order.
@@ -350,19 +343,19 @@ impl Snapshot {
         let path = path.as_ref();
         let page = sys::page_size();
         let table = self.table();
-        let store = table.store();
         let mut upper = 0;
         table.for_each_run(|_, len, _| upper += len);
         let data_offset = format::data_offset(page, 0, upper, upper);
         let mut file = NewFile::create(path, data_offset)?;
         let mut index = Index::new(HashSum::empty(page, self.capacity()));
         let mut result = Ok(());
-        table.for_each_run(|first, len, slot| {
+        let mut bytes = Vec::new();
+        table.for_each_run(|first, len, _| {
             if result.is_err() {
                 return;
             }
-            result = store.view(slot, len).and_then(|(view, off)| {
-                let bytes = &view.bytes()[off..off + len * page];
+            bytes.resize(len * page, 0);
+            result = table.read(first * page, &mut bytes).and_then(|()| {
                 for (k, b) in bytes.chunks_exact(page).enumerate() {
                     if !format::is_zero(b) {
                         index.store(&mut file, first + k, b)?;
@@ -662,7 +655,7 @@ fn open_in(path: &Path, store: Arc<Store>, options: Options) -> Result<Snapshot>
                 f.meta.checksums,
             );
             let run = store.add_file_chunk(Arc::new(lazy), stored)?;
-            let first = run.first();
+            let first = run.slots()[0];
             held.push(run);
             first
         } else {
@@ -729,11 +722,11 @@ fn freeze_block(table: &mut PageTable, first: usize, block: &[u8]) -> Result<()>
         return Ok(());
     }
     let store = Arc::clone(table.store());
-    let frozen = store.freeze(&bufs)?;
+    let frozen = store.freeze(&bufs, crate::REMAP_MIN_RUN)?;
     let updates: Vec<(usize, SlotId)> = pages
         .iter()
-        .enumerate()
-        .map(|(i, &p)| (p, frozen.first().offset(i)))
+        .copied()
+        .zip(frozen.slots().iter().copied())
         .collect();
     table.set_many(&updates);
     Ok(())

@@ -30,7 +30,7 @@ pub(crate) fn seal_size(_fd: &OwnedFd) -> Result<bool> {
     Ok(false)
 }
 
-pub(crate) fn seal_write(_fd: &OwnedFd) -> Result<bool> {
+pub(crate) fn seal_full(_fd: &OwnedFd) -> Result<bool> {
     Ok(false)
 }
 
@@ -67,6 +67,14 @@ pub(crate) fn allocate(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
 /// The whole file counts as data: holes are not reported portably.
 pub(crate) fn data_ranges(_fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>> {
     Ok(vec![0..len])
+}
+
+/// No batched `madvise` here: the caller drops every range itself.
+///
+/// # Safety
+/// Nothing to uphold: no range is touched.
+pub(crate) unsafe fn discard_ranges(_ranges: &[(usize, usize)]) -> usize {
+    0
 }
 
 pub(crate) fn private_page_runs(_addr: usize, _len: usize) -> Option<Vec<Range<usize>>> {

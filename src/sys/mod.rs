@@ -16,7 +16,8 @@ mod os;
 pub(crate) mod process;
 
 pub(crate) use os::{
-    create_backing_file, data_ranges, private_page_runs, punch_hole, seal_size, seal_write,
+    create_backing_file, data_ranges, discard_ranges, private_page_runs, punch_hole, seal_full,
+    seal_size,
 };
 
 use crate::error::{Error, Result};
@@ -127,23 +128,6 @@ impl BackingFile {
         Ok(())
     }
 
-    /// A private read-only mapping of the file's first `len` bytes.
-    ///
-    /// The bytes read through it must not change while it lives: callers read only frozen
-    /// pages, which are never written again (and are kernel-sealed once their chunk is full).
-    pub(crate) fn map_read_only(&self, len: usize) -> Result<memmap2::Mmap> {
-        const OP: &str = "mmap (read-only view of a store chunk)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
-        // SAFETY: the mapping is read-only and private; the pages read through it are frozen, so
-        // no one modifies them while the returned `Mmap` (and slices borrowed from it) live.
-        unsafe {
-            memmap2::MmapOptions::new()
-                .len(len)
-                .map_copy_read_only(&self.fd)
-        }
-        .map_err(|e| Error::Os { op: OP, source: e })
-    }
-
     /// Allocates backing blocks for `[offset, offset + len)` now, so that touching them through a
     /// mapping later cannot fail with SIGBUS on a full file system.
     pub(crate) fn allocate(&self, offset: usize, len: usize) -> Result<()> {
@@ -174,6 +158,94 @@ pub(crate) fn retry_interrupted<T>(mut call: impl FnMut() -> nix::Result<T>) -> 
         match call() {
             Err(nix::errno::Errno::EINTR) => {}
             other => return other,
+        }
+    }
+}
+
+/// A private read-only mapping of a file, read only by copying out of it.
+///
+/// It never lends a slice (the `Mmap` is never dereferenced): other parts of the file may be
+/// written while it lives, and a `&[u8]` over the whole mapping would promise that they do not
+/// change.
+#[derive(Debug)]
+pub(crate) struct FileView {
+    map: memmap2::Mmap,
+}
+
+impl FileView {
+    /// Maps the first `len` bytes of `file` privately and read-only. Private, so it does not
+    /// count as a writable shared mapping when the file is sealed.
+    pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
+        const OP: &str = "mmap (read-only view of a store chunk)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        // SAFETY: memmap2 makes this `unsafe` because the file may change under a slice of the
+        // mapping; this view never makes one: every read is a `copy_out` of a range whose bytes
+        // the caller vouches for.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map_copy_read_only(file.owned_fd())
+        }
+        .map_err(|e| Error::Os { op: OP, source: e })?;
+        Ok(FileView { map })
+    }
+
+    /// Maps the file pages of `[offset, offset + len)` into the view now, so that copying them
+    /// later takes no page fault. The range should hold no hole: reading a hole of a memory file
+    /// allocates a page for it. Returns whether the kernel did it (`MADV_POPULATE_READ` needs
+    /// Linux 5.14).
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> bool {
+        assert!(offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len()));
+        #[cfg(target_os = "linux")]
+        {
+            const OP: &str = "madvise(MADV_POPULATE_READ)";
+            retry_interrupted(|| {
+                fault::point(OP, Call::Interruptible)?;
+                self.map
+                    .advise_range(memmap2::Advice::PopulateRead, offset, len)
+                    .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+            })
+            .is_ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Asks the processor to start loading the line at `offset` (and the page walk to it);
+    /// changes nothing and reads nothing the program can see.
+    #[inline]
+    pub(crate) fn prefetch(&self, offset: usize) {
+        assert!(offset < self.map.len());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint: it never faults and its result is not observable; the
+        // address lies inside the mapping anyway (checked above).
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.map.as_ptr().add(offset).cast::<i8>());
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` of the file into `dst`.
+    ///
+    /// # Safety
+    /// No one writes or punches that range of the file while the call runs.
+    pub(crate) unsafe fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.map.len()));
+        // SAFETY: the source lies inside the mapping (checked above), which is readable; the
+        // caller guarantees its bytes do not change during the copy; `dst` is a distinct
+        // exclusive buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
         }
     }
 }
@@ -308,20 +380,31 @@ impl Reservation {
         .map_err(|e| os_error(OP, e))
     }
 
-    /// Drops the private copies of the pages in the range: a private file mapping reads the file
-    /// again, an anonymous one reads zeros.
+    /// Drops the private copies of the pages in the byte ranges `spans`: a private file mapping
+    /// reads the file again, an anonymous one reads zeros. Many ranges at once where the kernel
+    /// can (`process_madvise`), one `madvise` per range elsewhere.
     ///
     /// # Safety
-    /// No reference may point into `[offset, offset + len)` of this reservation.
-    pub(crate) unsafe fn discard(&self, offset: usize, len: usize) -> Result<()> {
-        let (addr, length) = self.addr(offset, len);
-        let ptr = NonNull::new(addr.get() as *mut libc::c_void).expect("non-zero address");
+    /// No reference may point into any of the ranges.
+    pub(crate) unsafe fn discard(&self, spans: &[std::ops::Range<usize>]) -> Result<()> {
+        let ranges: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|s| {
+                let (addr, len) = self.addr(s.start, s.len());
+                (addr.get(), len.get())
+            })
+            .collect();
+        // SAFETY: the ranges lie inside this reservation (checked by `addr`), which is mapped;
+        // the caller guarantees no references into them (forwarded).
+        let done = unsafe { discard_ranges(&ranges) };
         const OP: &str = "madvise(MADV_DONTNEED)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
-        // SAFETY: inside this reservation; the caller guarantees no references into the range
-        // (forwarded), so losing the private contents is what the caller asked for.
-        unsafe { madvise(ptr, length.get(), MmapAdvise::MADV_DONTNEED) }
-            .map_err(|e| os_error(OP, e))
+        for &(addr, len) in &ranges[done..] {
+            let ptr = NonNull::new(addr as *mut libc::c_void).expect("non-zero address");
+            fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+            // SAFETY: as above, for this one range.
+            unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTNEED) }.map_err(|e| os_error(OP, e))?;
+        }
+        Ok(())
     }
 
     /// Makes the whole reservation read-only.
@@ -347,15 +430,46 @@ impl Reservation {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn failed_reservations_keep_their_errno() {
         // More address space than any x86-64 or aarch64 process has.
-        let e = super::Reservation::new(1 << 62).unwrap_err();
+        let e = Reservation::new(1 << 62).unwrap_err();
         match e {
             crate::Error::Os { source, .. } => {
                 assert_eq!(source.raw_os_error(), Some(libc::ENOMEM), "{source}")
             }
             other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn discard_drops_exactly_the_spans() {
+        let page = page_size();
+        let pages = 3000;
+        let mem = Reservation::new(pages * page).unwrap();
+        // SAFETY: the reservation is new; nothing refers into it.
+        unsafe { mem.map_zero(0, pages * page, true).unwrap() };
+        // SAFETY: mapped writable above, and only this test touches it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(mem.base(), pages * page) };
+        bytes.fill(7);
+        // More spans than one batched call takes, scattered, some longer than a page.
+        let spans: Vec<std::ops::Range<usize>> = (0..pages)
+            .step_by(2)
+            .map(|p| p * page..(p + 1 + p % 3 / 2) * page)
+            .collect();
+        // SAFETY: no reference into the reservation is used across the call.
+        unsafe { mem.discard(&spans).unwrap() };
+        // SAFETY: as above, read after the call.
+        let bytes = unsafe { std::slice::from_raw_parts(mem.base(), pages * page) };
+        for p in 0..pages {
+            let dropped = spans.iter().any(|s| s.contains(&(p * page)));
+            let want = if dropped { 0 } else { 7 };
+            assert!(
+                bytes[p * page..(p + 1) * page].iter().all(|&b| b == want),
+                "page {p} should read {want}"
+            );
         }
     }
 }
