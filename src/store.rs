@@ -803,7 +803,12 @@ impl Store {
         StoreStats {
             live_pages: st.live_slots,
             held_bytes: st.held_slots * self.page,
-            reusable_bytes: st.chunks.iter().flatten().map(|c| c.free.len).sum::<usize>()
+            reusable_bytes: st
+                .chunks
+                .iter()
+                .flatten()
+                .map(|c| c.free.len)
+                .sum::<usize>()
                 * self.page,
             chunk_files: st.chunks.iter().flatten().count(),
             sealed_chunk_files: st.chunks.iter().flatten().filter(|c| c.sealed).count(),
