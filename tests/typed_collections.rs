@@ -4,18 +4,8 @@ use bytemuck::{Pod, Zeroable};
 use cowarena::{Arena, ArenaBytes, ArenaMap, ArenaVec, Error, Snapshot};
 use std::collections::HashMap;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
@@ -40,13 +30,13 @@ fn vec_matches_std_and_snapshots_keep_old_contents() {
             }
             6 => assert_eq!(v.pop(&mut a).unwrap(), model.pop()),
             7 if !model.is_empty() => {
-                let i = rng.below(model.len() as u64) as usize;
+                let i = rng.below(model.len());
                 v.set(&mut a, i, !step).unwrap();
                 model[i] = !step;
             }
             8 if step % 50 == 0 => snaps.push((a.snapshot().unwrap(), model.clone())),
             9 if step % 97 == 0 && !snaps.is_empty() => {
-                let (s, m) = &snaps[rng.below(snaps.len() as u64) as usize];
+                let (s, m) = &snaps[rng.below(snaps.len())];
                 a.restore(s).unwrap();
                 model = m.clone();
             }
@@ -126,7 +116,7 @@ fn map_matches_std_under_inserts_and_removes() {
     let mut rng = Rng(11);
     let mut snaps: Vec<(Snapshot, HashMap<u64, u64>)> = Vec::new();
     for step in 0..60_000u64 {
-        let k = rng.below(3000);
+        let k = rng.below(3000) as u64;
         match rng.below(8) {
             0..=3 => assert_eq!(m.insert(&mut a, k, step).unwrap(), model.insert(k, step)),
             4..=5 => assert_eq!(m.remove(&mut a, &k).unwrap(), model.remove(&k)),

@@ -6,6 +6,9 @@ use bytemuck::{Pod, Zeroable};
 use cowarena::{Arena, ArenaBytes, ArenaMap, ArenaVec, Error, InvalidPtrReason as Why, Ptr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod common;
+use common::Rng;
+
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 struct Point {
@@ -234,20 +237,6 @@ fn corrupted_header_is_an_error() {
     assert!(a.free(p).is_err());
     assert_eq!(*a.get(p), 5, "objects are checked by their own stamps");
     assert!(a.alloc_stats().is_err());
-}
-
-/// A small deterministic generator for the corruption test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[test]
