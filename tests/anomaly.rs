@@ -27,7 +27,9 @@
 #![cfg(all(target_os = "linux", feature = "fault-injection"))]
 
 mod common;
-use common::{cowarena_memfds, mappings_in, memfd_mappings, serial};
+use common::{
+    cowarena_memfds, fds_to, mappings_in, mappings_of, memfd_mappings, no_children, serial,
+};
 use cowarena::fault_injection as fi;
 use cowarena::{
     page_size, Arena, ArenaMap, ArenaVec, Error, FileProblem, ForkError, ForkOptions, Proxy, Ptr,
@@ -881,34 +883,13 @@ struct Resources {
 
 fn resources(dir: &Path) -> Resources {
     let dir = dir.to_string_lossy().into_owned();
-    let dir_files = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with(&dir))
-        .count();
-    let dir_mappings = std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&dir))
-        .count();
+    let dir_files = fds_to(&dir).len();
+    let dir_mappings = mappings_of(&dir);
     Resources {
         memfds: cowarena_memfds().len(),
         memfd_mappings: memfd_mappings(),
         dir_files,
         dir_mappings,
-    }
-}
-
-/// No child process, running or zombie.
-fn no_children() -> Result<(), String> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
-    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    let errno = std::io::Error::last_os_error().raw_os_error();
-    if r == -1 && errno == Some(libc::ECHILD) {
-        Ok(())
-    } else {
-        Err(format!("a child process is left (waitpid: {r})"))
     }
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 use bytemuck::{Pod, Zeroable};
-use common::{open_fds, serial};
+use common::{fds_to, no_children, open_fds, serial};
 use cowarena::{Arena, ForkError, ForkOptions, ViewMut};
 use std::time::{Duration, Instant};
 
@@ -17,23 +17,14 @@ fn page() -> usize {
 
 /// Open pipe descriptors of this process.
 fn open_pipes() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
-        .count()
+    fds_to("pipe:").len()
 }
 
 /// Asserts that this process has no child at all: none running, none left as a zombie.
 fn assert_no_children() {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
-    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    assert_eq!(r, -1, "waitpid(-1) found child {r}");
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ECHILD)
-    );
+    if let Err(e) = no_children() {
+        panic!("{e}");
+    }
 }
 
 /// Runs `body`, then checks that it left no child and no descriptor behind.

@@ -111,29 +111,50 @@ pub fn mappings_in(range: std::ops::Range<usize>) -> usize {
         .count()
 }
 
-/// Kernel mappings of this process whose file is one of the page store's memfds.
-pub fn memfd_mappings() -> usize {
+/// Kernel mappings of this process whose line in `/proc/self/maps` contains `name` (a file's
+/// path).
+pub fn mappings_of(name: &str) -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()
-        .filter(|l| l.contains("/memfd:cowarena"))
+        .filter(|l| l.contains(name))
         .count()
 }
 
-/// The open file descriptors that are the page store's memfds (`/memfd:cowarena (deleted)`).
-pub fn cowarena_memfds() -> Vec<i32> {
+/// Kernel mappings of this process whose file is one of the page store's memfds.
+pub fn memfd_mappings() -> usize {
+    mappings_of("/memfd:cowarena")
+}
+
+/// The open file descriptors whose target (`/proc/self/fd/N`) starts with `prefix`.
+pub fn fds_to(prefix: &str) -> Vec<i32> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| {
             let e = e.ok()?;
             let target = std::fs::read_link(e.path()).ok()?;
             let fd = e.file_name().to_str()?.parse().ok()?;
-            target
-                .to_str()?
-                .starts_with("/memfd:cowarena")
-                .then_some(fd)
+            target.to_str()?.starts_with(prefix).then_some(fd)
         })
         .collect()
+}
+
+/// The open file descriptors that are the page store's memfds (`/memfd:cowarena (deleted)`).
+pub fn cowarena_memfds() -> Vec<i32> {
+    fds_to("/memfd:cowarena")
+}
+
+/// No child process, running or zombie.
+pub fn no_children() -> Result<(), String> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
+    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if r == -1 && errno == Some(libc::ECHILD) {
+        Ok(())
+    } else {
+        Err(format!("a child process is left (waitpid: {r})"))
+    }
 }
 
 /// Bytes of memory the process's cowarena memfds occupy (their allocated blocks).
