@@ -24,7 +24,7 @@ mod common;
 use common::{fork_and_write, resident_arena, sizes, Pages, K, MIB};
 
 /// The kernel floor: a private mapping of a memfd holding the state; writes fault copies in,
-/// `MADV_DONTNEED` drops them again.
+/// `MADV_DONTNEED` drops them again (elsewhere: an unlinked file, and a remap drops them).
 struct KernelFloor {
     ptr: *mut u8,
     len: usize,
@@ -35,8 +35,7 @@ impl KernelFloor {
     fn new(len: usize) -> Self {
         // SAFETY: plain syscalls with checked results; the mapping is owned by the value.
         unsafe {
-            let fd = libc::memfd_create(c"floor".as_ptr(), libc::MFD_CLOEXEC);
-            assert!(fd >= 0);
+            let fd = floor_file();
             assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
             let chunk = vec![0xA5u8; MIB];
             for off in (0..len).step_by(MIB) {
@@ -77,12 +76,33 @@ impl KernelFloor {
         }
     }
 
+    #[cfg(target_os = "linux")]
     fn reset(&mut self, pages: &[usize], page: usize) {
         for &p in pages {
             // SAFETY: drops this private page; the memfd still holds its original bytes.
             unsafe {
                 libc::madvise(self.ptr.add(p * page).cast(), page, libc::MADV_DONTNEED);
             }
+        }
+    }
+
+    /// Elsewhere `MADV_DONTNEED` may keep a private page, so the page is mapped from the file
+    /// again, which drops the copy.
+    #[cfg(not(target_os = "linux"))]
+    fn reset(&mut self, pages: &[usize], page: usize) {
+        for &p in pages {
+            // SAFETY: replaces one page of this value's own mapping with the file's page.
+            let ptr = unsafe {
+                libc::mmap(
+                    self.ptr.add(p * page).cast(),
+                    page,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED,
+                    self.fd,
+                    (p * page) as libc::off_t,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
         }
     }
 
@@ -94,6 +114,30 @@ impl KernelFloor {
             assert_eq!(unsafe { *self.ptr.add(p * page) }, 0xA5);
         }
     }
+}
+
+/// The floor's file: a memfd.
+#[cfg(target_os = "linux")]
+fn floor_file() -> libc::c_int {
+    // SAFETY: plain system call; the name is a C string.
+    let fd = unsafe { libc::memfd_create(c"floor".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    fd
+}
+
+/// The floor's file where there is no memfd: a temporary file, unlinked at once.
+#[cfg(not(target_os = "linux"))]
+fn floor_file() -> libc::c_int {
+    use std::os::fd::IntoRawFd;
+    let path = std::env::temp_dir().join(format!("cowarena-floor-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.into_raw_fd()
 }
 
 impl Drop for KernelFloor {

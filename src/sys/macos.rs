@@ -66,7 +66,8 @@ pub(crate) fn allocate(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
 
 /// The whole file counts as data: holes are not reported portably.
 pub(crate) fn data_ranges(_fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>> {
-    Ok(vec![0..len])
+    let whole = 0..len;
+    Ok(vec![whole])
 }
 
 /// No batched `madvise` here: the caller drops every range itself.
