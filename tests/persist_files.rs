@@ -520,3 +520,43 @@ fn child_stamps() {
     }
     println!("{role} done");
 }
+
+/// A file whose header claims a stamp ceiling no process reaches (with a metadata checksum that
+/// matches, as anyone can compute) is refused: opening it would otherwise push this process's
+/// stamp counter to where it wraps, and freed `Ptr`s would name new objects.
+#[test]
+fn a_file_claiming_an_impossible_stamp_ceiling_is_refused() {
+    let dir = TempDir::new("ceiling");
+    let mut a = Arena::with_capacity(MIB).unwrap();
+    let p = a.alloc(7u64).unwrap();
+    a.free(p).unwrap();
+    let path = dir.join("x.snap");
+    a.snapshot().unwrap().save(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let (entries, stored, name_len) = (u64_at(&bytes, 32), u64_at(&bytes, 40), u64_at(&bytes, 88));
+    let meta_len = (128 + name_len + 8 * entries + 8 * stored + 8) as usize;
+    for ceiling in [u64::MAX, 1 << 61] {
+        bytes[96..104].copy_from_slice(&ceiling.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..meta_len - 8]);
+        bytes[meta_len - 8..meta_len].copy_from_slice(&sum.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Snapshot::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                Error::File {
+                    problem: FileProblem::Index(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("stamp ceiling"), "{e}");
+    }
+    // The stamps this process hands out are unaffected: the freed `Ptr` stays stale.
+    for i in 0..1000u64 {
+        a.alloc(i).unwrap();
+    }
+    assert!(a.try_get(p).is_err());
+}

@@ -247,3 +247,22 @@ fn a_handle_cast_to_other_types_is_refused() {
     let null = ArenaVec::<u64>::zeroed();
     assert!(null.try_as_slice(&a).is_err());
 }
+
+#[test]
+fn a_panicking_or_insert_with_leaves_the_map_as_it_was() {
+    let mut a = Arena::with_capacity(1 << 20).unwrap();
+    let m = ArenaMap::<u32, u32>::new(&mut a).unwrap();
+    m.insert(&mut a, 1, 1).unwrap();
+    for k in 100..103 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = m.entry(&mut a, k).or_insert_with(|| panic!("no value"));
+        }));
+        assert!(r.is_err());
+    }
+    assert_eq!(m.len(&a), 1);
+    assert_eq!(m.iter(&a).count(), 1);
+    m.remove(&mut a, &1).unwrap();
+    assert!(m.is_empty(&a));
+    assert_eq!(*m.entry(&mut a, 7).or_insert_with(|| 70).unwrap(), 70);
+    assert_eq!(m.len(&a), 1);
+}

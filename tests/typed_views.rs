@@ -492,3 +492,55 @@ fn readers_and_lenders_panic_with_the_reason_and_try_forms_return_it() {
     let msg = r.unwrap_err().downcast::<String>().unwrap();
     assert!(msg.contains("the len is 2 but the index is 2"), "{msg}");
 }
+
+/// An element spanning more than two 4 KiB blocks: a write to its middle is marked even when
+/// its first and last blocks were marked by writes to its neighbours.
+const BIG: usize = 3 * 4096 + 8;
+
+#[test]
+fn writes_to_the_middle_of_large_elements_are_snapshotted_and_restored() {
+    let mut a = Arena::with_capacity(1 << 22).unwrap();
+    let v = ArenaVec::<[u8; BIG]>::with_len_zeroed(&mut a, 3).unwrap();
+    let before = a.snapshot().unwrap();
+    {
+        let mut w = v.view_mut(&mut a);
+        w[0][0] = 1;
+        w[2][0] = 1;
+        w[1][BIG / 2] = 0xAB;
+    }
+    let after = a.snapshot().unwrap();
+    assert_eq!(
+        v.as_slice(&after)[1][BIG / 2],
+        0xAB,
+        "the snapshot lost the write"
+    );
+    a.restore(&before).unwrap();
+    assert_eq!(
+        v.as_slice(&a)[1][BIG / 2],
+        0,
+        "restore did not undo the write"
+    );
+}
+
+#[test]
+fn writes_to_the_middle_of_large_map_values_are_snapshotted() {
+    let mut a = Arena::with_capacity(1 << 23).unwrap();
+    let m = ArenaMap::<u64, [u8; BIG]>::new(&mut a).unwrap();
+    for k in 0..6u64 {
+        m.insert(&mut a, k, [0; BIG]).unwrap();
+    }
+    let before = a.snapshot().unwrap();
+    for y in 0..6u64 {
+        {
+            let mut w = m.view_mut(&mut a);
+            for k in (0..6u64).filter(|&k| k != y) {
+                w.get_mut(&k).unwrap()[0] = 1;
+            }
+            w.get_mut(&y).unwrap()[BIG / 2] = 0xCD;
+        }
+        let after = a.snapshot().unwrap();
+        assert_eq!(m.get(&after, &y).unwrap()[BIG / 2], 0xCD, "key {y}");
+        a.restore(&before).unwrap();
+        assert_eq!(m.get(&a, &y).unwrap()[BIG / 2], 0, "key {y}");
+    }
+}

@@ -62,7 +62,7 @@ mod stamps;
 pub use diagnostics::AllocStats;
 pub(crate) use diagnostics::{explain, stats};
 pub(crate) use layout::{live_at, Placement, MAX_ALIGN};
-pub(crate) use stamps::{after_fork_in_child, stamp_ceiling, stamps_above};
+pub(crate) use stamps::{after_fork_in_child, stamp_ceiling, stamps_above, MAX_STAMP_CEILING};
 
 use crate::arena::Arena;
 use crate::error::Result;

@@ -72,14 +72,37 @@ pub(crate) fn after_fork_in_child() {
     STAMPS.with(|r| r.set((0, 0)));
 }
 
+/// The largest stamp ceiling a file may record. A process's blocks stay below 2^41 (a `fork()`
+/// child's range, the highest), so its stamps and ceiling below 2^58; a file's ceiling above
+/// this is refused, which keeps every process's blocks below [`MAX_BLOCK`].
+pub(crate) const MAX_STAMP_CEILING: u64 = 1 << 60;
+
+/// The stamps of block `b` lie below `(b + 1) * STAMP_BLOCK * 2`: blocks below this keep them
+/// below 2^63, far from overflowing.
+const MAX_BLOCK: u64 = 1 << 46;
+
 /// Takes a new block of stamps for this thread and returns its first.
+///
+/// # Panics
+/// If the process has used up its stamps (2^46 blocks of 2^16: not reachable by allocating,
+/// and files cannot push the counter there, see [`MAX_STAMP_CEILING`]).
 #[cold]
 #[inline(never)]
 pub(super) fn next_stamp_block(r: &Cell<(u64, u64)>) -> u64 {
-    let first = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) * STAMP_BLOCK;
-    let (next, end) = ((first << 1) | 1, ((first + STAMP_BLOCK) << 1) | 1);
-    r.set((next + 2, end));
-    next
+    loop {
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            block < MAX_BLOCK,
+            "cowarena: the process has used up its stamps"
+        );
+        let first = block * STAMP_BLOCK;
+        let (next, end) = ((first << 1) | 1, ((first + STAMP_BLOCK) << 1) | 1);
+        // A block taken just before another thread raised the floor may lie below it.
+        if next >= FLOOR.load(Ordering::Relaxed) {
+            r.set((next + 2, end));
+            return next;
+        }
+    }
 }
 
 #[cfg(test)]

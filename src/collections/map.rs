@@ -767,8 +767,10 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
                 Ok(&mut lend_slice::<V>(arena, at, 1)[0])
             }
             Some((i, false)) if (t.head.len + 1) * 4 <= t.head.cap * 3 => {
+                // `f` runs before anything changes: if it panics, the map is as it was.
+                let value = f();
                 map.set_len(arena, t.head.len + 1);
-                Ok(ArenaMap::write_slot(arena, &t, i, Some((tag, &key)), f()))
+                Ok(ArenaMap::write_slot(arena, &t, i, Some((tag, &key)), value))
             }
             _ => map.insert_after_growing(arena, tag, &key, f()),
         }
@@ -889,8 +891,7 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let i = self.slot(key)?;
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-        // Zero-sized values live on no page.
-        if size_of::<V>() > 0 && !self.marks.marked(at) {
+        if self.marks.need_marking(at, size_of::<V>()) {
             self.tracker.mark(at, size_of::<V>());
         }
         // SAFETY: slot `i < cap` of the table (see `new`), whose values are aligned for `V`;

@@ -402,8 +402,18 @@ impl<'a> Tracker<'a> {
 }
 
 impl Marks {
-    /// Whether bytes `at..at + size` of the region (inside it, `size > 0`) lie on blocks already
-    /// marked.
+    /// Whether the item of `size` bytes at `at` (inside the region) needs [`Tracker::mark`]
+    /// before a write. Zero-sized items live on no page. An item larger than a block may span
+    /// blocks between its first and last, which the two-byte test does not see, so it is always
+    /// marked (`mark` skips the blocks already marked); `size` is a constant where this inlines,
+    /// so smaller items pay nothing for the test.
+    #[inline(always)]
+    fn need_marking(&self, at: usize, size: usize) -> bool {
+        size > 0 && (size > BLOCK || !self.marked(at))
+    }
+
+    /// Whether the first and last blocks of an item at `at` of at most `BLOCK` bytes (inside the
+    /// region) are marked.
     #[inline(always)]
     fn marked(&self, at: usize) -> bool {
         let x = at + self.lead;

@@ -821,9 +821,8 @@ impl<'a, T: Pod> VecMut<'a, T> {
     /// Makes sure element `index` (in bounds) lies on pages marked as written.
     #[inline(always)]
     fn touch(&mut self, index: usize) {
-        // Zero-sized elements live on no page.
         let at = index * size_of::<T>();
-        if size_of::<T>() > 0 && !self.marks.marked(at) {
+        if self.marks.need_marking(at, size_of::<T>()) {
             self.tracker.mark(at, size_of::<T>());
         }
     }

@@ -167,6 +167,13 @@ impl Header {
         if flags & !FLAG_DELTA != 0 || head[104..].iter().any(|&b| b != 0) {
             return Err(FileProblem::Index("unknown flags or reserved bytes set"));
         }
+        if stamp_ceiling > crate::alloc::MAX_STAMP_CEILING {
+            // No process records more (see `alloc::stamps`); a larger one would exhaust the
+            // stamps of every process that opens the file.
+            return Err(FileProblem::Index(
+                "stamp ceiling beyond any process's stamps",
+            ));
+        }
         if entries > pages || stored > entries {
             return Err(FileProblem::Index(
                 "more entries than pages, or more stored pages than entries",
