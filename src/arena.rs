@@ -447,10 +447,28 @@ impl Arena {
     pub(crate) fn mark_dirty_pages(&mut self, first: usize, last: usize) -> Result<()> {
         let dirty = &mut self.dirty;
         match &mut self.layout {
-            Layout::Own { private, .. } | Layout::Proxy(ProxyLayout { private, .. }) => {
+            Layout::Own { private, .. } => {
                 for p in first..=last {
                     if dirty.insert(p) {
                         private.insert(p);
+                    }
+                }
+            }
+            Layout::Proxy(ProxyLayout { private, .. }) => {
+                for p in first..=last {
+                    if dirty.insert(p) && private.insert(p) {
+                        // A proxy's page counts as its own from now on (its snapshots freeze
+                        // it, never what the source shows), so it must be its own copy even if
+                        // the caller stores to only part of what it marked: storing one byte
+                        // back makes the kernel copy it now.
+                        let at = p << self.page_shift;
+                        // SAFETY: `p` is a page of this arena (the caller marks pages of an
+                        // in-bounds range), mapped writable; `&mut self` means no reference
+                        // into the arena is alive, and the byte is written back unchanged.
+                        unsafe {
+                            let byte = self.mem.base().add(at);
+                            byte.write_volatile(byte.read_volatile());
+                        }
                     }
                 }
             }

@@ -3,7 +3,10 @@
 //! `a.proxy()` is the seed's `Proxy(obj)` at page granularity: a [`Proxy`] shows its source's
 //! current bytes on every page it has not written, and its own bytes on the pages it has. The
 //! unit is the page: once a proxy writes a page it no longer sees its source's later writes to
-//! *that page* (other objects on it included).
+//! *that page* (other objects on it included). A page counts as written once it is lent for
+//! writing (`write`, `bytes_mut`, `get_mut`, a view's element), whether or not a byte is then
+//! stored to it: what a proxy shows never depends on which bytes of a `&mut` the caller
+//! happened to store, and its snapshots freeze exactly what it shows.
 //!
 //! # The seed's examples
 //!
@@ -373,6 +376,9 @@ impl Arena {
             Layout::Shared(shared) if !shared.has_proxies() => {}
             _ => return Ok(()),
         }
+        // Pages written through `as_mut_ptr` are not marked yet, and their bytes too live only
+        // in the shared file.
+        self.find_untracked_writes();
         self.freeze_dirty()?;
         let table = self.content.clone();
         self.rebuild_from(&table)
@@ -477,8 +483,8 @@ impl Proxy {
     }
 
     /// Write access to the proxy, with `source` borrowed while it lives. The first write to a
-    /// page copies it (the kernel's copy-on-write); from then on the proxy no longer sees the
-    /// source's writes to that page.
+    /// page, or the first time it is lent for writing, copies it (the kernel's copy-on-write);
+    /// from then on the proxy no longer sees the source's writes to that page.
     ///
     /// # Errors
     /// [`Error::NotTheSource`] if `source` is not the arena this proxy was made from; nothing

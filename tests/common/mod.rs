@@ -73,6 +73,11 @@ pub fn private_pages(bytes: &[u8]) -> usize {
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// A generator for `seed`, spread so that nearby seeds start far apart (never zero).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -83,6 +88,29 @@ impl Rng {
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with `pct` percent probability.
+    pub fn chance(&mut self, pct: usize) -> bool {
+        self.below(100) < pct
+    }
+
+    /// `n` bytes: one value repeated, a ramp, or noise.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let fill = self.next() as u8;
+        let mode = self.below(3);
+        (0..n)
+            .map(|i| match mode {
+                0 => fill,
+                1 => fill.wrapping_add(i as u8),
+                _ => self.next() as u8,
+            })
+            .collect()
     }
 }
 
