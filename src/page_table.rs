@@ -102,6 +102,7 @@ impl PageTable {
         let slots: Vec<SlotId> = entries.iter().map(|e| e.1).collect();
         table.store.retain(&slots);
         table.root = build(entries, table.height, 0, &table.store);
+        table.data_pages = slots.iter().filter(|s| !s.is_zero()).count();
         table
     }
 
@@ -397,6 +398,21 @@ fn visit_leaves(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_built_from_entries_counts_its_data_pages() {
+        let store = Store::new(4096, None);
+        let run = store.freeze(&[&vec![7u8; 4096 * 2]], 1).unwrap();
+        let s0 = run.slots()[0];
+        let entries = [(3, s0), (4, SlotId::ZERO), (700, s0.offset(1))];
+        let mut t = PageTable::from_sorted(1000, Arc::clone(&store), &entries);
+        drop(run);
+        assert_eq!(t.data_pages(), 2);
+        t.set(3, SlotId::ZERO);
+        t.set(4, SlotId::ZERO);
+        assert_eq!(t.data_pages(), 1);
+        assert_eq!(t.get(700), s0.offset(1));
+    }
 
     #[test]
     fn set_get_diff_and_refcounts() {
