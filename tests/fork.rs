@@ -699,3 +699,39 @@ fn with_sigchld_ignored_results_still_arrive() {
     );
     assert_no_children();
 }
+
+/// A file saved in a branch records a stamp ceiling from the children's range; after the parent
+/// opens it, new branches must still find fresh stamps at once (they start above the floor the
+/// file raised, instead of stepping up to it).
+#[test]
+fn branches_allocate_at_once_after_a_branchs_file_is_opened() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("cowarena-fork-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("branch.snap");
+    clean(|| {
+        let mut a = Arena::with_capacity(1 << 20).unwrap();
+        let p = a.alloc(5u64).unwrap();
+        let s = a.snapshot().unwrap();
+        let saved: u32 = a
+            .fork_run(|b| {
+                b.alloc(1u64).unwrap();
+                u32::from(s.save(&path).is_ok())
+            })
+            .unwrap();
+        assert_eq!(saved, 1);
+        let opened = cowarena::Snapshot::open(&path).unwrap();
+        assert_eq!(*opened.get(p), 5);
+        let options = ForkOptions::new().timeout(Duration::from_secs(10));
+        for _ in 0..8 {
+            let got: u64 = a
+                .fork_run_with(&options, |b| {
+                    let q = b.alloc(7u64).unwrap();
+                    *b.get(q)
+                })
+                .unwrap();
+            assert_eq!(got, 7);
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

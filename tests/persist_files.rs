@@ -536,7 +536,7 @@ fn a_file_claiming_an_impossible_stamp_ceiling_is_refused() {
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     let (entries, stored, name_len) = (u64_at(&bytes, 32), u64_at(&bytes, 40), u64_at(&bytes, 88));
     let meta_len = (128 + name_len + 8 * entries + 8 * stored + 8) as usize;
-    for ceiling in [u64::MAX, 1 << 61] {
+    for ceiling in [u64::MAX, (1 << 62) + 1] {
         bytes[96..104].copy_from_slice(&ceiling.to_le_bytes());
         let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..meta_len - 8]);
         bytes[meta_len - 8..meta_len].copy_from_slice(&sum.to_le_bytes());

@@ -57,8 +57,9 @@ pub(crate) fn stamps_above(ceiling: u64) {
 
 /// Moves a `fork()` child to stamps its parent (and its siblings) do not use: the child starts
 /// with copies of the parent's counters, and a state it sends back must not repeat a stamp the
-/// parent hands out meanwhile. The child draws from a block range above 2^40 picked from its pid
-/// and the time, so two processes collide only with negligible probability.
+/// parent hands out meanwhile. The child draws from a range of 2^36 blocks, from block 2^40 or
+/// 2^38 blocks above the floor if that is higher, picked from its pid and the time, so two
+/// processes collide only with negligible probability.
 pub(crate) fn after_fork_in_child() {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -68,14 +69,20 @@ pub(crate) fn after_fork_in_child() {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^= x >> 31;
-    NEXT_BLOCK.store((1 << 40) | (x & ((1 << 40) - 1)), Ordering::Relaxed);
+    // Far above the floor too: a file opened earlier may have come from a child's range, and
+    // then the parent's own counter starts at the floor.
+    let floor_block = FLOOR.load(Ordering::Relaxed) / (2 * STAMP_BLOCK) + 1;
+    let base = (1u64 << 40).max(floor_block + (1 << 38));
+    NEXT_BLOCK.store(base + (x & ((1 << 36) - 1)), Ordering::Relaxed);
     STAMPS.with(|r| r.set((0, 0)));
 }
 
-/// The largest stamp ceiling a file may record. A process's blocks stay below 2^41 (a `fork()`
-/// child's range, the highest), so its stamps and ceiling below 2^58; a file's ceiling above
-/// this is refused, which keeps every process's blocks below [`MAX_BLOCK`].
-pub(crate) const MAX_STAMP_CEILING: u64 = 1 << 60;
+/// The largest stamp ceiling a file may record. A process that opens no file stays below block
+/// 2^40 + 2^36 (a `fork()` child's range, the highest), so below stamp 2^58; each generation of
+/// processes that opens a file another one saved and forks can raise that by under 2^39 blocks
+/// (2^56 stamps), so about a hundred generations fit below this. A file claiming more is
+/// refused, which keeps every process's blocks below [`MAX_BLOCK`].
+pub(crate) const MAX_STAMP_CEILING: u64 = 1 << 62;
 
 /// The stamps of block `b` lie below `(b + 1) * STAMP_BLOCK * 2`: blocks below this keep them
 /// below 2^63, far from overflowing.
@@ -97,11 +104,13 @@ pub(super) fn next_stamp_block(r: &Cell<(u64, u64)>) -> u64 {
         );
         let first = block * STAMP_BLOCK;
         let (next, end) = ((first << 1) | 1, ((first + STAMP_BLOCK) << 1) | 1);
-        // A block taken just before another thread raised the floor may lie below it.
-        if next >= FLOOR.load(Ordering::Relaxed) {
+        let floor = FLOOR.load(Ordering::Relaxed);
+        if next >= floor {
             r.set((next + 2, end));
             return next;
         }
+        // A block taken just before another thread raised the floor: jump past the floor.
+        NEXT_BLOCK.fetch_max(floor / (2 * STAMP_BLOCK) + 1, Ordering::Relaxed);
     }
 }
 
