@@ -298,3 +298,59 @@ fn random_raw_writes_never_cause_panics_in_fallible_calls() {
         assert!(r.is_ok(), "seed {seed}: a fallible call panicked");
     }
 }
+
+/// Allocates objects of `M` words, each filled with `stamp`, until `used` pages of the arena
+/// have been handed out again: whatever reuses a stale `Ptr`'s memory holds its stamp at every
+/// aligned word.
+fn cover_with<const M: usize>(a: &mut Arena, stamp: u64, objects: usize) -> Vec<Ptr<[u64; M]>> {
+    (0..objects).map(|_| a.alloc([stamp; M]).unwrap()).collect()
+}
+
+/// A freed `Ptr`, or one a restore undid, is refused (and cannot be freed) whatever the objects
+/// that reuse its memory hold, even its own stamp at every word.
+fn stale_ptrs_stay_stale<const N: usize>() {
+    for undo in [false, true] {
+        let mut a = Arena::with_capacity(1 << 22).unwrap();
+        let before = a.snapshot().unwrap();
+        let x: Ptr<[u64; N]> = a.alloc([1; N]).unwrap();
+        let stamp = u64::from_ne_bytes(bytemuck::bytes_of(&x)[8..16].try_into().unwrap());
+        if undo {
+            a.restore(&before).unwrap();
+        } else {
+            a.free(x).unwrap();
+        }
+        let small = cover_with::<2>(&mut a, stamp, 300);
+        let medium = cover_with::<100>(&mut a, stamp, 20);
+        let large = cover_with::<600>(&mut a, stamp, 4);
+        let larger = cover_with::<1100>(&mut a, stamp, 4);
+        assert!(
+            a.try_get(x).is_err(),
+            "N = {N}, undo = {undo}: the stale Ptr is accepted"
+        );
+        assert!(
+            a.free(x).is_err(),
+            "N = {N}, undo = {undo}: the stale Ptr frees memory"
+        );
+        for p in &large {
+            a.free(*p).unwrap();
+        }
+        let again = cover_with::<1100>(&mut a, stamp, 2);
+        assert!(a.try_get(x).is_err(), "N = {N}, undo = {undo}, after reuse");
+        let objects = small.len() + medium.len() + larger.len() + again.len();
+        let stats = a.alloc_stats().unwrap();
+        assert_eq!(stats.small_objects + stats.large_objects, objects);
+    }
+}
+
+#[test]
+fn stale_ptrs_stay_stale_whatever_reuses_their_memory() {
+    stale_ptrs_stay_stale::<1>();
+    stale_ptrs_stay_stale::<3>();
+    stale_ptrs_stay_stale::<40>();
+    stale_ptrs_stay_stale::<127>();
+    stale_ptrs_stay_stale::<129>();
+    stale_ptrs_stay_stale::<511>();
+    stale_ptrs_stay_stale::<512>();
+    stale_ptrs_stay_stale::<700>();
+    stale_ptrs_stay_stale::<1100>();
+}

@@ -17,7 +17,7 @@
 //!   A slot is the object followed by its 8-byte *stamp*, so an allocation writes one page: the
 //!   slab's bitmap and the slot sit on the same page.
 //! - A *large object* (over 1016 bytes, or aligned above 64) is a run of whole pages starting
-//!   with the object; its trailer (stamp, page count) follows the object.
+//!   with the object; its trailer (stamp, page count) fills the run's last 16 bytes.
 //! - A *free run* of pages starts with its list links and ends with its length, so freeing pages
 //!   merges them with free neighbours (found through the page map) in O(1). Runs are kept in 64
 //!   bins: one per length up to 32 pages, one per power of two above.
@@ -31,7 +31,13 @@
 //! A live slot's stamp is odd and unique in the process (a counter outside the arena, so that a
 //! state restored and allocated from again never repeats a stamp of a state it left); freeing
 //! sets it to `stamp + 1`, and a slot never used holds zero. A [`Ptr`](crate::Ptr) carries the
-//! stamp it was given, and `get` compares it with the one in the arena: one load and one compare.
+//! stamp it was given, and `get` compares it with the one in the arena. A stamp is trusted only
+//! where the page map says a stamp sits: `get` first checks that the object's page is a slab of
+//! its class (a large object's: that its page heads a run and the run ends where its trailer
+//! would be). The page map is current for every page (free pages, and pages above `top`, read
+//! as free), so a page reused for other objects, whose bytes may hold anything at the old
+//! stamp's place (a table of `Ptr`s holds stamps as data), turns a stale `Ptr` away: two
+//! loads and two compares.
 //! A child made with `fork()` draws its stamps from a range of its own, so a state it sends back
 //! repeats no stamp its parent hands out.
 //!
@@ -61,7 +67,7 @@ mod stamps;
 
 pub use diagnostics::AllocStats;
 pub(crate) use diagnostics::{explain, stats};
-pub(crate) use layout::{live_at, Placement, MAX_ALIGN};
+pub(crate) use layout::{live_at, stamp_offset, Placement, MAX_ALIGN};
 pub(crate) use stamps::{after_fork_in_child, stamp_ceiling, stamps_above, MAX_STAMP_CEILING};
 
 use crate::arena::Arena;
@@ -137,8 +143,7 @@ fn free_slow(
         State::Uninit => return Err(explain(bytes, offset, stamp, place, type_name)),
         State::Corrupt => return Err(corrupt()),
     };
-    let live = read_u64(bytes, offset.saturating_add(place.stamp_at));
-    if offset & place.mask != 0 || live != Some(stamp) || stamp & 1 == 0 {
+    if stamp & 1 == 0 || !live_at(bytes, offset, stamp, &place) {
         return Err(explain(bytes, offset, stamp, place, type_name));
     }
     let s = offset >> g.shift;

@@ -10,10 +10,6 @@ use crate::error::{Error, Result};
 /// First-fit candidates examined in a power-of-two bin before a larger bin is split.
 pub(super) const BIN_SCAN: usize = 16;
 
-pub(super) fn large_pages(g: Geo, place: Placement) -> Option<usize> {
-    Some(place.stamp_at.checked_add(16)?.div_ceil(g.page()))
-}
-
 #[inline(never)]
 pub(super) fn alloc_large(
     arena: &mut Arena,
@@ -26,15 +22,15 @@ pub(super) fn alloc_large(
             "objects aligned above the page size cannot be allocated",
         ));
     }
-    let n = large_pages(g, place)
-        .filter(|&n| n <= g.pages)
+    let (n, at) = large_run(&place, g.shift)
+        .filter(|&(n, _)| n <= g.pages)
         .ok_or_else(|| out_of_memory(arena, place))?;
     let s = alloc_pages(arena, g, n).ok_or_else(|| out_of_memory(arena, place))??;
     set_kinds(arena, s..s + 1, kind::LARGE_HEAD)?;
     set_kinds(arena, s + 1..s + n, kind::LARGE_TAIL)?;
     let off = g.page_at(s);
     let stamp = fresh_stamp();
-    let trailer = arena.bytes_mut(off + place.stamp_at..off + place.stamp_at + 16)?;
+    let trailer = arena.bytes_mut(off + at..off + at + 16)?;
     trailer[..8].copy_from_slice(&stamp.to_ne_bytes());
     trailer[8..].copy_from_slice(&(n as u64).to_ne_bytes());
     if !init.is_empty() {
@@ -161,6 +157,9 @@ pub(super) fn push_run(arena: &mut Arena, g: Geo, s: usize, n: usize) -> Result<
         free_run(arena.as_bytes(), g, head)?;
         free_run_mut(arena, g, head)?.prev = s as u32;
     }
+    // Every page of a free run reads as free in the page map, so that no page keeps the kind
+    // of what it held before (the validity check of a `Ptr` trusts the kinds).
+    set_kinds(arena, s..s + n, 0)?;
     *free_run_mut(arena, g, s)? = FreeRun {
         pages: n as u64,
         prev: 0,
@@ -201,19 +200,25 @@ pub(super) fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) 
     }
     let end = s + n;
     if end == g.top {
-        header_mut(arena)?.top = s as u64;
-        return Ok(());
+        return lower_top(arena, s, n);
     }
     if page_kind(arena.as_bytes(), end) == kind::FREE_HEAD {
         let len = free_run(arena.as_bytes(), g, end)?.pages as usize;
         unlink_run(arena, g, end)?;
         n += len;
         if s + n == g.top {
-            header_mut(arena)?.top = s as u64;
-            return Ok(());
+            return lower_top(arena, s, n);
         }
     }
     push_run(arena, g, s, n)
+}
+
+/// Gives `[s, s + n)`, which ends at `top`, back by lowering `top` to `s`; its pages read as
+/// never used again.
+fn lower_top(arena: &mut Arena, s: usize, n: usize) -> Result<()> {
+    set_kinds(arena, s..s + n, 0)?;
+    header_mut(arena)?.top = s as u64;
+    Ok(())
 }
 
 #[inline(never)]
@@ -227,17 +232,15 @@ pub(super) fn free_large(
 ) -> Result<()> {
     let bytes = arena.as_bytes();
     let s = offset >> g.shift;
-    let n = large_pages(g, place).unwrap_or(0);
-    let pages = read_u64(bytes, offset + place.stamp_at + 8);
-    if offset != g.page_at(s)
-        || page_kind(bytes, s) != kind::LARGE_HEAD
-        || pages != Some(n as u64)
-        || s + n > g.top
-    {
+    // `free_slow` checked the run's head, its end and the stamp in its trailer (`live_at`).
+    let Some((n, at)) = large_run(&place, g.shift) else {
+        return Err(not_an_object(offset, type_name, place));
+    };
+    if read_u64(bytes, offset + at + 8) != Some(n as u64) || s + n > g.top {
         return Err(not_an_object(offset, type_name, place));
     }
     arena
-        .bytes_mut(offset + place.stamp_at..offset + place.stamp_at + 8)?
+        .bytes_mut(offset + at..offset + at + 8)?
         .copy_from_slice(&(stamp + 1).to_ne_bytes());
     free_pages(arena, g, s, n)
 }

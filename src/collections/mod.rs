@@ -109,7 +109,7 @@ impl Buf {
         Ok(Buf {
             offset: offset as u64,
             stamp,
-            stamp_at: place.stamp_at as u64,
+            stamp_at: alloc::stamp_offset(&place) as u64,
         })
     }
 
