@@ -276,8 +276,9 @@ pub(super) fn free_fast_or_none(
     if stamp & 1 == 0 || !live_at(bytes, offset, stamp, place) {
         return None;
     }
+    // `live_at` checked that page `s` is a slab of class `c`.
     let s = offset >> g.shift;
-    if !(g.in_use(s) & (page_kind(bytes, s) == kind::SLAB + c as u8)) {
+    if !g.in_use(s) {
         return None;
     }
     let base = g.page_at(s);
