@@ -476,7 +476,7 @@ pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -
 
 /// The page size of the arena `bytes`, as a shift, for the validity check. x86-64 has 4 KiB
 /// pages only, so there it is a constant (a variable shift and the load feeding it made `get`
-/// 1.8x slower); elsewhere it is read from the header, next to the fields every typed call
+/// about 15% slower); elsewhere it is read from the header, next to the fields every typed call
 /// reads (a header changed by raw writes only makes the check read another page-map byte).
 #[inline(always)]
 fn page_shift(bytes: &[u8]) -> u32 {
