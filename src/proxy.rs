@@ -113,7 +113,7 @@
 //! `RefCell`-like flag would still have to catch `&mut T` the source lent before the proxy read,
 //! which a flag cannot see.)
 //!
-//! ```compile_fail
+//! ```compile_fail,E0502
 //! // Holding a proxy's bytes while the source is written does not compile.
 //! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
 //! let b = a.proxy()?;
@@ -124,7 +124,7 @@
 //! # Ok::<(), cowarena::Error>(())
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0502
 //! // Reading a proxy on one thread while the source is written on another does not compile.
 //! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
 //! let b = a.proxy()?;
@@ -135,7 +135,7 @@
 //! # Ok::<(), cowarena::Error>(())
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0614
 //! // A proxy's arena cannot be moved out of its handle (it would outlive the source's borrow).
 //! let mut a = cowarena::Arena::with_capacity(1 << 16)?;
 //! let mut b = a.proxy()?;
