@@ -178,6 +178,21 @@ fn undone_by_restore() {
     assert!(s.try_get(p).is_err());
 }
 
+/// A large object a restore undid, on a page an earlier object was freed from, is not called
+/// freed: it never was.
+#[test]
+fn undone_by_restore_is_not_called_freed() {
+    let mut a = arena();
+    let y: Ptr<[u64; 200]> = a.alloc([0; 200]).unwrap();
+    a.free(y).unwrap();
+    let before = a.snapshot().unwrap();
+    let x: Ptr<[u64; 200]> = a.alloc([0; 200]).unwrap();
+    assert_eq!(x.offset(), y.offset());
+    a.restore(&before).unwrap();
+    assert_eq!(reason(a.try_get(y)), Why::Freed);
+    assert_ne!(reason(a.try_get(x)), Why::Freed);
+}
+
 #[test]
 fn wrong_type_for_free() {
     let mut a = arena();

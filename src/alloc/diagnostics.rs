@@ -54,11 +54,9 @@ pub(crate) fn explain(
         } else if !free && !same_page_kind(bytes, offset, &place) {
             // Its page holds other objects now (what sits where its stamp was is not a stamp).
             InvalidPtrReason::Reused
-        } else if free && found != 0 {
-            InvalidPtrReason::Freed
         } else if found == 0 {
             InvalidPtrReason::NeverAllocated
-        } else if found & 1 == 1 {
+        } else if !free && found & 1 == 1 {
             InvalidPtrReason::Reused
         } else {
             InvalidPtrReason::NotLive
