@@ -112,17 +112,11 @@ pub(super) fn alloc_small(
 /// Whether `s` is a slab of class `c` with a free slot.
 #[inline]
 pub(super) fn slab_has_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> bool {
-    slab_with_room(bytes, g, s, c).is_some()
-}
-
-/// The header of `s` if it is a slab of class `c` with a free slot.
-#[inline(always)]
-pub(super) fn slab_with_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> Option<SlabHeader> {
-    if !g.in_use(s) || page_kind(bytes, s) != kind::SLAB + c as u8 {
-        return None;
+    if check_slab(bytes, g, s, c).is_err() {
+        return false;
     }
     let h = slab_header(bytes, g, s);
-    (h.class as usize == c && h.used < h.slots).then_some(h)
+    h.used < h.slots
 }
 
 /// Makes a slab with a free slot the class's current one: a partly free slab if there is one,

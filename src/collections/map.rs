@@ -339,7 +339,10 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
 
     /// Writes `value` into slot `i` of table `t` (its value only, or the whole entry) and
     /// returns the value, for writing.
-    fn write_slot<'a>(
+    ///
+    /// # Safety
+    /// `t` was checked in this arena (`table`) and `i < t.cap()`.
+    unsafe fn write_slot<'a>(
         arena: &'a mut Arena,
         t: &Table,
         i: usize,
@@ -348,18 +351,28 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     ) -> &'a mut V {
         let at = t.start + i * Self::STRIDE;
         if let Some((tag, key)) = entry {
-            lend_slice::<u32>(arena, at, 1)[0] = tag;
-            lend_slice::<K>(arena, at + Self::KEY_AT, 1)[0] = *key;
+            // SAFETY: slot `i` lies in the table, inside the arena (the caller's contract); the
+            // table and `STRIDE` are aligned to `ALIGN`, and the tag and key offsets to their
+            // types.
+            unsafe {
+                lend_slice::<u32>(arena, at, 1)[0] = tag;
+                lend_slice::<K>(arena, at + Self::KEY_AT, 1)[0] = *key;
+            }
         }
-        let v = &mut lend_slice::<V>(arena, at + Self::VALUE_AT, 1)[0];
+        // SAFETY: as above, for the value at its aligned offset `VALUE_AT`.
+        let v = unsafe { &mut lend_slice::<V>(arena, at + Self::VALUE_AT, 1)[0] };
         *v = value;
         v
     }
 
-    /// Sets the header's length (the header was checked live).
-    fn set_len(&self, arena: &mut Arena, len: u64) {
+    /// Sets the header's length.
+    ///
+    /// # Safety
+    /// The header was checked live in this arena (`head` or `table`).
+    unsafe fn set_len(&self, arena: &mut Arena, len: u64) {
         let at = self.head.offset() + std::mem::offset_of!(MapHead, len);
-        lend_slice::<u64>(arena, at, 1)[0] = len;
+        // SAFETY: the header is live (the caller's contract), so it lies in the arena, aligned.
+        unsafe { lend_slice::<u64>(arena, at, 1)[0] = len };
     }
 
     /// Inserts `value` for `key`; returns the value it replaces.
@@ -377,12 +390,16 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             let (i, found) = self.find_in(bytes, &t, tag, &key)?;
             if found {
                 let old = *Self::value_at(Self::table_bytes(bytes, &t), i);
-                Self::write_slot(arena, &t, i, None, value);
+                // SAFETY: `table` checked `t`, and `find_in` returns a slot below `t.cap()`.
+                unsafe { Self::write_slot(arena, &t, i, None, value) };
                 return Ok(Some(old));
             }
             if (t.head.len + 1) * 4 <= t.head.cap * 3 {
-                Self::write_slot(arena, &t, i, Some((tag, &key)), value);
-                self.set_len(arena, t.head.len + 1);
+                // SAFETY: as above; `table` checked the header too.
+                unsafe {
+                    Self::write_slot(arena, &t, i, Some((tag, &key)), value);
+                    self.set_len(arena, t.head.len + 1);
+                }
                 return Ok(None);
             }
         }
@@ -401,8 +418,11 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     ) -> Result<&'a mut V> {
         let t = self.grow(arena)?;
         let (i, _) = self.find_in(arena.as_bytes(), &t, tag, key)?;
-        self.set_len(arena, t.head.len + 1);
-        Ok(Self::write_slot(arena, &t, i, Some((tag, key)), value))
+        // SAFETY: `grow` returns the table checked anew, and `find_in` a slot below its cap.
+        unsafe {
+            self.set_len(arena, t.head.len + 1);
+            Ok(Self::write_slot(arena, &t, i, Some((tag, key)), value))
+        }
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
@@ -426,7 +446,9 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             return Ok(None);
         }
         let at = t.start + i * Self::STRIDE + Self::VALUE_AT;
-        Ok(Some(&mut lend_slice::<V>(arena, at, 1)[0]))
+        // SAFETY: `table` checked the table, and `find_in` returns a slot below its cap; values
+        // sit at `VALUE_AT` in aligned slots.
+        Ok(Some(unsafe { &mut lend_slice::<V>(arena, at, 1)[0] }))
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
@@ -590,8 +612,12 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             arena.read(t.start + from * Self::STRIDE, &mut entry)?;
             arena.write(t.start + to * Self::STRIDE, &entry)?;
         }
-        lend_slice::<u32>(arena, t.start + hole * Self::STRIDE, 1)[0] = 0;
-        self.set_len(arena, t.head.len - 1);
+        // SAFETY: `table` checked the table and the header, and `hole` is a slot below the cap
+        // (masked); a tag starts its aligned slot.
+        unsafe {
+            lend_slice::<u32>(arena, t.start + hole * Self::STRIDE, 1)[0] = 0;
+            self.set_len(arena, t.head.len - 1);
+        }
         Ok(Some(value))
     }
 
@@ -607,7 +633,8 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
                 .buf
                 .bytes_mut(arena, 0..t.cap() * Self::STRIDE)?
                 .fill(0);
-            self.set_len(arena, 0);
+            // SAFETY: `table` checked the header.
+            unsafe { self.set_len(arena, 0) };
         }
         Ok(())
     }
@@ -728,14 +755,17 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
             return None;
         };
         let at = self.table.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-        Some(&mut lend_slice::<V>(self.arena, at, 1)[0])
+        // SAFETY: an entry holds a checked table and a slot of it that `find_in` returned; the
+        // arena has stayed borrowed since.
+        Some(unsafe { &mut lend_slice::<V>(self.arena, at, 1)[0] })
     }
 
     /// Calls `f` with the value if the map holds the key.
     pub fn and_modify(self, f: impl FnOnce(&mut V)) -> Self {
         if let Some((i, true)) = self.slot {
             let at = self.table.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-            f(&mut lend_slice::<V>(self.arena, at, 1)[0]);
+            // SAFETY: as in `get_mut`.
+            f(unsafe { &mut lend_slice::<V>(self.arena, at, 1)[0] });
         }
         self
     }
@@ -764,13 +794,17 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
         match slot {
             Some((i, true)) => {
                 let at = t.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-                Ok(&mut lend_slice::<V>(arena, at, 1)[0])
+                // SAFETY: as in `get_mut`.
+                Ok(unsafe { &mut lend_slice::<V>(arena, at, 1)[0] })
             }
             Some((i, false)) if (t.head.len + 1) * 4 <= t.head.cap * 3 => {
                 // `f` runs before anything changes: if it panics, the map is as it was.
                 let value = f();
-                map.set_len(arena, t.head.len + 1);
-                Ok(ArenaMap::write_slot(arena, &t, i, Some((tag, &key)), value))
+                // SAFETY: as in `get_mut`; the table's check covered its header too.
+                unsafe {
+                    map.set_len(arena, t.head.len + 1);
+                    Ok(ArenaMap::write_slot(arena, &t, i, Some((tag, &key)), value))
+                }
             }
             _ => map.insert_after_growing(arena, tag, &key, f()),
         }

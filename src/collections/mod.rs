@@ -208,19 +208,21 @@ const fn layout_sig(size: usize, align: usize, salt: u64) -> u64 {
     ((size as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (align as u64)).rotate_left(17) ^ salt
 }
 
-/// `len` values of `T` starting at `start` in `all`, which `Buf::start` checked to hold them,
-/// aligned (an empty slice needs no memory).
+/// `len` values of `T` starting at `start` in `all` (an empty slice needs no memory).
+///
+/// # Safety
+/// If `len > 0`, `all[start..]` holds `len` values of `T`, at an address aligned for `T` (what
+/// `Buf::start` checks).
 #[inline(always)]
-fn elements<T: Pod>(all: &[u8], start: usize, len: usize) -> &[T] {
+unsafe fn elements<T: Pod>(all: &[u8], start: usize, len: usize) -> &[T] {
     if len == 0 || size_of::<T>() == 0 {
         // SAFETY: a slice of zero-sized values, or an empty one, reads no memory; it needs only a
         // non-null, aligned pointer, which `dangling` is.
         return unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) };
     }
     let bytes = &all[start..start + len * size_of::<T>()];
-    // SAFETY: `bytes` holds exactly `len` values of `T` (bounds-checked just above), its address
-    // is aligned for `T` (`Buf::start`), every bit pattern is a `T` (Pod), and the slice borrows
-    // `all`.
+    // SAFETY: `bytes` holds exactly `len` values of `T` at an address aligned for `T` (the
+    // caller's contract), every bit pattern is a `T` (Pod), and the slice borrows `all`.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len) }
 }
 
@@ -239,10 +241,13 @@ fn mark_written(arena: &mut Arena, at: usize, len: usize) {
     }
 }
 
-/// `count` values of `T` at offset `at`, for writing; their pages are marked as written. The
-/// caller checked that they lie inside the arena, aligned for `T`.
+/// `count` values of `T` at offset `at`, for writing; their pages are marked as written.
+///
+/// # Safety
+/// The values lie inside the arena, aligned for `T` (unchecked here: the hot paths that lend
+/// one element have checked the whole collection already).
 #[inline(always)]
-fn lend_slice<T: Pod>(arena: &mut Arena, at: usize, count: usize) -> &mut [T] {
+unsafe fn lend_slice<T: Pod>(arena: &mut Arena, at: usize, count: usize) -> &mut [T] {
     let size = size_of::<T>();
     if size == 0 || count == 0 {
         // SAFETY: an empty slice, or one of zero-sized values, touches no memory; `dangling` is
@@ -250,7 +255,7 @@ fn lend_slice<T: Pod>(arena: &mut Arena, at: usize, count: usize) -> &mut [T] {
         return unsafe { std::slice::from_raw_parts_mut(NonNull::<T>::dangling().as_ptr(), count) };
     }
     mark_written(arena, at, count * size);
-    // SAFETY: the caller checked that the values lie inside the arena, aligned for `T`; the
+    // SAFETY: the values lie inside the arena, aligned for `T` (the caller's contract); the
     // memory is mapped writable while `arena` is borrowed, which the slice's lifetime extends,
     // so no other reference into it exists; every bit pattern is a `T`.
     unsafe { std::slice::from_raw_parts_mut(arena.base_mut().add(at).cast::<T>(), count) }

@@ -207,7 +207,8 @@ impl<T: Pod> ArenaVec<T> {
     pub fn try_as_slice<'a>(&self, view: &'a impl View) -> Result<&'a [T]> {
         let bytes = view.try_bytes()?;
         let e = self.elems(bytes)?;
-        Ok(elements(bytes, e.start, e.len))
+        // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned.
+        Ok(unsafe { elements(bytes, e.start, e.len) })
     }
 
     /// The elements.
@@ -292,9 +293,11 @@ impl<T: Pod> ArenaVec<T> {
         if index >= e.len {
             return Ok(None);
         }
-        Ok(Some(
-            &mut lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0],
-        ))
+        // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and
+        // `index < len`.
+        Ok(Some(unsafe {
+            &mut lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0]
+        }))
     }
 
     /// The element at `index`, for writing; its pages are marked as written.
@@ -361,11 +364,9 @@ impl<T: Pod> ArenaVec<T> {
         let arena = arena.arena_mut(TOKEN);
         let e = self.elems(arena.as_bytes())?;
         let r = bounds(range, e.len)?;
-        Ok(lend_slice::<T>(
-            arena,
-            e.start + r.start * size_of::<T>(),
-            r.len(),
-        ))
+        // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and `bounds`
+        // that `r` lies within `0..len`.
+        Ok(unsafe { lend_slice::<T>(arena, e.start + r.start * size_of::<T>(), r.len()) })
     }
 
     /// Elements `range` as a mutable slice, marked as written (see
@@ -575,7 +576,9 @@ impl<T: Pod> ArenaVec<T> {
         if index >= e.len {
             return Err(Error::IndexOutOfBounds { index, len: e.len });
         }
-        lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0] = value;
+        // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and
+        // `index < len`.
+        unsafe { lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0] = value };
         Ok(())
     }
 
