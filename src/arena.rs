@@ -140,6 +140,10 @@ impl Remaps {
         PROCESS_REMAPS.fetch_add(1, Ordering::Relaxed);
         self.0 += 1;
     }
+
+    fn runs(&self) -> usize {
+        self.0
+    }
 }
 
 impl Drop for Remaps {
@@ -318,7 +322,6 @@ pub struct Arena {
     pub(crate) layout: Layout,
     /// A raw pointer was handed out; the kernel must be asked what changed.
     untracked: bool,
-    pub(crate) remapped_runs: usize,
     pub(crate) options: Options,
 }
 
@@ -359,7 +362,7 @@ impl Arena {
     pub(crate) fn from_table(table: &PageTable, options: Options) -> Result<Arena> {
         let page = sys::page_size();
         let pages = table.pages();
-        let (mem, layout, remapped_runs) = own_memory(table, &options)?;
+        let (mem, layout) = own_memory(table, &options)?;
         Ok(Arena {
             mem,
             page,
@@ -368,7 +371,6 @@ impl Arena {
             dirty: PageSet::new(pages),
             layout,
             untracked: false,
-            remapped_runs,
             options,
         })
     }
@@ -390,7 +392,6 @@ impl Arena {
             dirty: PageSet::new(pages),
             layout,
             untracked: false,
-            remapped_runs: 0,
             options,
         }
     }
@@ -752,7 +753,7 @@ impl Arena {
             capacity: self.capacity(),
             dirty_pages: self.dirty_pages().len(),
             private_pages,
-            remapped_runs: self.remapped_runs,
+            remapped_runs: self.remapped_runs(),
             is_proxy: matches!(self.layout, Layout::Proxy(_)),
             has_proxies: matches!(&self.layout, Layout::Shared(shared) if shared.has_proxies()),
             store: self.store().stats(),
@@ -1089,18 +1090,26 @@ impl Arena {
         result
     }
 
+    /// Runs remapped since the arena's memory was last mapped afresh (none outside the own
+    /// layout).
+    fn remapped_runs(&self) -> usize {
+        match &self.layout {
+            Layout::Own { remaps, .. } => remaps.runs(),
+            _ => 0,
+        }
+    }
+
     /// Runs the arena may still remap: within its own mapping budget and the process's.
     fn remap_room(&self) -> usize {
         let own = self
             .options
             .mapping_budget
-            .saturating_sub(self.remapped_runs);
+            .saturating_sub(self.remapped_runs());
         own.min(MAX_PROCESS_REMAPPED_RUNS.saturating_sub(PROCESS_REMAPS.load(Ordering::Relaxed)))
     }
 
     /// Counts one more remapped run, in the arena and in the process.
     fn count_remap(&mut self) {
-        self.remapped_runs += 1;
         let Layout::Own { remaps, .. } = &mut self.layout else {
             unreachable!("only an arena in its own layout remaps pages");
         };
@@ -1184,21 +1193,20 @@ impl Arena {
     /// complete (the arena's address changes, which `&mut self` allows): on failure the arena
     /// keeps its memory and state.
     pub(crate) fn rebuild_from(&mut self, table: &PageTable) -> Result<()> {
-        let (mem, layout, runs) = own_memory(table, &self.options)?;
+        let (mem, layout) = own_memory(table, &self.options)?;
         // `&mut self`: no reference into the old memory is live, so it can go.
         self.mem = mem;
         self.content = table.clone();
         self.clear_dirty();
         self.layout = layout;
-        self.remapped_runs = runs;
         Ok(())
     }
 }
 
 /// New memory showing `table`'s pages, in the own layout: one `mmap` per run of consecutive
 /// slots, or, when that would take more runs than the mapping budget, a private copy of every
-/// page. Returns the memory, its layout and the runs mapped.
-fn own_memory(table: &PageTable, options: &Options) -> Result<(Reservation, Layout, usize)> {
+/// page. Returns the memory and its layout.
+fn own_memory(table: &PageTable, options: &Options) -> Result<(Reservation, Layout)> {
     let pages = table.pages();
     let mem = Reservation::new(pages * sys::page_size())?;
     let mut runs = 0;
@@ -1225,5 +1233,5 @@ fn own_memory(table: &PageTable, options: &Options) -> Result<(Reservation, Layo
         remaps: Remaps::new(runs),
         kept: 0,
     };
-    Ok((mem, layout, runs))
+    Ok((mem, layout))
 }

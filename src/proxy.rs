@@ -194,6 +194,17 @@ pub(crate) struct LiveFile {
     source_alive: AtomicBool,
 }
 
+impl LiveFile {
+    /// The runs of the first `pages` pages that hold data in the file (all others are zero).
+    fn data_pages(&self, page: usize, pages: usize) -> Result<Vec<Range<usize>>> {
+        let data = sys::data_ranges(self.file.owned_fd(), pages * page)?;
+        Ok(data
+            .into_iter()
+            .map(|r| r.start / page..r.end.div_ceil(page).min(pages))
+            .collect())
+    }
+}
+
 /// The layout of an arena with proxies: its memory is a shared mapping of `live`.
 #[derive(Debug)]
 pub(crate) struct SharedLayout {
@@ -224,12 +235,7 @@ impl SharedLayout {
 
     /// The page runs holding data in the file (all others are zero), or `None` if unknown.
     pub(crate) fn data_pages(&self, page: usize, pages: usize) -> Option<Vec<Range<usize>>> {
-        let data = sys::data_ranges(self.live.file.owned_fd(), pages * page).ok()?;
-        Some(
-            data.into_iter()
-                .map(|r| r.start / page..r.end.div_ceil(page).min(pages))
-                .collect(),
-        )
+        self.live.data_pages(page, pages).ok()
     }
 }
 
@@ -366,7 +372,6 @@ impl Arena {
             dirty,
             _fork_guard: shared.fork_guard,
         });
-        self.remapped_runs = 0;
     }
 
     /// Returns a shared arena whose proxies are all gone to its usual layout. Written pages are
@@ -389,22 +394,30 @@ impl Arena {
         let Layout::Proxy(proxy) = &self.layout else {
             unreachable!("only a proxy reads through");
         };
-        let data = sys::data_ranges(proxy.live.file.owned_fd(), self.capacity())?;
-        let page = self.page;
+        let data = proxy.live.data_pages(self.page, self.pages())?;
         let private = &proxy.private;
-        let mut pages: Vec<usize> = Vec::new();
-        for r in data {
-            let first = r.start / page;
-            let last = r.end.div_ceil(page).min(self.pages());
-            pages.extend((first..last).filter(|&p| !private.contains(p)));
-        }
-        let zero: Vec<usize> = (0..self.pages())
-            .filter(|&p| !private.contains(p) && pages.binary_search(&p).is_err())
+        let pages: Vec<usize> = data
+            .iter()
+            .flat_map(Range::clone)
+            .filter(|&p| !private.contains(p))
             .collect();
+        // The other pages it reads through are holes, so zero: only those `content` still holds
+        // a slot for change, and `content` lists them without a scan of the whole capacity.
+        let in_data = |p: usize| {
+            let i = data.partition_point(|r| r.end <= p);
+            data.get(i).is_some_and(|r| r.contains(&p))
+        };
+        let mut zero: Vec<(usize, SlotId)> = Vec::new();
+        self.content.for_each_run(|first, len, _| {
+            zero.extend(
+                (first..first + len)
+                    .filter(|&p| !private.contains(p) && !in_data(p))
+                    .map(|p| (p, SlotId::ZERO)),
+            );
+        });
         let (_, result) = self.freeze_pages(&pages);
         result?;
-        let updates: Vec<(usize, SlotId)> = zero.into_iter().map(|p| (p, SlotId::ZERO)).collect();
-        self.content.set_many(&updates);
+        self.content.set_many(&zero);
         Ok(())
     }
 }

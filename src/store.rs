@@ -69,6 +69,7 @@
 use crate::error::{Error, Result};
 use crate::page_set::{coalesce, Coalesce};
 use crate::persist::LazyPages;
+use crate::sys::process::{self, Pid};
 use crate::sys::{self, BackingFile, FileView};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -120,7 +121,7 @@ impl SlotId {
 struct Chunk {
     /// The process that made the chunk. A `fork()` child shares the file with its parent, so it
     /// must never write, seal or punch it: its own freezes go to chunks it makes itself.
-    owner: u32,
+    owner: Pid,
     file: Arc<BackingFile>,
     /// A read-only mapping of the whole chunk, for copying frozen pages out without a system
     /// call; made when the chunk is sealed (or first read), and kept while the chunk is open.
@@ -242,6 +243,17 @@ pub struct StoreStats {
     pub chunk_files: usize,
     /// Chunk files the kernel has write-sealed.
     pub sealed_chunk_files: usize,
+}
+
+impl Chunk {
+    /// The chunk's view, made now if it has none yet.
+    fn view(&mut self, page: usize) -> Result<Arc<FileView>> {
+        if let Some(v) = &self.view {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(FileView::new(&self.file, self.refs.len() * page)?);
+        Ok(Arc::clone(self.view.insert(v)))
+    }
 }
 
 impl StoreState {
@@ -409,7 +421,7 @@ impl Store {
     ) -> Result<(usize, FreeSlots, Vec<usize>)> {
         if let Some(cur) = st.current {
             let c = st.chunks[cur].as_ref().expect("current chunk is open");
-            if c.owner != std::process::id() {
+            if c.owner != process::current_pid() {
                 // Inherited across fork(): stop allocating from it, but leave it as it is.
                 st.chunks[cur].as_mut().expect("open").retired = true;
                 st.current = None;
@@ -425,7 +437,7 @@ impl Store {
         file.set_len(self.chunk_pages * self.page)?;
         sys::seal_size(file.owned_fd())?;
         let chunk = Chunk {
-            owner: std::process::id(),
+            owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
             refs: vec![0; self.chunk_pages],
@@ -516,7 +528,7 @@ impl Store {
             self.process_pending(st);
         }
         let c = st.chunks[chunk].as_mut().expect("open chunk");
-        if !c.sealed && c.owner == std::process::id() {
+        if !c.sealed && c.owner == process::current_pid() {
             // Sealing fails only where the kernel does not support it; the chunk is then simply
             // never written again by this crate.
             c.sealed = sys::seal_full(c.file.owned_fd()).unwrap_or(false);
@@ -544,17 +556,13 @@ impl Store {
     fn populate_view(&self, st: &mut StoreState, chunk: usize) {
         let page = self.page;
         let c = st.chunks[chunk].as_mut().expect("open chunk");
-        if c.owner != std::process::id() {
+        if c.owner != process::current_pid() {
             return;
         }
         c.populated = true;
-        let view = match &c.view {
-            Some(v) => Arc::clone(v),
+        let Ok(view) = c.view(page) else {
             // Without a view now, one is made on first read.
-            None => match FileView::new(&c.file, c.refs.len() * page) {
-                Ok(v) => Arc::clone(c.view.insert(Arc::new(v))),
-                Err(_) => return,
-            },
+            return;
         };
         let live = c.refs.iter().enumerate().filter(|(_, &r)| r > 0);
         for (run, ()) in coalesce(live.map(|(i, _)| (i..i + 1, ())), 0, |_, _| true) {
@@ -617,7 +625,7 @@ impl Store {
         if st.pending.is_empty() || crate::fork::children_alive() {
             return;
         }
-        let me = std::process::id();
+        let me = process::current_pid();
         // A backing directory bounds the store's space: its dead pages go back at once.
         let reuse = self.dir.is_none();
         let mut punch = Vec::new();
@@ -647,7 +655,7 @@ impl Store {
             let c = st.chunks[first.chunk()]
                 .as_mut()
                 .expect("dead slots belong to open chunks");
-            let punched = if c.sealed || c.owner != std::process::id() {
+            let punched = if c.sealed || c.owner != process::current_pid() {
                 Err(None)
             } else {
                 sys::punch_hole(
@@ -688,7 +696,7 @@ impl Store {
         sys::seal_size(file.owned_fd())?;
         let mut st = self.lock();
         st.chunks.push(Some(Chunk {
-            owner: std::process::id(),
+            owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
             refs: vec![1; slots],
@@ -768,14 +776,7 @@ impl Store {
                 let c = st.chunks[first.chunk()]
                     .as_mut()
                     .expect("a held slot's chunk is open");
-                let view = match &c.view {
-                    Some(v) => Arc::clone(v),
-                    None => {
-                        let v = Arc::new(FileView::new(&c.file, c.refs.len() * self.page)?);
-                        c.view = Some(Arc::clone(&v));
-                        v
-                    }
-                };
+                let view = c.view(self.page)?;
                 if let Some(lazy) = Self::lazy_of(c) {
                     fills.push((lazy, *first, (offset + dst.len()).div_ceil(self.page)));
                 }
