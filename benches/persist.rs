@@ -5,7 +5,8 @@
 //! (its largest entry, in MiB).
 //!
 //! Before the timings it prints, once, what `save` of the 1 GiB snapshot and of a 64-page delta
-//! cost (each includes `fsync`). The file goes to `COWARENA_BENCH_DIR` (default: the system's
+//! cost (each includes `fsync`), beside its baseline: writing a plain file of the same length
+//! and syncing it. The file goes to `COWARENA_BENCH_DIR` (default: the system's
 //! temporary directory); it is in the page cache while the benchmark runs, so these are the
 //! costs of a warm file, as when a state was just written or is read repeatedly.
 
@@ -15,7 +16,26 @@ use common::{fork_and_write, resident_arena, sizes, Pages, MIB};
 use cowarena::Snapshot;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::os::unix::fs::FileExt;
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Writes a new file of `len` bytes at `path` in 1 MiB `pwrite`s, `fsync`s and removes it;
+/// returns the time up to the end of the `fsync`.
+fn write_and_sync(path: &Path, len: u64) -> Duration {
+    let chunk = vec![0xA5u8; MIB];
+    let t = Instant::now();
+    let file = std::fs::File::create(path).unwrap();
+    let mut at = 0;
+    while at < len {
+        let n = chunk.len().min((len - at) as usize);
+        file.write_all_at(&chunk[..n], at).unwrap();
+        at += n as u64;
+    }
+    file.sync_all().unwrap();
+    let took = t.elapsed();
+    std::fs::remove_file(path).unwrap();
+    took
+}
 
 fn persist(c: &mut Criterion) {
     let page = cowarena::page_size();
@@ -36,6 +56,11 @@ fn persist(c: &mut Criterion) {
         stats.pages_written,
         t.elapsed()
     );
+    println!(
+        "baseline: write + fsync of a {} MiB file: {:?}",
+        stats.file_bytes as usize / MIB,
+        write_and_sync(&dir.join("plain"), stats.file_bytes)
+    );
     let mut gen = Pages {
         state: 0x9e37_79b9_7f4a_7c15,
         pages: len / page,
@@ -50,6 +75,11 @@ fn persist(c: &mut Criterion) {
         "save_delta of {} pages: {:?}",
         stats.pages_written,
         t.elapsed()
+    );
+    println!(
+        "baseline: write + fsync of a {} KiB file: {:?}",
+        stats.file_bytes / 1024,
+        write_and_sync(&dir.join("plain"), stats.file_bytes)
     );
 
     let mut group = c.benchmark_group(format!("persist_{mib}MiB"));

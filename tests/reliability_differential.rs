@@ -415,6 +415,8 @@ impl World {
                         .copy_from_slice(d);
                 }
             }
+            // SAFETY: every range is inside the arena (as for `write` above), and the pointer is
+            // used before any other call on the arena.
             _ => unsafe {
                 let p = a.arena.as_mut_ptr();
                 for ((off, len), d) in ranges.iter().zip(&datas) {
@@ -444,6 +446,8 @@ impl World {
             let n = self.rng.range(1, BIGN - k);
             let v = self.rng.next() as u32;
             let off = t.bigs[j].0.offset() + 4 * k;
+            // SAFETY: elements `k..k + n` of the live object are inside the arena; no borrow of
+            // the arena is live, and the pointer is used before any other call on it.
             unsafe {
                 let p = a.arena.as_mut_ptr().add(off).cast::<u32>();
                 for x in 0..n {
@@ -465,6 +469,9 @@ impl World {
             let k = self.rng.below(len);
             let n = self.rng.range(1, len - k);
             let v = self.rng.next() as u32;
+            // SAFETY: elements `k..k + n` of the vector are inside the arena (and aligned, as its
+            // slice was); no borrow of the arena is live, and the pointer is used before any
+            // other call on it.
             unsafe {
                 let p = a.arena.as_mut_ptr().add(off).cast::<u32>();
                 for x in 0..n {
@@ -1092,6 +1099,8 @@ impl FOp {
         match self {
             FOp::Raw(off, data, raw) => {
                 if *raw {
+                    // SAFETY: the op's range lies inside the branch's arena (it was made so), and
+                    // the pointer is used before any other call on the branch.
                     unsafe {
                         let p = b.as_mut_ptr();
                         std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(*off), data.len());

@@ -154,6 +154,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use write::NewFile;
 
+/// Pages `save_delta` reads and compares per call at most, so that its buffers stay small.
+const COMPARE_RUN_PAGES: usize = 256;
+
 /// Files a delta chain may have at most, so that files naming each other in a cycle end in an
 /// error.
 pub const MAX_CHAIN: usize = 256;
@@ -235,11 +238,6 @@ fn relative(dir: &Path, target: &Path) -> PathBuf {
         out.push(c);
     }
     out
-}
-
-/// Copies page `p` of `table` into `buf` (one page).
-fn read_page(table: &PageTable, p: usize, buf: &mut [u8]) -> Result<()> {
-    table.read(p * buf.len(), buf)
 }
 
 /// The pages that are non-zero in `table`, in increasing order.
@@ -429,11 +427,7 @@ impl Snapshot {
         };
         // The name is computed before anything is written, from the directory the delta goes
         // to; a temporary file is made there only once the base is known to be elsewhere.
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = sys::file::canonicalize(dir).map_err(in_file(path))?;
+        let dir = sys::file::canonicalize(write::dir_of(path)).map_err(in_file(path))?;
         if path.file_name().is_some_and(|n| dir.join(n) == saved.path) {
             return Err(bad_file(path, FileProblem::OverwritesBase));
         }
@@ -443,23 +437,31 @@ impl Snapshot {
         let mut file = NewFile::create(path, data_offset)?;
         debug_assert_eq!(file.dir(), dir);
         let mut index = Index::new(HashSum::of(saved.hash));
-        let (mut a, mut b) = (vec![0u8; page], vec![0u8; page]);
-        for p in pages {
-            read_page(new, p, &mut a)?;
-            read_page(old, p, &mut b)?;
-            if a == b {
-                continue;
-            }
-            if !format::is_zero(&b) {
-                index.hash.remove(p, format::checksum(&b));
-            }
-            if format::is_zero(&a) {
-                index.entries.push(Entry {
-                    page: p,
-                    stored: false,
-                });
-            } else {
-                index.store(&mut file, p, &a)?;
+        let (mut a_run, mut b_run) = (Vec::new(), Vec::new());
+        // Consecutive pages are read with one call per table, so that pages of a file not yet
+        // brought in cost one `pread` per run rather than one per page.
+        let runs = pages.chunk_by(|p, q| p + 1 == *q);
+        for run in runs.flat_map(|r| r.chunks(COMPARE_RUN_PAGES)) {
+            a_run.resize(run.len() * page, 0);
+            b_run.resize(run.len() * page, 0);
+            new.read(run[0] * page, &mut a_run)?;
+            old.read(run[0] * page, &mut b_run)?;
+            let pairs = a_run.chunks_exact(page).zip(b_run.chunks_exact(page));
+            for (&p, (a, b)) in run.iter().zip(pairs) {
+                if a == b {
+                    continue;
+                }
+                if !format::is_zero(b) {
+                    index.hash.remove(p, format::checksum(b));
+                }
+                if format::is_zero(a) {
+                    index.entries.push(Entry {
+                        page: p,
+                        stored: false,
+                    });
+                } else {
+                    index.store(&mut file, p, a)?;
+                }
             }
         }
         index.commit(file, self, data_offset, Some((saved.hash, name)))

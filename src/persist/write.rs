@@ -9,6 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bytes of page data gathered before one `pwrite`.
 const STAGING_BYTES: usize = 1 << 20;
 
+/// The directory `path` names a file in (`.` for a bare file name).
+pub(crate) fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// A file being written under a temporary name in its final directory. [`NewFile::commit`]
 /// syncs it and renames it over the final name; dropping it uncommitted removes it.
 pub(crate) struct NewFile {
@@ -36,11 +44,7 @@ impl NewFile {
                 ),
             },
         })?;
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = file::canonicalize(parent).map_err(in_file(path))?;
+        let dir = file::canonicalize(dir_of(path)).map_err(in_file(path))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(
