@@ -31,7 +31,7 @@ pub(crate) fn explain(
         // The allocator's header: never an object.
         InvalidPtrReason::NotAnObject { size: place.size }
     } else if offset
-        .checked_add(stamp_offset(&place).saturating_add(8))
+        .checked_add(stamp_offset(bytes, &place).saturating_add(8))
         .is_none_or(|end| end > bytes.len())
     {
         InvalidPtrReason::OutOfRange {
@@ -47,7 +47,7 @@ pub(crate) fn explain(
     } else if stamp & 1 == 0 {
         InvalidPtrReason::NotFromAlloc
     } else {
-        let found = read_u64(bytes, offset + stamp_offset(&place)).unwrap_or(0);
+        let found = read_u64(bytes, offset + stamp_offset(bytes, &place)).unwrap_or(0);
         let free = page_is_free(bytes, offset);
         if found == stamp.wrapping_add(1) {
             InvalidPtrReason::Freed
@@ -71,14 +71,14 @@ pub(crate) fn explain(
 
 /// Whether the page at `offset` is free (in a free run, or above `top`).
 fn page_is_free(bytes: &[u8], offset: usize) -> bool {
-    let k = page_kind(bytes, offset >> crate::sys::page_shift());
+    let k = page_kind(bytes, offset >> page_shift(bytes));
     k == 0 || k == kind::FREE_HEAD || k == kind::FREE_LAST
 }
 
 /// Whether the page at `offset` holds objects placed as `place`: a slab of its class, or the
 /// head of a large run.
 fn same_page_kind(bytes: &[u8], offset: usize, place: &Placement) -> bool {
-    let k = page_kind(bytes, offset >> crate::sys::page_shift());
+    let k = page_kind(bytes, offset >> page_shift(bytes));
     if place.is_large() {
         k == kind::LARGE_HEAD
     } else {

@@ -479,7 +479,7 @@ pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -
 /// about 15% slower); elsewhere it is read from the header, next to the fields every typed call
 /// reads (a header changed by raw writes only makes the check read another page-map byte).
 #[inline(always)]
-fn page_shift(bytes: &[u8]) -> u32 {
+pub(super) fn page_shift(bytes: &[u8]) -> u32 {
     if cfg!(target_arch = "x86_64") {
         12
     } else {
@@ -504,10 +504,11 @@ pub(crate) fn large_run(place: &Placement, shift: u32) -> Option<(usize, usize)>
     Some((pages, trailer))
 }
 
-/// Where the stamp of an object placed as `place` sits, from the object's start.
-pub(crate) fn stamp_offset(place: &Placement) -> usize {
+/// Where the stamp of an object placed as `place` in the arena `bytes` sits, from the object's
+/// start.
+pub(crate) fn stamp_offset(bytes: &[u8], place: &Placement) -> usize {
     if place.is_large() {
-        large_run(place, sys::page_shift()).map_or(usize::MAX, |(_, at)| at)
+        large_run(place, page_shift(bytes)).map_or(usize::MAX, |(_, at)| at)
     } else {
         place.stamp_at
     }
@@ -517,7 +518,7 @@ pub(crate) fn stamp_offset(place: &Placement) -> usize {
 /// last page is the last of a large run, and the trailer there holds `stamp`.
 #[inline(never)]
 fn live_large_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -> bool {
-    let shift = sys::page_shift();
+    let shift = page_shift(bytes);
     let Some((pages, trailer)) = large_run(place, shift) else {
         return false;
     };
@@ -637,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_large_objects_stamp_is_where_its_run_ends() {
-        let shift = sys::page_shift();
+        let shift = sys::page_size().trailing_zeros();
         let page = 1 << shift;
         let place = Placement::of(page + 100, 8);
         let (pages, trailer) = large_run(&place, shift).unwrap();

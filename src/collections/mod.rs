@@ -109,7 +109,7 @@ impl Buf {
         Ok(Buf {
             offset: offset as u64,
             stamp,
-            stamp_at: alloc::stamp_offset(&place) as u64,
+            stamp_at: alloc::stamp_offset(arena.as_bytes(), &place) as u64,
         })
     }
 

@@ -32,22 +32,6 @@ pub fn page_size() -> usize {
     region::page::size()
 }
 
-/// `log2(page_size())`, cached in a plain static: the typed validity check reads it on every
-/// `get`.
-#[inline]
-pub(crate) fn page_shift() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SHIFT: AtomicU32 = AtomicU32::new(0);
-    match SHIFT.load(Ordering::Relaxed) {
-        0 => {
-            let shift = page_size().trailing_zeros();
-            SHIFT.store(shift, Ordering::Relaxed);
-            shift
-        }
-        shift => shift,
-    }
-}
-
 pub(crate) fn os_error(op: &'static str, errno: nix::errno::Errno) -> Error {
     Error::Os {
         op,
