@@ -112,14 +112,14 @@ use crate::error::Error;
 use crate::page_set::runs;
 use crate::snapshot::Snapshot;
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
-use crate::typed::sealed::Token;
+use crate::typed::sealed::{Sealed, Token};
 use crate::typed::{View, ViewMut};
 use bytemuck::Pod;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 /// How a branch run by [`Arena::fork_run_with`] or [`Arena::fork_snapshot_with`] is supervised.
@@ -263,6 +263,8 @@ impl Deref for Branch<'_> {
         self.arena
     }
 }
+
+impl Sealed for Branch<'_> {}
 
 impl View for Branch<'_> {
     #[inline]
@@ -456,48 +458,13 @@ const EXIT_ORPHANED: i32 = 103;
 /// Longest panic message sent, in bytes.
 const MAX_MESSAGE: usize = 4096;
 
-/// Held from a branch's pipe creation until the parent has closed the write end and registered
-/// the read end, so that a branch forked by another thread meanwhile inherits neither.
-static FORK_LOCK: Mutex<()> = Mutex::new(());
-
 /// Descriptors a new child closes first: the read ends of branches in flight on other threads
 /// and, in a child, its own result pipe (so its nested branches do not hold it open). Changed
-/// only under [`FORK_LOCK`], which orders the accesses; a full table leaves a descriptor open in
+/// only under [`process::fork_lock`], which orders the accesses; a full table leaves a descriptor open in
 /// siblings forked meanwhile, which costs an idle descriptor until they exit.
 static CLOSE_IN_CHILD: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
-/// Arenas of this process whose memory is a shared file mapping (arenas with proxies). A child
-/// would share that memory with its parent: its writes would reach the parent, and the parent's
-/// writes would change bytes under the child's references. Branches are refused while any
-/// exists. Grown under [`FORK_LOCK`], as forks are checked under it, so no fork can slip between
-/// a check and a new shared mapping.
-static SHARED_ARENAS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one arena in [`SHARED_ARENAS`] for as long as it lives. Made before the shared mapping
-/// exists and dropped after it is gone.
-#[derive(Debug)]
-pub(crate) struct SharedMemoryGuard(());
-
-impl SharedMemoryGuard {
-    pub(crate) fn new() -> Self {
-        let _lock = fork_lock();
-        SHARED_ARENAS.fetch_add(1, Ordering::Relaxed);
-        SharedMemoryGuard(())
-    }
-}
-
-impl Drop for SharedMemoryGuard {
-    fn drop(&mut self) {
-        SHARED_ARENAS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn fork_lock() -> MutexGuard<'static, ()> {
-    // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
-    FORK_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Registers `fd` in [`CLOSE_IN_CHILD`]; the caller holds [`FORK_LOCK`].
+/// Registers `fd` in [`CLOSE_IN_CHILD`]; the caller holds [`process::fork_lock`].
 fn register(fd: RawFd) -> Option<usize> {
     let slot = CLOSE_IN_CHILD
         .iter()
@@ -506,7 +473,7 @@ fn register(fd: RawFd) -> Option<usize> {
     Some(slot)
 }
 
-/// A pipe's read end in the parent; unregistered and closed under [`FORK_LOCK`], so that no
+/// A pipe's read end in the parent; unregistered and closed under [`process::fork_lock`], so that no
 /// child can close a later descriptor that reuses its number.
 struct ReadEnd {
     fd: Option<OwnedFd>,
@@ -515,37 +482,11 @@ struct ReadEnd {
 
 impl Drop for ReadEnd {
     fn drop(&mut self) {
-        let _lock = fork_lock();
+        let _lock = process::fork_lock();
         if let Some(slot) = self.slot {
             CLOSE_IN_CHILD[slot].store(-1, Ordering::Relaxed);
         }
         drop(self.fd.take());
-    }
-}
-
-/// Branches of this process that may still be running: counted from before the fork until the
-/// child is reaped. While one is, the page store neither reuses nor punches out a slot freed
-/// after the fork, which the child may still read through its copy of an arena or snapshot.
-static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether a branch of this process may still be running.
-pub(crate) fn children_alive() -> bool {
-    LIVE_CHILDREN.load(Ordering::SeqCst) > 0
-}
-
-/// One count in [`LIVE_CHILDREN`], taken before the fork and given back when dropped.
-struct Counted;
-
-impl Counted {
-    fn new() -> Self {
-        LIVE_CHILDREN.fetch_add(1, Ordering::SeqCst);
-        Counted
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        LIVE_CHILDREN.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -554,7 +495,7 @@ struct Child {
     pid: Pid,
     reaped: bool,
     /// Dropped after `drop` has reaped the child.
-    _counted: Counted,
+    _counted: process::ChildCount,
 }
 
 impl Child {
@@ -718,8 +659,8 @@ where
     let page = crate::sys::page_size();
     let pages = arena.capacity() / page;
     let parent = process::getpid();
-    let lock = fork_lock();
-    if SHARED_ARENAS.load(Ordering::Relaxed) > 0 {
+    let lock = process::fork_lock();
+    if process::shared_arenas() > 0 {
         return Err(Error::Unsupported(
             "forking while an arena of this process shares its memory with proxies: the child \
              would share that memory with the parent; drop the proxies (the arena leaves the \
@@ -729,7 +670,7 @@ where
         .into());
     }
     let (read_end, write_end) = process::pipe()?;
-    let counted = Counted::new();
+    let counted = process::ChildCount::new();
     // SAFETY: the child runs `child_main`, which never returns (it ends with `_exit`) and, apart
     // from the caller's closure, makes only system calls and allocations (see the module docs on
     // what the closure may do in a multi-threaded parent).
@@ -839,7 +780,7 @@ where
     }
     crate::alloc::after_fork_in_child();
     // The parent's other branches are not this process's children.
-    LIVE_CHILDREN.store(0, Ordering::SeqCst);
+    process::forget_children_in_child();
     for slot in &CLOSE_IN_CHILD {
         let fd = slot.swap(-1, Ordering::Relaxed);
         if fd >= 0 {

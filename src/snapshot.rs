@@ -10,14 +10,47 @@
 //! buffer instead (costing memory, not mappings), so that viewing many fragmented snapshots
 //! cannot exhaust the process's mapping limit (65530).
 
-use crate::arena::{Arena, Options};
 use crate::error::{Error, Result};
 use crate::page_table::PageTable;
-use crate::persist::SavedAs;
 use crate::store::SlotId;
 use crate::sys::{self, Reservation, Sharing};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// Settings an arena passes on to its snapshots, and they to the arenas made from them
+/// (defaults and meaning: [`ArenaBuilder`](crate::ArenaBuilder)).
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) private_budget_pages: Option<usize>,
+    pub(crate) mapping_budget: usize,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// The identity of a snapshot's contents (see the [`persist`](crate::persist) module docs): equal for
+/// equal contents, whichever files hold them. Shown as 32 hexadecimal digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub(crate) u128);
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+/// The file a snapshot was last saved to or opened from.
+#[derive(Clone, Debug)]
+pub(crate) struct SavedAs {
+    pub(crate) hash: ContentHash,
+    /// Absolute, symbolic links resolved.
+    pub(crate) path: PathBuf,
+}
 
 /// Runs above which a snapshot view is a private copy rather than a mapping of the store.
 pub const MAX_VIEW_RUNS: usize = 2048;
@@ -205,16 +238,9 @@ impl Snapshot {
         Ok(View { mem, mappings: 0 })
     }
 
-    /// A new, independent, writable arena that starts from this snapshot and shares its pages
-    /// copy-on-write. Snapshots of it can be restored into it, and its snapshots can be made
-    /// into arenas in turn, without limit.
-    ///
-    /// # Errors
-    /// [`Error::Os`] if the arena's address space cannot be reserved or mapped (or, past its
-    /// mapping budget, its pages copied). On `Err`, nothing is left behind and the snapshot is
-    /// unchanged.
-    pub fn to_arena(&self) -> Result<Arena> {
-        Arena::from_table(&self.inner.table, self.inner.options.clone())
+    /// The settings of the arena it was taken from.
+    pub(crate) fn options(&self) -> &Options {
+        &self.inner.options
     }
 }
 

@@ -51,7 +51,7 @@
 //! A snapshot opened from a file adds a *file chunk* ([`Store::add_file_chunk`]): one slot per
 //! page stored in the file, backed by a sparse memory file that is filled lazily. Before any
 //! slot of it is mapped ([`Store::locate`]) or copied out ([`Store::copy_out`]), the
-//! [`LazyPages`] of the chunk reads those pages from the user's file, checks them and writes them
+//! [`PageSource`] of the chunk reads those pages from the user's file, checks them and writes them
 //! into the chunk (see [`crate::persist`]). A file chunk is never sealed or populated, since pages
 //! arrive after it is made; the crate is its only writer, and it writes a slot only before anyone
 //! can map or read it (a `fork()` child that fills a slot its parent has not filled yet writes
@@ -63,17 +63,26 @@
 //! A `fork()` child shares the chunk files with its parent. The store never writes, seals or
 //! punches a chunk another process made, and while a branch started by
 //! [`fork_run`](crate::Arena::fork_run) may be running
-//! ([`children_alive`](crate::fork::children_alive)), it neither reuses nor punches a slot freed
+//! ([`children_alive`](crate::sys::process::children_alive)), it neither reuses nor punches a slot freed
 //! meanwhile: the child may still read it through its copy of an arena or snapshot.
 
 use crate::error::{Error, Result};
 use crate::page_set::{coalesce, Coalesce};
-use crate::persist::LazyPages;
 use crate::sys::process::{self, Pid};
 use crate::sys::{self, BackingFile, FileView};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Where the pages of a file chunk come from when they are first needed: the store never reads
+/// a snapshot file itself, it asks the chunk's source (implemented by `persist`, which knows the
+/// file format) to fill slots before it reads or maps them.
+pub(crate) trait PageSource: Send + Sync + std::fmt::Debug {
+    /// Makes slots `first..first + len` of `chunk` hold their pages, or says why it cannot (the
+    /// source changed or is damaged). Slots filled before stay filled; nothing unchecked may
+    /// reach the chunk.
+    fn fill(&self, chunk: &BackingFile, first: usize, len: usize) -> Result<()>;
+}
 
 /// Bytes per chunk file.
 pub(crate) const CHUNK_BYTES: usize = 16 << 20;
@@ -144,7 +153,7 @@ struct Chunk {
     /// Freed slots waiting in [`StoreState::pending`].
     pending: usize,
     /// For a file chunk, where its slots' bytes come from.
-    lazy: Option<Arc<LazyPages>>,
+    lazy: Option<Arc<dyn PageSource>>,
     /// Dead slots of the open chunk kept for reuse: their pages stay allocated and are written
     /// over by later freezes, instead of being punched now and allocated again then.
     /// Invariant: each was dead when no branch of this process was running, so no process can
@@ -619,10 +628,10 @@ impl Store {
 
     /// Moves the freed slots waiting in `pending` to their open chunk's free slots, or punches
     /// them out. Not while a branch of this process may be running
-    /// ([`fork::children_alive`](crate::fork::children_alive)): it may still read a slot freed
+    /// ([`process::children_alive`](crate::sys::process::children_alive)): it may still read a slot freed
     /// after it was forked, through its copy of an arena or snapshot.
     fn process_pending(&self, st: &mut StoreState) {
-        if st.pending.is_empty() || crate::fork::children_alive() {
+        if st.pending.is_empty() || process::children_alive() {
             return;
         }
         let me = process::current_pid();
@@ -686,7 +695,11 @@ impl Store {
 
     /// Adds a file chunk of `slots` slots whose bytes `lazy` provides on first use, all held by
     /// the returned run until a page table takes the ones it needs.
-    pub(crate) fn add_file_chunk(&self, lazy: Arc<LazyPages>, slots: usize) -> Result<Frozen<'_>> {
+    pub(crate) fn add_file_chunk(
+        &self,
+        lazy: Arc<dyn PageSource>,
+        slots: usize,
+    ) -> Result<Frozen<'_>> {
         assert!(
             (1..=u32::MAX as usize).contains(&slots),
             "a file chunk has 1..=u32::MAX slots, got {slots}"
@@ -724,7 +737,7 @@ impl Store {
     }
 
     /// For a file chunk, its source and memory file: what [`Store::fill`] needs.
-    fn lazy_of(c: &Chunk) -> Option<(Arc<LazyPages>, Arc<BackingFile>)> {
+    fn lazy_of(c: &Chunk) -> Option<(Arc<dyn PageSource>, Arc<BackingFile>)> {
         c.lazy
             .as_ref()
             .map(|l| (Arc::clone(l), Arc::clone(&c.file)))
@@ -733,7 +746,7 @@ impl Store {
     /// Brings the `len` slots from `slot` of a file chunk into memory (see the module docs).
     /// Called without the store lock: reading the user's file may take a while.
     fn fill(
-        lazy: Option<(Arc<LazyPages>, Arc<BackingFile>)>,
+        lazy: Option<(Arc<dyn PageSource>, Arc<BackingFile>)>,
         slot: SlotId,
         len: usize,
     ) -> Result<()> {

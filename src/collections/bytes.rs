@@ -1,32 +1,9 @@
 //! [`ArenaBytes`]: a growable byte string in the arena.
 
-use super::{expect, ArenaVec};
+use super::expect;
 use crate::error::Result;
+use crate::ptr::handles::{ArenaBytes, ArenaVec};
 use crate::typed::{View, ViewMut};
-use bytemuck::{Pod, Zeroable};
-
-/// A growable byte string stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the
-/// root or a field of another arena object (see the [module docs](crate::collections)). It is an
-/// [`ArenaVec<u8>`] with byte-string names; [`as_vec`](Self::as_vec) gives the vector's whole API.
-///
-/// ```
-/// use cowarena::{Arena, ArenaBytes};
-/// let mut a = Arena::with_capacity(1 << 20)?;
-/// let log = ArenaBytes::from_slice(&mut a, b"start")?;
-/// let s = a.snapshot()?;
-/// log.append(&mut a, b", step 1")?;
-/// assert_eq!(log.as_slice(&a), b"start, step 1");
-/// assert_eq!(log.as_slice(&s), b"start");
-/// assert_eq!(log.len(&s), 5);
-/// log.as_mut_slice(&mut a)[0] = b'S';
-/// assert_eq!(log.as_vec().get(&a, 0), Some(&b'S'));
-/// # Ok::<(), cowarena::Error>(())
-/// ```
-#[repr(transparent)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct ArenaBytes {
-    bytes: ArenaVec<u8>,
-}
 
 impl ArenaBytes {
     /// A new, empty byte string in `arena`.

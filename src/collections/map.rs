@@ -4,12 +4,13 @@
 use super::{expect, layout_sig, lend_slice, type_mismatch, Buf, Marker, Marks, Tracker};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
+use crate::ptr::handles::ArenaMap;
 use crate::ptr::{self, Ptr};
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
 use bytemuck::{Pod, Zeroable};
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -18,7 +19,7 @@ use std::ptr::NonNull;
 /// Invariant: `cap` is 0 or a power of two; `buf` holds `cap` entries, `len` of them occupied,
 /// and `len * 4 <= cap * 3`, so every probe meets an empty slot.
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct MapHead {
     len: u64,
     cap: u64,
@@ -27,35 +28,6 @@ struct MapHead {
     seed: u64,
     sig: u64,
     buf: Buf,
-}
-
-/// A hash map from `K` to `V` stored in an [`Arena`]: a `Pod` handle, so it can be the root or a
-/// field of another arena object (see the [module docs](crate::collections)).
-///
-/// Keys are hashed by their bytes (with a per-map random seed), so keys that are equal must have
-/// equal bytes, as they do for `Pod` types with a derived `Eq`. An entry is a 4-byte hash tag,
-/// the key and the value, side by side, so an insert writes one entry and the map's header.
-///
-/// ```
-/// use cowarena::{Arena, ArenaMap};
-/// let mut a = Arena::with_capacity(1 << 20)?;
-/// let m = ArenaMap::<u64, [u8; 4]>::new(&mut a)?;
-/// m.insert(&mut a, 1, *b"one ")?;
-/// m.insert(&mut a, 2, *b"two ")?;
-/// let s = a.snapshot()?;
-/// assert_eq!(m.remove(&mut a, &1)?, Some(*b"one "));
-/// assert_eq!(m.get(&a, &1), None);
-/// assert_eq!(m.get(&s, &1), Some(b"one "));
-/// assert_eq!(m.len(&s), 2);
-/// let mut keys: Vec<u64> = m.iter(&s).map(|(k, _)| *k).collect();
-/// keys.sort();
-/// assert_eq!(keys, [1, 2]);
-/// # Ok::<(), cowarena::Error>(())
-/// ```
-#[repr(C)]
-pub struct ArenaMap<K, V> {
-    head: Ptr<MapHead>,
-    _type: PhantomData<fn() -> (K, V)>,
 }
 
 const fn round_up(n: usize, align: usize) -> usize {
@@ -75,7 +47,9 @@ const MIN_CAP: usize = 8;
 /// Where a map's table is: its header (checked) and the table's offset in the arena (0 when it
 /// has no table yet).
 #[derive(Clone, Copy)]
-pub(super) struct Table {
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Table {
     head: MapHead,
     pub(super) start: usize,
 }
@@ -83,6 +57,13 @@ pub(super) struct Table {
 impl Table {
     fn cap(&self) -> usize {
         self.head.cap as usize
+    }
+}
+
+impl<K, V> ArenaMap<K, V> {
+    /// The map's header.
+    fn head_ptr(&self) -> Ptr<MapHead> {
+        self.head.cast()
     }
 }
 
@@ -123,7 +104,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         };
         match arena.alloc(head) {
             Ok(head) => Ok(ArenaMap {
-                head,
+                head: head.cast(),
                 _type: PhantomData,
             }),
             Err(e) => {
@@ -163,14 +144,14 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     /// The header, checked to be live and of these key and value types.
     #[inline(always)]
     fn head(&self, bytes: &[u8]) -> Result<MapHead> {
-        let h = *ptr::check(bytes, self.head)?;
+        let h = *ptr::check(bytes, self.head_ptr())?;
         let cap = h.cap as usize;
         if h.sig != Self::SIG
             || !(cap == 0 || cap.is_power_of_two())
             || cap > 1 << 31
             || h.len > h.cap
         {
-            return Err(type_mismatch::<Self>(self.head.offset()));
+            return Err(type_mismatch::<Self>(self.head_ptr().offset()));
         }
         Ok(h)
     }
@@ -248,7 +229,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     #[cold]
     fn no_empty_slot(&self) -> Error {
         Error::InvalidPtr {
-            offset: self.head.offset(),
+            offset: self.head_ptr().offset(),
             type_name: std::any::type_name::<Self>(),
             reason: InvalidPtrReason::MapTable,
         }
@@ -370,7 +351,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     /// # Safety
     /// The header was checked live in this arena (`head` or `table`).
     unsafe fn set_len(&self, arena: &mut Arena, len: u64) {
-        let at = self.head.offset() + std::mem::offset_of!(MapHead, len);
+        let at = self.head_ptr().offset() + std::mem::offset_of!(MapHead, len);
         // SAFETY: the header is live (the caller's contract), so it lies in the arena, aligned.
         unsafe { lend_slice::<u64>(arena, at, 1)[0] = len };
     }
@@ -564,7 +545,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         t.head
             .buf
             .free(arena, old_cap * Self::STRIDE, Self::ALIGN)?;
-        let head = arena.get_mut(self.head);
+        let head = arena.get_mut(self.head_ptr());
         head.cap = cap as u64;
         head.buf = buf;
         self.table(arena.as_bytes())
@@ -648,7 +629,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         let h = self.head(arena.as_bytes())?;
         h.buf
             .free(arena, h.cap as usize * Self::STRIDE, Self::ALIGN)?;
-        arena.free(self.head)
+        arena.free(self.head_ptr())
     }
 
     /// For `lend_mut`: the table, checked, and its span.
@@ -946,45 +927,3 @@ impl<K, V> fmt::Debug for MapMut<'_, K, V> {
             .finish_non_exhaustive()
     }
 }
-
-impl<K, V> Clone for ArenaMap<K, V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<K, V> Copy for ArenaMap<K, V> {}
-
-impl<K, V> PartialEq for ArenaMap<K, V> {
-    fn eq(&self, other: &Self) -> bool {
-        self.head == other.head
-    }
-}
-
-impl<K, V> Eq for ArenaMap<K, V> {}
-
-impl<K, V> Hash for ArenaMap<K, V> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.head.hash(state);
-    }
-}
-
-impl<K, V> fmt::Debug for ArenaMap<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ArenaMap<{}, {}>({:#x})",
-            std::any::type_name::<K>(),
-            std::any::type_name::<V>(),
-            self.head.offset()
-        )
-    }
-}
-
-// SAFETY: `repr(C)` around one `Ptr` (itself Zeroable) and a zero-sized marker: no padding, and
-// all zeros is a valid (null) handle.
-unsafe impl<K, V> Zeroable for ArenaMap<K, V> {}
-
-// SAFETY: as above; every bit pattern is a valid handle (it is checked at each use), and the
-// `'static` bounds make the handle `'static`.
-unsafe impl<K: 'static, V: 'static> Pod for ArenaMap<K, V> {}

@@ -73,11 +73,10 @@ mod lend;
 mod map;
 mod vec;
 
-pub use self::bytes::ArenaBytes;
-pub(crate) use self::lend::lend;
-pub use self::lend::Lend;
-pub use self::map::{ArenaMap, Entry, MapIter, MapMut};
-pub use self::vec::{ArenaVec, VecMut};
+pub use self::map::{Entry, MapIter, MapMut};
+pub use self::vec::VecMut;
+pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaVec};
+pub use crate::typed::lend::Lend;
 
 use crate::alloc::{self, Placement};
 use crate::arena::Arena;

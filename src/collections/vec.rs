@@ -6,12 +6,12 @@ use super::{
 };
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::ptr::handles::ArenaVec;
 use crate::ptr::{self, Ptr};
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
 use bytemuck::{Pod, Zeroable};
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::ops::{Bound, Index, IndexMut, Range, RangeBounds};
 use std::ptr::NonNull;
@@ -29,43 +29,19 @@ struct VecHead {
     buf: Buf,
 }
 
-/// A growable array of `T` stored in an [`Arena`]: a `Pod` handle, so it can be the root or a
-/// field of another arena object (see the [module docs](crate::collections)).
-///
-/// ```
-/// use cowarena::{Arena, ArenaVec};
-/// let mut a = Arena::with_capacity(1 << 20)?;
-/// let v = ArenaVec::<u32>::new(&mut a)?;
-/// for i in 0..100 {
-///     v.push(&mut a, i)?;
-/// }
-/// let s = a.snapshot()?;
-/// v.set(&mut a, 0, 42)?;
-/// assert_eq!(v.get(&a, 0), Some(&42));
-/// assert_eq!(v.get(&s, 0), Some(&0));
-/// assert_eq!(v.iter(&s).sum::<u32>(), 4950);
-/// assert_eq!(v.pop(&mut a)?, Some(99));
-/// assert_eq!(v.len(&a), 99);
-///
-/// // In a hot loop, check the handle once and index a view.
-/// let mut w = v.view_mut(&mut a);
-/// for i in 0..w.len() {
-///     w[i] *= 2;
-/// }
-/// assert_eq!(v.as_slice(&a)[..3], [84, 2, 4]);
-/// # Ok::<(), cowarena::Error>(())
-/// ```
-#[repr(C)]
-pub struct ArenaVec<T> {
-    head: Ptr<VecHead>,
-    _type: PhantomData<fn() -> T>,
-}
-
 /// Where a vector's elements are: their offset in the arena and their number.
-#[derive(Clone, Copy)]
-pub(super) struct Elems {
+#[derive(Clone, Copy, Debug)]
+#[doc(hidden)]
+pub struct Elems {
     pub(super) start: usize,
     pub(super) len: usize,
+}
+
+impl<T> ArenaVec<T> {
+    /// The vector's header.
+    fn head_ptr(&self) -> Ptr<VecHead> {
+        self.head.cast()
+    }
 }
 
 impl<T: Pod> ArenaVec<T> {
@@ -102,7 +78,7 @@ impl<T: Pod> ArenaVec<T> {
         };
         match arena.alloc(head) {
             Ok(head) => Ok(ArenaVec {
-                head,
+                head: head.cast(),
                 _type: PhantomData,
             }),
             Err(e) => {
@@ -178,13 +154,13 @@ impl<T: Pod> ArenaVec<T> {
     /// The header, checked to be live and of this element type.
     #[inline(always)]
     fn head(&self, bytes: &[u8]) -> Result<VecHead> {
-        let h = *ptr::check(bytes, self.head)?;
+        let h = *ptr::check(bytes, self.head_ptr())?;
         let size = size_of::<T>();
         if h.elem != Self::ELEM
             || h.len > h.cap
             || (size != 0 && (h.cap as usize).checked_mul(size).is_none())
         {
-            return Err(type_mismatch::<Self>(self.head.offset()));
+            return Err(type_mismatch::<Self>(self.head_ptr().offset()));
         }
         Ok(h)
     }
@@ -454,7 +430,7 @@ impl<T: Pod> ArenaVec<T> {
         h.buf
             .bytes_mut(arena, range.start * size..range.end * size)?
             .copy_from_slice(bytemuck::cast_slice(values));
-        arena.get_mut(self.head).len = range.end as u64;
+        arena.get_mut(self.head_ptr()).len = range.end as u64;
         Ok(())
     }
 
@@ -472,7 +448,7 @@ impl<T: Pod> ArenaVec<T> {
             let start = h.buf.check(arena.as_bytes(), range.end * size)?;
             zero(arena, start + range.start * size..start + range.end * size)?;
         }
-        arena.get_mut(self.head).len = range.end as u64;
+        arena.get_mut(self.head_ptr()).len = range.end as u64;
         Ok(())
     }
 
@@ -508,7 +484,7 @@ impl<T: Pod> ArenaVec<T> {
             let slice: &mut [T] = bytemuck::cast_slice_mut(bytes);
             slice.fill(value);
         }
-        arena.get_mut(self.head).len = range.end as u64;
+        arena.get_mut(self.head_ptr()).len = range.end as u64;
         Ok(())
     }
 
@@ -546,7 +522,7 @@ impl<T: Pod> ArenaVec<T> {
             copy_within(arena, from, buf.offset as usize, len)?;
         }
         Self::free_buf(arena, h.buf, old_cap)?;
-        let head = arena.get_mut(self.head);
+        let head = arena.get_mut(self.head_ptr());
         head.cap = cap as u64;
         head.buf = buf;
         Ok(*head)
@@ -561,7 +537,7 @@ impl<T: Pod> ArenaVec<T> {
         let Some(&last) = self.try_as_slice(arena)?.last() else {
             return Ok(None);
         };
-        arena.get_mut(self.head).len -= 1;
+        arena.get_mut(self.head_ptr()).len -= 1;
         Ok(Some(last))
     }
 
@@ -590,7 +566,7 @@ impl<T: Pod> ArenaVec<T> {
     pub fn truncate(&self, arena: &mut impl ViewMut, len: usize) -> Result<()> {
         let arena = arena.arena_mut(TOKEN);
         if (self.head(arena.as_bytes())?.len as usize) > len {
-            arena.get_mut(self.head).len = len as u64;
+            arena.get_mut(self.head_ptr()).len = len as u64;
         }
         Ok(())
     }
@@ -611,7 +587,7 @@ impl<T: Pod> ArenaVec<T> {
         let arena = arena.arena_mut(TOKEN);
         let h = self.head(arena.as_bytes())?;
         Self::free_buf(arena, h.buf, h.cap as usize)?;
-        arena.free(self.head)
+        arena.free(self.head_ptr())
     }
 
     /// For `lend_mut`: where the elements are, checked.
@@ -655,47 +631,6 @@ fn zero(arena: &mut Arena, range: Range<usize>) -> Result<()> {
     }
     Ok(())
 }
-
-impl<T> Clone for ArenaVec<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for ArenaVec<T> {}
-
-impl<T> PartialEq for ArenaVec<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.head == other.head
-    }
-}
-
-impl<T> Eq for ArenaVec<T> {}
-
-impl<T> Hash for ArenaVec<T> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.head.hash(state);
-    }
-}
-
-impl<T> fmt::Debug for ArenaVec<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ArenaVec<{}>({:#x})",
-            std::any::type_name::<T>(),
-            self.head.offset()
-        )
-    }
-}
-
-// SAFETY: `repr(C)` around one `Ptr` (itself Zeroable) and a zero-sized marker: no padding, and
-// all zeros is a valid (null) handle.
-unsafe impl<T> Zeroable for ArenaVec<T> {}
-
-// SAFETY: as above; every bit pattern is a valid handle (it is checked at each use), and
-// `T: 'static` makes the handle `'static`.
-unsafe impl<T: 'static> Pod for ArenaVec<T> {}
 
 /// A mutable view of an [`ArenaVec`]'s elements, from [`ArenaVec::view_mut`] or
 /// [`ViewMut::lend_mut`]: the handle was checked once, and the arena stays borrowed while the

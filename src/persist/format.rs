@@ -2,8 +2,8 @@
 //! checksums, and the content hash. Nothing here touches a file. The layout is drawn in the
 //! [`persist`](super) module docs.
 
-use super::ContentHash;
 use crate::error::FileProblem;
+use crate::snapshot::ContentHash;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 pub(crate) const MAGIC: [u8; 8] = *b"\x89CWSNAP\n";

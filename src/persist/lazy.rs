@@ -3,6 +3,7 @@
 use super::{bad_file, in_file};
 use crate::error::{FileProblem, Result};
 use crate::persist::format::checksum;
+use crate::store::PageSource;
 use crate::sys::file::DataFile;
 use crate::sys::BackingFile;
 use std::path::PathBuf;
@@ -48,12 +49,13 @@ impl LazyPages {
             present,
         }
     }
+}
 
-    /// Makes slots `first..first + len` of `chunk` hold their pages: each missing run is read
-    /// from the file with one `pread`, checked page by page against its checksum, and written
-    /// into the chunk. A page that fails its check, or a file that has shrunk, is an error now
-    /// and again at the next call that needs the page; nothing unchecked reaches the chunk.
-    pub(crate) fn fill(&self, chunk: &BackingFile, first: usize, len: usize) -> Result<()> {
+/// Each missing run is read from the file with one `pread`, checked page by page against its
+/// checksum, and written into the chunk. A page that fails its check, or a file that has shrunk,
+/// is an error now and again at the next call that needs the page.
+impl PageSource for LazyPages {
+    fn fill(&self, chunk: &BackingFile, first: usize, len: usize) -> Result<()> {
         let page = self.page;
         let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
         let has = |bits: &[u64], s: usize| bits[s / 64] & (1 << (s % 64)) != 0;

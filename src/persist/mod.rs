@@ -141,10 +141,11 @@ mod write;
 
 pub(crate) use lazy::LazyPages;
 
-use crate::arena::{checked_capacity, Arena, Options};
+use crate::arena::{checked_capacity, Arena};
 use crate::error::{Error, FileProblem, Result};
 use crate::page_table::PageTable;
-use crate::snapshot::Snapshot;
+pub use crate::snapshot::ContentHash;
+use crate::snapshot::{Options, SavedAs, Snapshot};
 use crate::store::{SlotId, Store};
 use crate::sys::{self, file::DataFile};
 use format::{Entry, HashSum, Header, Meta};
@@ -161,23 +162,6 @@ const COMPARE_RUN_PAGES: usize = 256;
 /// error.
 pub const MAX_CHAIN: usize = 256;
 
-/// The identity of a snapshot's contents (see the [module docs](crate::persist)): equal for
-/// equal contents, whichever files hold them. Shown as 32 hexadecimal digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContentHash(pub(crate) u128);
-
-impl std::fmt::Display for ContentHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl std::fmt::Debug for ContentHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ContentHash({self})")
-    }
-}
-
 /// What a [`Snapshot::save`] or [`Snapshot::save_delta`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -190,24 +174,6 @@ pub struct SaveStats {
     pub file_bytes: u64,
     /// The saved snapshot's content hash.
     pub content_hash: ContentHash,
-}
-
-/// The file a snapshot was last saved to or opened from.
-#[derive(Clone, Debug)]
-pub(crate) struct SavedAs {
-    hash: ContentHash,
-    /// Absolute, symbolic links resolved.
-    path: PathBuf,
-}
-
-/// The settings of an arena made with [`Arena::with_capacity`], for snapshots and arenas made
-/// from files.
-fn default_options() -> Options {
-    Options {
-        private_budget_pages: None,
-        mapping_budget: crate::arena::MAX_REMAPPED_RUNS,
-        dir: None,
-    }
 }
 
 /// Turns a system call's error into one that names `path`.
@@ -480,7 +446,7 @@ impl Snapshot {
     /// A damaged page is an error at the first call that reads or maps it.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         let page = sys::page_size();
-        open_in(path.as_ref(), Store::new(page, None), default_options())
+        open_in(path.as_ref(), Store::new(page, None), Options::default())
     }
 
     /// The content hash of the file this snapshot was last saved to or opened from.
@@ -755,7 +721,7 @@ fn arena_from_blocks(
         freeze_block(&mut table, first, buf)?;
         first += n;
     }
-    Arena::from_table(&table, default_options())
+    Arena::from_table(&table, Options::default())
 }
 
 impl Arena {

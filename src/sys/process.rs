@@ -1,4 +1,5 @@
-//! Process control for [`crate::fork`]: fork, close-on-exec pipes, waiting, signals and exit.
+//! Process control: fork, close-on-exec pipes, waiting, signals and exit, and the process-wide
+//! counts that decide whether a fork is safe (arenas whose memory is shared, children alive).
 //!
 //! The functions a forked child calls ([`read`], [`write_all`], [`close_raw`],
 //! [`die_with_parent`], [`disable_core_dumps`], [`exit_now`]) are plain system calls: they are
@@ -9,8 +10,8 @@ use super::os_error;
 use crate::error::Result;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::Duration;
 
 /// A process id.
@@ -286,4 +287,80 @@ pub(crate) fn disable_core_dumps() {
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is async-signal-safe and never returns.
     unsafe { libc::_exit(code) }
+}
+
+/// Held by the crate's forks from a branch's pipe creation until the parent has closed the write
+/// end and registered the read end, so that a branch forked by another thread meanwhile inherits
+/// neither; and while an arena enters the shared layout, so that no fork slips between the
+/// check of [`shared_arenas`] and a new shared mapping.
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes [`FORK_LOCK`].
+pub(crate) fn fork_lock() -> MutexGuard<'static, ()> {
+    // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
+    FORK_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Arenas of this process whose memory is a shared file mapping (arenas with proxies). A child
+/// would share that memory with its parent: its writes would reach the parent, and the parent's
+/// writes would change bytes under the child's references. Branches are refused while any
+/// exists. Grown under [`FORK_LOCK`], as forks are checked under it.
+static SHARED_ARENAS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many arenas of this process have their memory shared with a file (see [`SHARED_ARENAS`]);
+/// read under [`fork_lock`].
+pub(crate) fn shared_arenas() -> usize {
+    SHARED_ARENAS.load(Ordering::Relaxed)
+}
+
+/// Counts one arena in [`SHARED_ARENAS`] for as long as it lives. Made before the shared mapping
+/// exists and dropped after it is gone.
+#[derive(Debug)]
+pub(crate) struct SharedMemoryGuard(());
+
+impl SharedMemoryGuard {
+    pub(crate) fn new() -> Self {
+        let _lock = fork_lock();
+        SHARED_ARENAS.fetch_add(1, Ordering::Relaxed);
+        SharedMemoryGuard(())
+    }
+}
+
+impl Drop for SharedMemoryGuard {
+    fn drop(&mut self) {
+        SHARED_ARENAS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Children of this process's branches that may still be running: counted from before the fork
+/// until the child is reaped. While one is, the page store neither reuses nor punches out a slot
+/// freed after the fork, which the child may still read through its copy of an arena or snapshot.
+static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a branch's child of this process may still be running.
+pub(crate) fn children_alive() -> bool {
+    LIVE_CHILDREN.load(Ordering::SeqCst) > 0
+}
+
+/// In a new child: its parent's other children are not its own. Async-signal-safe (an atomic
+/// store).
+pub(crate) fn forget_children_in_child() {
+    LIVE_CHILDREN.store(0, Ordering::SeqCst);
+}
+
+/// One count in [`LIVE_CHILDREN`], taken before the fork and given back when dropped.
+#[derive(Debug)]
+pub(crate) struct ChildCount(());
+
+impl ChildCount {
+    pub(crate) fn new() -> Self {
+        LIVE_CHILDREN.fetch_add(1, Ordering::SeqCst);
+        ChildCount(())
+    }
+}
+
+impl Drop for ChildCount {
+    fn drop(&mut self) {
+        LIVE_CHILDREN.fetch_sub(1, Ordering::SeqCst);
+    }
 }

@@ -1,5 +1,7 @@
 //! [`Ptr<T>`]: an offset into an arena plus the stamp that proves which allocation it names.
 
+pub(crate) mod handles;
+
 use crate::alloc::{self, Placement, MAX_ALIGN};
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
@@ -65,6 +67,16 @@ impl<T> Ptr<T> {
     /// The object's byte offset in the arena (for use with `read`, `write` or `as_bytes`).
     pub fn offset(self) -> usize {
         usize::try_from(self.offset).unwrap_or(usize::MAX)
+    }
+
+    /// The same offset and stamp, naming a `U`: for handles whose target type is chosen by the
+    /// module that owns it (see [`handles`]).
+    pub(crate) const fn cast<U>(self) -> Ptr<U> {
+        Ptr {
+            offset: self.offset,
+            stamp: self.stamp,
+            _type: PhantomData,
+        }
     }
 
     pub(crate) const fn from_raw(offset: usize, stamp: u64) -> Self {

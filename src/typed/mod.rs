@@ -127,29 +127,29 @@
 //! behaviour, and objects of either are validated by their stamps, but objects allocated in one
 //! may be invisible to the other.
 
+pub(crate) mod lend;
+
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
-use crate::collections::{ArenaVec, Lend};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-use crate::proxy::{ProxyMut, ProxyRef};
+use crate::ptr::handles::ArenaVec;
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
 use bytemuck::Pod;
+use lend::Lend;
 use std::ops::Range;
 
 /// What keeps [`View`] and [`ViewMut`] to the crate's own types, and [`ViewMut::arena_mut`] to
 /// the crate's own code.
 pub(crate) mod sealed {
     /// Implemented by the types that may be views: outside code cannot name it, so it cannot
-    /// implement [`View`](crate::View) or [`ViewMut`](crate::ViewMut).
+    /// implement [`View`](crate::View) or [`ViewMut`](crate::ViewMut). Each type's module
+    /// implements it next to its `View`.
     pub trait Sealed {}
     impl Sealed for crate::Arena {}
     impl Sealed for crate::Snapshot {}
-    impl Sealed for crate::ProxyRef<'_> {}
-    impl Sealed for crate::ProxyMut<'_> {}
-    impl Sealed for crate::fork::Branch<'_> {}
 
     /// Proof that a call of [`ViewMut::arena_mut`](crate::ViewMut::arena_mut) comes from inside
     /// the crate: its field is private and nothing outside the crate hands one out, so outside
@@ -403,7 +403,7 @@ pub trait ViewMut: View {
     /// collection here; [`Error::Overlap`] when two handles' memory
     /// overlaps.
     fn try_lend_mut<L: Lend>(&mut self, handles: L) -> Result<L::Out<'_>> {
-        crate::collections::lend(self.arena_mut(TOKEN), handles)
+        lend::lend(self.arena_mut(TOKEN), handles)
     }
 }
 
@@ -425,22 +425,6 @@ impl View for Snapshot {
     #[inline]
     fn try_bytes(&self) -> Result<&[u8]> {
         self.try_as_bytes()
-    }
-}
-
-/// A proxy read while its source is borrowed (or gone): see [`crate::proxy`].
-impl View for ProxyRef<'_> {
-    #[inline]
-    fn try_bytes(&self) -> Result<&[u8]> {
-        Ok(self.as_bytes())
-    }
-}
-
-/// A proxy written while its source is borrowed (or gone): see [`crate::proxy`].
-impl View for ProxyMut<'_> {
-    #[inline]
-    fn try_bytes(&self) -> Result<&[u8]> {
-        Ok(self.arena().as_bytes())
     }
 }
 

@@ -1,0 +1,239 @@
+//! Reading and writing the arena's bytes, and marking the pages written.
+//!
+//! The safe API marks every page it lends for writing in the arena's dirty set
+//! ([`Arena::mark_dirty`]), so that a snapshot knows what changed without asking the kernel. Raw
+//! pointers ([`Arena::as_mut_ptr`]) cannot be followed; the next snapshot or restore asks the
+//! kernel instead (see [`freeze`](super::freeze)).
+
+use super::layout::Layout;
+use super::shared::ProxyLayout;
+use super::Arena;
+use crate::error::{Error, Result};
+use crate::page_set::PageSet;
+use std::ops::Range;
+
+impl Arena {
+    pub(crate) fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.capacity() => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                capacity: self.capacity(),
+            }),
+        }
+    }
+
+    /// Records that `[offset, offset + len)` (in bounds) is about to be written. Fails only
+    /// in the shared layout, in a process other than the one that made it (see
+    /// [`SharedLayout::check_writer`]).
+    #[inline(always)]
+    pub(crate) fn mark_dirty(&mut self, offset: usize, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let first = offset >> self.page_shift;
+        let last = (offset + len - 1) >> self.page_shift;
+        if first == last && self.dirty.contains(first) {
+            return Ok(());
+        }
+        self.mark_dirty_pages(first, last)
+    }
+
+    /// The rest of `mark_dirty`, out of line so that the check above inlines into the typed
+    /// fast paths: this runs once per page between snapshots, next to a copy-on-write fault
+    /// (and for every write in the shared layout).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn mark_dirty_pages(&mut self, first: usize, last: usize) -> Result<()> {
+        let dirty = &mut self.dirty;
+        match &mut self.layout {
+            Layout::Own { private, .. } => {
+                for p in first..=last {
+                    if dirty.insert(p) {
+                        private.insert(p);
+                    }
+                }
+            }
+            Layout::Proxy(ProxyLayout { private, .. }) => {
+                for p in first..=last {
+                    if dirty.insert(p) && private.insert(p) {
+                        // A proxy's page counts as its own from now on (its snapshots freeze
+                        // it, never what the source shows), so it must be its own copy even if
+                        // the caller stores to only part of what it marked: storing one byte
+                        // back makes the kernel copy it now.
+                        let at = p << self.page_shift;
+                        // SAFETY: `p` is a page of this arena (the caller marks pages of an
+                        // in-bounds range), mapped writable; `&mut self` means no reference
+                        // into the arena is alive, and the byte is written back unchanged.
+                        unsafe {
+                            let byte = self.mem.base().add(at);
+                            byte.write_volatile(byte.read_volatile());
+                        }
+                    }
+                }
+            }
+            Layout::Shared(shared) => {
+                shared.check_writer()?;
+                for p in first..=last {
+                    shared.dirty.insert(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this process may write the arena (see [`mark_dirty`](Arena::mark_dirty)): views
+    /// that mark pages lazily check it once, when they are made.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.layout {
+            Layout::Shared(shared) => shared.check_writer(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pages written since the last snapshot or restore.
+    pub(crate) fn dirty_pages(&self) -> &PageSet {
+        match &self.layout {
+            Layout::Shared(shared) => &shared.dirty,
+            _ => &self.dirty,
+        }
+    }
+
+    pub(super) fn clear_dirty(&mut self) {
+        self.dirty.clear();
+        if let Layout::Shared(shared) = &mut self.layout {
+            shared.dirty.clear();
+        }
+    }
+
+    /// Copies `bytes` into the arena at `offset`. Makes no system call.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] past the capacity ([`Error::Unsupported`] in a forked child, for
+    /// an arena whose memory is shared with proxies); on `Err`, nothing is written.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(4096)?;
+    /// a.write(10, &[1, 2, 3])?;
+    /// assert!(matches!(a.write(4095, &[1, 2]), Err(cowarena::Error::OutOfBounds { .. })));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.bytes_mut(offset..offset.saturating_add(bytes.len()))?
+            .copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range does not fit in the arena.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        buf.copy_from_slice(&self.as_bytes()[offset..offset + buf.len()]);
+        Ok(())
+    }
+
+    /// The whole arena as bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: the whole reservation is mapped readable for as long as `self` lives (every
+        // remap replaces pages with readable ones). Its bytes change only through `&mut self`,
+        // so not while this borrow lives, with one exception: a proxy's pages that read through
+        // to its source change when the source is written. A proxy's arena is reachable only
+        // through `ProxyRef`/`ProxyMut`, which hold the source borrowed (or exist once it is
+        // gone) for as long as they lend this arena, so the source is not written meanwhile.
+        unsafe { std::slice::from_raw_parts(self.mem.base(), self.capacity()) }
+    }
+
+    /// A mutable view of `range`, whose pages are marked as written. Makes no system call.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] for a range past the capacity or reversed ([`Error::Unsupported`]
+    /// as for [`write`](Arena::write)); on `Err`, nothing changed.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(8192)?;
+    /// a.bytes_mut(4000..4200)?.fill(9);
+    /// assert_eq!(a.as_bytes()[4100], 9);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] if the range is reversed or does not fit in the arena.
+    #[inline]
+    pub fn bytes_mut(&mut self, range: Range<usize>) -> Result<&mut [u8]> {
+        let len = range
+            .end
+            .checked_sub(range.start)
+            // `_else`: an `Error` built eagerly is also dropped on success, a call per write.
+            .ok_or_else(|| Error::OutOfBounds {
+                offset: range.start,
+                len: 0,
+                capacity: self.capacity(),
+            })?;
+        self.check_range(range.start, len)?;
+        self.mark_dirty(range.start, len)?;
+        // SAFETY: in bounds (checked), mapped writable for the life of `self`, and `&mut self`
+        // guarantees no other reference into the arena's memory is live.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.base().add(range.start), len) })
+    }
+
+    /// The arena's first byte, writable: for the typed views, which lend `&mut` references into
+    /// the memory and mark the pages they write themselves (`mark_dirty`).
+    #[inline(always)]
+    pub(crate) fn base_mut(&mut self) -> *mut u8 {
+        self.mem.base()
+    }
+
+    /// `log2` of the page size.
+    #[inline(always)]
+    pub(crate) fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+
+    /// Page `p` for writing, marked as written, or `None` past the arena's end (or where
+    /// [`mark_dirty`](Arena::mark_dirty) fails): for the typed
+    /// allocator's fast paths, which then fall back to their slow path (and its error), so that
+    /// they build no `Result` and inline the whole write.
+    #[inline(always)]
+    pub(crate) fn page_mut(&mut self, p: usize) -> Option<&mut [u8]> {
+        if p >= self.capacity() >> self.page_shift {
+            return None;
+        }
+        if !self.dirty.contains(p) {
+            self.mark_dirty_pages(p, p).ok()?;
+        }
+        // The length is spelled `1 << page_shift` (equal to `page`) so that callers' checks
+        // against their own page size, if computed from the same shift, remove bounds checks.
+        let len = 1 << self.page_shift;
+        // SAFETY: as in `bytes_mut`: page `p` is within the arena (checked above), mapped
+        // writable for the life of `self`, and `&mut self` guarantees no other reference into the
+        // arena's memory is live.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.mem.base().add(p << self.page_shift), len)
+        })
+    }
+
+    /// A raw pointer to the start of the arena, for code that must write memory without the
+    /// safe API (an emulator's guest memory, say).
+    ///
+    /// Writes through it are found by the next [`snapshot`](Arena::snapshot) or
+    /// [`restore`](Arena::restore) by asking the kernel which pages hold private copies
+    /// (`PAGEMAP_SCAN`); where the kernel cannot tell, every page counts as written.
+    ///
+    /// # Safety
+    /// The pointer is valid for reads and writes of [`capacity`](Arena::capacity) bytes until the
+    /// next call of any method of this arena that takes `&mut self`; it must not be used after
+    /// that. It must not be written while a shared borrow of the arena lends memory: a reference
+    /// from [`as_bytes`](Arena::as_bytes) or [`get`](Arena::get), or a proxy's
+    /// [`with`](crate::Proxy::with), whose unwritten pages are this arena's memory.
+    pub unsafe fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.untracked = true;
+        self.mem.base()
+    }
+}

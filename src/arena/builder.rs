@@ -1,0 +1,93 @@
+//! Settings and construction of an arena.
+
+use super::layout::MAX_REMAPPED_RUNS;
+use super::Arena;
+use crate::error::{Error, Result};
+use crate::page_table::PageTable;
+use crate::snapshot::Options;
+use crate::store::Store;
+use crate::sys;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+impl Default for Options {
+    /// The settings of an arena made with [`Arena::with_capacity`].
+    fn default() -> Self {
+        Options {
+            private_budget_pages: None,
+            mapping_budget: MAX_REMAPPED_RUNS,
+            dir: None,
+        }
+    }
+}
+
+/// Builds an [`Arena`] with non-default settings.
+///
+/// ```
+/// let arena = cowarena::Arena::builder(1 << 20)
+///     .private_budget(256 << 10)
+///     .build()?;
+/// assert_eq!(arena.capacity(), 1 << 20);
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ArenaBuilder {
+    pub(super) capacity: usize,
+    pub(super) options: Options,
+}
+
+impl ArenaBuilder {
+    /// Keeps the page store's files in `dir` (for example a size-limited tmpfs, or a disk
+    /// directory for heaps larger than memory) instead of anonymous memory files. When it fills,
+    /// calls that need new frozen pages return an [`Error::Os`] naming `ENOSPC`.
+    pub fn backing_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.dir = Some(dir.into());
+        self
+    }
+
+    /// The most bytes of private page copies the arena keeps between snapshots and restores
+    /// before it returns them to the kernel (default: 1/16 of the bytes of its pages that are not
+    /// all zero, at least 1 MiB and at most 256 MiB). A page written and restored stays a private
+    /// copy within the budget, so writing it again costs no page fault.
+    pub fn private_budget(mut self, bytes: usize) -> Self {
+        self.options.private_budget_pages = Some(bytes / sys::page_size());
+        self
+    }
+
+    /// How many runs of pages may be remapped individually before the arena compacts its
+    /// mapping into one image (default [`MAX_REMAPPED_RUNS`]). Each remapped run can add up to
+    /// two kernel mappings; the process limit is 65530. At least 8. All arenas of the process
+    /// together also stop at 16384 remapped runs.
+    pub fn mapping_budget(mut self, runs: usize) -> Self {
+        self.options.mapping_budget = runs.max(8);
+        self
+    }
+
+    /// Reserves the address space and creates the arena.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCapacity`] for a capacity of zero or too many pages;
+    /// [`Error::Os`] if the address space cannot be reserved or mapped. On `Err`, nothing is
+    /// left behind (no mapping, no file).
+    pub fn build(self) -> Result<Arena> {
+        let page = sys::page_size();
+        let capacity = checked_capacity(self.capacity, page)?;
+        let store = Store::new(page, self.options.dir.clone());
+        let table = PageTable::new(capacity / page, Arc::clone(&store));
+        Arena::from_table(&table, self.options)
+    }
+}
+
+pub(crate) fn checked_capacity(requested: usize, page: usize) -> Result<usize> {
+    let invalid = |reason| Error::InvalidCapacity { requested, reason };
+    if requested == 0 {
+        return Err(invalid("an arena needs at least one page"));
+    }
+    let capacity = requested
+        .checked_next_multiple_of(page)
+        .ok_or(invalid("rounding up to whole pages overflows"))?;
+    if capacity / page > u32::MAX as usize || capacity > isize::MAX as usize {
+        return Err(invalid("more pages than an arena can index"));
+    }
+    Ok(capacity)
+}
