@@ -352,7 +352,7 @@ impl Proxy {
 }
 
 /// Read access to a [`Proxy`] while its source is borrowed (or gone): everything an `&Arena`
-/// offers, through `Deref`, and [`View`](crate::View) for the typed collections.
+/// offers, through `Deref`, and [`View`] for the typed collections.
 #[derive(Debug)]
 pub struct ProxyRef<'a> {
     arena: &'a Arena,
@@ -369,7 +369,7 @@ impl Deref for ProxyRef<'_> {
 }
 
 /// Write access to a [`Proxy`] while its source is borrowed (or gone): reads through
-/// [`View`](crate::View), writes through [`ViewMut`] (so the collections work on
+/// [`View`], writes through [`ViewMut`] (so the collections work on
 /// it), and [`snapshot`](ProxyMut::snapshot). It lends no `&mut Arena`: the proxy's memory must
 /// never be moved away from the source's borrow.
 #[derive(Debug)]

@@ -76,7 +76,7 @@ impl Drop for View {
     }
 }
 
-/// A frozen state of an [`Arena`]: cheap to take, cheap to clone, readable from any thread.
+/// A frozen state of an [`Arena`](crate::Arena): cheap to take, cheap to clone, readable from any thread.
 ///
 /// ```
 /// use cowarena::Arena;

@@ -31,13 +31,13 @@ impl Arena {
     /// restore)`; unwritten pages are shared with the previous snapshot.
     ///
     /// # Errors
-    /// [`Error::Os`] if the page store cannot take the written pages (it cannot make a file, its
+    /// [`Error::Os`](crate::Error::Os) if the page store cannot take the written pages (it cannot make a file, its
     /// file system is full, the process is out of memory), or an arena whose proxies are all
     /// dropped cannot map its memory back from the store. On `Err`, no snapshot was taken, and
     /// the arena's bytes and every snapshot are unchanged: pages frozen before the failure stay
     /// frozen (they cost nothing again), the others stay marked as written, for the next
     /// snapshot. Returning private copies to the kernel afterwards (remapping, shedding and
-    /// compaction, within [`ArenaBuilder::private_budget`] and [`ArenaBuilder::mapping_budget`])
+    /// compaction, within [`ArenaBuilder::private_budget`](crate::ArenaBuilder::private_budget) and [`ArenaBuilder::mapping_budget`](crate::ArenaBuilder::mapping_budget))
     /// is best effort and never fails a snapshot: pages it leaves private keep their bytes and
     /// are shed after the next snapshot or restore.
     pub fn snapshot(&mut self) -> Result<Snapshot> {

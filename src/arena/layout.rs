@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Remapped runs after which an arena compacts its mapping (default; see
-/// [`ArenaBuilder::mapping_budget`]).
+/// [`ArenaBuilder::mapping_budget`](crate::ArenaBuilder::mapping_budget)).
 pub const MAX_REMAPPED_RUNS: usize = 16384;
 
 /// Runs that all arenas of the process together remap before they stop (each run may split a

@@ -108,7 +108,7 @@ impl Arena {
     /// reserved now; memory is used only as pages are touched.
     ///
     /// # Errors
-    /// As [`ArenaBuilder::build`]: [`Error::InvalidCapacity`], or [`Error::Os`] if the address
+    /// As [`ArenaBuilder::build`]: [`Error::InvalidCapacity`](crate::Error::InvalidCapacity), or [`Error::Os`](crate::Error::Os) if the address
     /// space cannot be reserved or mapped; on `Err`, nothing is left behind.
     ///
     /// ```

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Header {}
 
-/// A growable array of `T` stored in an [`Arena`]: a `Pod` handle, so it can be the root or a
+/// A growable array of `T` stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the root or a
 /// field of another arena object (see the [module docs](crate::collections)).
 ///
 /// ```
@@ -88,7 +88,7 @@ unsafe impl<T> Zeroable for ArenaVec<T> {}
 // `T: 'static` makes the handle `'static`.
 unsafe impl<T: 'static> Pod for ArenaVec<T> {}
 
-/// A hash map from `K` to `V` stored in an [`Arena`]: a `Pod` handle, so it can be the root or a
+/// A hash map from `K` to `V` stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the root or a
 /// field of another arena object (see the [module docs](crate::collections)).
 ///
 /// Keys are hashed by their bytes (with a per-map random seed), so keys that are equal must have
