@@ -474,3 +474,55 @@ fn views_of_many_fragmented_snapshots() {
         max_maps - maps0
     );
 }
+
+/// Arenas made with `to_arena` count against the process's mapping budget like any other: nine
+/// arenas of a snapshot whose 4,096 written pages are all isolated would need about 74,000
+/// kernel mappings if each mapped its runs, past the process limit (65,530); within the budget
+/// the later ones copy their pages instead, and every one shows the snapshot.
+#[test]
+fn many_arenas_from_one_fragmented_snapshot_stay_within_the_mapping_budget() {
+    let _serial = serial();
+    const ARENAS: usize = 9;
+    let page = cowarena::page_size();
+    let pages = 8192;
+    let fds0 = open_fds();
+    let maps0 = mappings();
+    let mut a = Arena::builder(pages * page)
+        .private_budget(pages * page)
+        .build()
+        .unwrap();
+    let mut ranges = vec![addresses(a.as_bytes())];
+    for p in (0..pages).step_by(2) {
+        a.write(p * page, &(p as u32 + 1).to_le_bytes()).unwrap();
+    }
+    let s = a.snapshot().unwrap();
+    let mut arenas = Vec::new();
+    let mut max_maps = 0;
+    for i in 0..ARENAS {
+        let b = s
+            .to_arena()
+            .unwrap_or_else(|e| panic!("to_arena number {i} of a fragmented snapshot: {e}"));
+        ranges.push(addresses(b.as_bytes()));
+        for p in (0..pages).step_by(2) {
+            assert_eq!(
+                word(b.as_bytes(), p * page) as u32,
+                p as u32 + 1,
+                "arena {i}, page {p}"
+            );
+        }
+        max_maps = max_maps.max(mappings());
+        arenas.push(b);
+    }
+    let remapped: usize = arenas.iter().map(|b| b.stats().remapped_runs).sum();
+    drop((a, arenas, s));
+    check_released(&ranges, fds0);
+    assert!(
+        remapped <= MAX_REMAPPED_RUNS,
+        "the arenas hold {remapped} remapped runs, more than the process's budget"
+    );
+    assert!(
+        max_maps <= maps0 + 2 * MAX_REMAPPED_RUNS + 64,
+        "{ARENAS} arenas from one snapshot hold {} mappings",
+        max_maps - maps0
+    );
+}

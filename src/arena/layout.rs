@@ -27,9 +27,16 @@ static PROCESS_REMAPS: AtomicUsize = AtomicUsize::new(0);
 pub(crate) struct Remaps(usize);
 
 impl Remaps {
-    pub(super) fn new(runs: usize) -> Self {
-        PROCESS_REMAPS.fetch_add(runs, Ordering::Relaxed);
-        Remaps(runs)
+    /// Counts `runs` mapped runs of a new layout, if the process has room for them: every arena
+    /// counts, however it was made (`with_capacity`, `to_arena`, a file, a compaction), so that
+    /// all of them together stay within [`MAX_PROCESS_REMAPPED_RUNS`].
+    pub(super) fn reserve(runs: usize) -> Option<Self> {
+        PROCESS_REMAPS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + runs <= MAX_PROCESS_REMAPPED_RUNS).then_some(held + runs)
+            })
+            .ok()
+            .map(|_| Remaps(runs))
     }
 
     pub(super) fn add(&mut self) {
@@ -97,33 +104,41 @@ impl Arena {
 }
 
 /// New memory showing `table`'s pages, in the own layout: one `mmap` per run of consecutive
-/// slots, or, when that would take more runs than the mapping budget, a private copy of every
-/// page. Returns the memory and its layout.
+/// slots, or, when that would take more runs than the arena's mapping budget or the process has
+/// room for ([`MAX_PROCESS_REMAPPED_RUNS`] for all arenas together), a private copy of every
+/// page (memory instead of mappings). Returns the memory and its layout.
 pub(super) fn own_memory(table: &PageTable, options: &Options) -> Result<(Reservation, Layout)> {
     let pages = table.pages();
     let mem = Reservation::new(pages * sys::page_size())?;
     let mut runs = 0;
     table.for_each_run(|_, _, _| runs += 1);
     let mut private = PageSet::new(pages);
-    let mapped = if runs <= options.mapping_budget {
-        // SAFETY: `mem` is new: nothing refers into it.
-        unsafe { map_table(&mem, table, true)? };
-        table.clone()
+    let room = if runs <= options.mapping_budget {
+        Remaps::reserve(runs)
     } else {
-        // SAFETY: `mem` is new: nothing refers into it.
-        unsafe { copy_table(&mem, table)? };
-        table.for_each_run(|first, len, _| {
-            for p in first..first + len {
-                private.insert(p);
-            }
-        });
-        runs = 0;
-        PageTable::new(pages, Arc::clone(table.store()))
+        None
+    };
+    let (mapped, remaps) = match room {
+        Some(remaps) => {
+            // SAFETY: `mem` is new: nothing refers into it.
+            unsafe { map_table(&mem, table, true)? };
+            (table.clone(), remaps)
+        }
+        None => {
+            // SAFETY: `mem` is new: nothing refers into it.
+            unsafe { copy_table(&mem, table)? };
+            table.for_each_run(|first, len, _| {
+                for p in first..first + len {
+                    private.insert(p);
+                }
+            });
+            (PageTable::new(pages, Arc::clone(table.store())), Remaps(0))
+        }
     };
     let layout = Layout::Own {
         mapped,
         private,
-        remaps: Remaps::new(runs),
+        remaps,
         kept: 0,
     };
     Ok((mem, layout))
