@@ -18,7 +18,7 @@ mod sys;
 pub mod typed;
 
 pub use alloc::AllocStats;
-pub use arena::{Arena, ArenaBuilder, ArenaStats, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
+pub use arena::{Arena, ArenaBuilder, ArenaStats, RawWrites, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
 pub use collections::{ArenaBytes, ArenaMap, ArenaVec};
 pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};

@@ -25,6 +25,10 @@ pub(crate) struct Options {
     pub(crate) private_budget_pages: Option<usize>,
     pub(crate) mapping_budget: usize,
     pub(crate) dir: Option<PathBuf>,
+    /// Bytes of inaccessible address space after each arena's last byte.
+    pub(crate) guard_bytes: usize,
+    /// Whether raw writes are tracked by the kernel where it can (else found as private pages).
+    pub(crate) kernel_write_tracking: bool,
 }
 
 /// The identity of a snapshot's contents (see the [`persist`](crate::persist) module docs): equal for

@@ -64,6 +64,8 @@ enum Config {
     },
     /// The page store in a directory of the normal file system (`O_TMPFILE`, `fallocate`).
     Dir,
+    /// Raw writes found as private pages, without the kernel's write tracking.
+    PrivatePages,
 }
 
 /// One step of a workload, with positional fields so that a workload reads as a script. `a`,
@@ -400,6 +402,7 @@ impl World {
                         b = b.private_budget(private * page()).mapping_budget(runs)
                     }
                     Config::Dir => b = b.backing_dir(self.dir.clone().expect("a directory")),
+                    Config::PrivatePages => b = b.track_raw_writes(false),
                 }
                 let arena = b.build()?;
                 *slot(&mut self.arenas, a) = Some(ArenaEntry {
@@ -1244,6 +1247,13 @@ fn raw() -> Workload {
             Restore(0, 3),
             DropSnapshot(3),
             DropArena(0),
+            Build(1, 16, Config::PrivatePages),
+            RawWrite(1, 3 * 4096, 100, 9),
+            Snapshot(1, 5),
+            RawWrite(1, 3 * 4096 + 50, 10, 10),
+            Restore(1, 5),
+            DropSnapshot(5),
+            DropArena(1),
         ],
         reaches: &[
             "mmap (reserve address space)",
@@ -1257,6 +1267,10 @@ fn raw() -> Workload {
             "ioctl(PAGEMAP_SCAN)",
             "open(/proc/self/pagemap)",
             "pread(/proc/self/pagemap)",
+            "userfaultfd(UFFD_USER_MODE_ONLY)",
+            "ioctl(UFFDIO_API)",
+            "ioctl(UFFDIO_REGISTER)",
+            "ioctl(UFFDIO_WRITEPROTECT)",
         ],
     }
 }
@@ -1685,7 +1699,13 @@ fn failure_points() -> BTreeSet<String> {
     let sys = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sys");
     let literal = |s: &str| s.split('"').nth(1).expect("a string literal").to_owned();
     let mut ops = BTreeSet::new();
-    for file in ["mod.rs", "linux.rs", "process.rs", "file.rs"] {
+    for file in [
+        "mod.rs",
+        "linux.rs",
+        "write_tracker.rs",
+        "process.rs",
+        "file.rs",
+    ] {
         let text = std::fs::read_to_string(sys.join(file)).unwrap();
         let mut op = None;
         for line in text.lines() {

@@ -218,22 +218,4 @@ impl Arena {
             std::slice::from_raw_parts_mut(self.mem.base().add(p << self.page_shift), len)
         })
     }
-
-    /// A raw pointer to the start of the arena, for code that must write memory without the
-    /// safe API (an emulator's guest memory, say).
-    ///
-    /// Writes through it are found by the next [`snapshot`](Arena::snapshot) or
-    /// [`restore`](Arena::restore) by asking the kernel which pages hold private copies
-    /// (`PAGEMAP_SCAN`); where the kernel cannot tell, every page counts as written.
-    ///
-    /// # Safety
-    /// The pointer is valid for reads and writes of [`capacity`](Arena::capacity) bytes until the
-    /// next call of any method of this arena that takes `&mut self`; it must not be used after
-    /// that. It must not be written while a shared borrow of the arena lends memory: a reference
-    /// from [`as_bytes`](Arena::as_bytes) or [`get`](Arena::get), or a proxy's
-    /// [`with`](crate::Proxy::with), whose unwritten pages are this arena's memory.
-    pub unsafe fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.untracked = true;
-        self.mem.base()
-    }
 }

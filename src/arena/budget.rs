@@ -37,6 +37,7 @@
 //! (`tests/anomaly.rs` fails each of these calls in turn and checks it).
 
 use super::layout::{own_memory, Layout};
+use super::raw::RawWrites;
 use super::Arena;
 use crate::error::Result;
 use crate::page_set::{coalesce, PageSet};
@@ -135,9 +136,14 @@ impl Arena {
         let left = keep.len();
         self.discard_pages(&discard, &keep)?;
         if left > budget {
-            if left > (4 * budget).max(self.pages() / 2) && self.dirty.is_empty() {
-                // Far over budget: one fresh image costs less memory than these private copies.
+            // Far over budget: one fresh image costs less memory than these private copies
+            // (but moves the memory, which a kept raw pointer forbids).
+            let far_over = left > (4 * budget).max(self.pages() / 2);
+            if far_over && self.dirty.is_empty() && !self.keeps_its_address() {
                 return self.compact();
+            }
+            if self.remap_room() == 0 {
+                self.recount_remaps();
             }
             self.remap_to_content(&remap)?;
         }
@@ -234,6 +240,10 @@ impl Arena {
         self.content = table.clone();
         self.clear_dirty();
         self.layout = layout;
+        if self.raw_writes() != RawWrites::NotArmed && self.options.kernel_write_tracking {
+            // The new memory is tracked too (where the kernel can), or its private pages count.
+            self.mem.track_writes();
+        }
         Ok(())
     }
 }

@@ -17,6 +17,8 @@ impl Default for Options {
             private_budget_pages: None,
             mapping_budget: MAX_REMAPPED_RUNS,
             dir: None,
+            guard_bytes: 0,
+            kernel_write_tracking: true,
         }
     }
 }
@@ -60,6 +62,33 @@ impl ArenaBuilder {
     /// together also stop at 16384 remapped runs.
     pub fn mapping_budget(mut self, runs: usize) -> Self {
         self.options.mapping_budget = runs.max(8);
+        self
+    }
+
+    /// Follows the arena's memory with `bytes` (rounded up to whole pages) of address space that
+    /// is never accessible, in the arena and in every arena made from its snapshots: an access
+    /// just past the end faults instead of reaching other memory, so a virtual machine whose
+    /// guest memory is the arena can rely on the fault for bounds, as wasmtime does with its
+    /// guard regions. Costs address space only.
+    ///
+    /// ```
+    /// let a = cowarena::Arena::builder(1 << 16).guard(1 << 20).build()?;
+    /// assert_eq!(a.stats().guard_bytes, 1 << 20);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn guard(mut self, bytes: usize) -> Self {
+        self.options.guard_bytes =
+            bytes.saturating_add(sys::page_size() - 1) / sys::page_size() * sys::page_size();
+        self
+    }
+
+    /// Whether the kernel tracks the pages written through raw pointers where it can (the
+    /// default; see [`RawWrites`](crate::RawWrites)), or every private page counts as written.
+    /// The kernel's tracking costs each first write to a page after a snapshot or restore a
+    /// minor fault (about 1 us), which the precise answer repays unless nearly every private
+    /// page is rewritten every time.
+    pub fn track_raw_writes(mut self, kernel: bool) -> Self {
+        self.options.kernel_write_tracking = kernel;
         self
     }
 

@@ -41,7 +41,7 @@ impl Arena {
     /// is best effort and never fails a snapshot: pages it leaves private keep their bytes and
     /// are shed after the next snapshot or restore.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        self.find_untracked_writes();
+        self.find_raw_writes();
         self.leave_shared_if_alone()?;
         let frozen = self.freeze_dirty()?;
         match &self.layout {
@@ -61,41 +61,8 @@ impl Arena {
     /// The pages written since the last snapshot or restore, in increasing order (raw-pointer
     /// writes included).
     pub(crate) fn written_pages(&mut self) -> Vec<usize> {
-        self.find_untracked_writes();
+        self.find_raw_writes();
         self.dirty_pages().sorted()
-    }
-
-    /// Marks the pages written through a raw pointer as dirty. Raw pointers are only handed out
-    /// in the own and shared layouts (a proxy offers none).
-    pub(crate) fn find_untracked_writes(&mut self) {
-        if !std::mem::take(&mut self.untracked) {
-            return;
-        }
-        let (found, private_before): (Option<Vec<Range<usize>>>, Vec<usize>) = match &self.layout {
-            Layout::Own { private, .. } => (
-                self.mem.private_page_runs(0, self.capacity()),
-                private.iter().collect(),
-            ),
-            // Shared memory holds no private copies; only the file's data pages can be written.
-            Layout::Shared(shared) => (shared.data_pages(self.page, self.pages()), Vec::new()),
-            Layout::Proxy(_) => unreachable!("a proxy hands out no raw pointer"),
-        };
-        let all = 0..self.pages();
-        // A page that was private before can have changed without a new fault.
-        let written = found
-            .unwrap_or_else(|| vec![all])
-            .into_iter()
-            .chain(private_before.into_iter().map(|p| p..p + 1));
-        for r in written {
-            // Fails only in a process that may not write this (shared) arena at all, where
-            // there is nothing to freeze for it.
-            if self
-                .mark_dirty(r.start * self.page, r.len() * self.page)
-                .is_err()
-            {
-                return;
-            }
-        }
     }
 
     /// Freezes every dirty page; returns the frozen runs (page range, first slot). Pages not

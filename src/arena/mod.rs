@@ -33,6 +33,7 @@ mod budget;
 mod builder;
 mod freeze;
 pub(crate) mod layout;
+mod raw;
 mod restore;
 pub(crate) mod shared;
 
@@ -40,6 +41,7 @@ pub(crate) use builder::checked_capacity;
 pub use builder::ArenaBuilder;
 pub use freeze::REMAP_MIN_RUN;
 pub use layout::MAX_REMAPPED_RUNS;
+pub use raw::RawWrites;
 
 use crate::error::Result;
 use crate::page_set::PageSet;
@@ -67,6 +69,11 @@ pub struct ArenaStats {
     pub is_proxy: bool,
     /// Whether the arena's memory is shared with proxies.
     pub has_proxies: bool,
+    /// How writes through raw pointers are found (see [`Arena::as_mut_ptr`]).
+    pub raw_writes: RawWrites,
+    /// Bytes of inaccessible guard after the arena's last byte (see
+    /// [`ArenaBuilder::guard`]).
+    pub guard_bytes: usize,
     /// The page store shared with this arena's snapshots and the arenas made from them.
     pub store: StoreStats,
 }
@@ -98,8 +105,9 @@ pub struct Arena {
     /// path ([`Arena::mark_dirty_pages`]).
     pub(crate) dirty: PageSet,
     pub(crate) layout: Layout,
-    /// A raw pointer was handed out; the kernel must be asked what changed.
-    untracked: bool,
+    /// A raw pointer was handed out ([`Arena::as_mut_ptr`]): every snapshot and restore asks
+    /// the kernel what changed. It stays set for the arena's life.
+    raw_armed: bool,
     pub(crate) options: Options,
 }
 
@@ -128,11 +136,7 @@ impl Arena {
     pub fn builder(capacity: usize) -> ArenaBuilder {
         ArenaBuilder {
             capacity,
-            options: Options {
-                private_budget_pages: None,
-                mapping_budget: MAX_REMAPPED_RUNS,
-                dir: None,
-            },
+            options: Options::default(),
         }
     }
 
@@ -148,7 +152,7 @@ impl Arena {
             content: table.clone(),
             dirty: PageSet::new(pages),
             layout,
-            untracked: false,
+            raw_armed: false,
             options,
         })
     }
@@ -169,7 +173,7 @@ impl Arena {
             content,
             dirty: PageSet::new(pages),
             layout,
-            untracked: false,
+            raw_armed: false,
             options,
         }
     }
@@ -206,6 +210,8 @@ impl Arena {
             remapped_runs: self.remapped_runs(),
             is_proxy: matches!(self.layout, Layout::Proxy(_)),
             has_proxies: matches!(&self.layout, Layout::Shared(shared) if shared.has_proxies()),
+            raw_writes: self.raw_writes(),
+            guard_bytes: self.mem.guard_len(),
             store: self.store().stats(),
         }
     }

@@ -70,7 +70,7 @@ impl Arena {
             !matches!(self.layout, Layout::Proxy(_)),
             "a proxy's arena is never restored (`Proxy` offers no restore)"
         );
-        self.find_untracked_writes();
+        self.find_raw_writes();
         self.leave_shared_if_alone()?;
         let target = snapshot.table();
         let dirty = self.dirty_pages();
@@ -90,6 +90,7 @@ impl Arena {
             self.mark_dirty(p * self.page, self.page)?;
         }
         self.restore_pages(&pages, target)?;
+        self.forget_restored_writes(&pages);
         self.content = target.clone();
         self.clear_dirty();
         if let Layout::Own { .. } = self.layout {
@@ -129,6 +130,9 @@ impl Arena {
             .filter(|&p| mapped.get(p) != target.get(p))
             .collect();
         self.discard_pages(&drop, &keep)?;
+        if self.remap_room() == 0 {
+            self.recount_remaps();
+        }
         let mut room = self.remap_room();
         let mut copy = Vec::new();
         let mut remapped = Vec::new();

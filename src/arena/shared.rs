@@ -119,14 +119,14 @@ impl Arena {
                 (Arc::clone(&shared.live), None)
             }
             Layout::Own { .. } => {
-                self.find_untracked_writes();
+                self.find_raw_writes();
                 let shared = self.shared_memory()?;
                 (Arc::clone(&shared.live), Some(shared))
             }
             Layout::Proxy(_) => unreachable!("a proxy's arena is never lent out to make proxies"),
         };
         let capacity = self.capacity();
-        let mem = Reservation::new(capacity)?;
+        let mem = Reservation::with_guard(capacity, self.options.guard_bytes)?;
         // SAFETY: the reservation is new; nothing refers into it.
         unsafe { mem.map_file(0, capacity, &live.file, 0, Sharing::Private, true)? };
         // Only now that nothing can fail does the arena move into its shared memory.
@@ -173,7 +173,7 @@ impl Arena {
             let bytes = &self.as_bytes()[run.start * page..run.end * page];
             file.write_all_at(bytes, run.start * page)?;
         }
-        let mem = Reservation::new(capacity)?;
+        let mem = Reservation::with_guard(capacity, self.options.guard_bytes)?;
         // SAFETY: the reservation is new; nothing refers into it.
         unsafe { mem.map_file(0, capacity, &file, 0, Sharing::Shared, true)? };
         let live = Arc::new(LiveFile {
@@ -210,7 +210,7 @@ impl Arena {
         }
         // Pages written through `as_mut_ptr` are not marked yet, and their bytes too live only
         // in the shared file.
-        self.find_untracked_writes();
+        self.find_raw_writes();
         self.freeze_dirty()?;
         let table = self.content.clone();
         self.rebuild_from(&table)

@@ -15,6 +15,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+#[path = "write_tracker.rs"]
+pub(crate) mod write_tracker;
+
 /// A new empty file for pages: a memfd, or an unnamed file in `dir` when one is given.
 pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     match dir {
@@ -67,29 +70,29 @@ pub(crate) fn seal_full(fd: &OwnedFd) -> Result<bool> {
 
 /// A kernel feature probed by its first use, so that later calls neither retry nor fall back
 /// on every call.
-struct Probe(AtomicU8);
+pub(super) struct Probe(AtomicU8);
 
 impl Probe {
     const UNKNOWN: u8 = 0;
     const PRESENT: u8 = 1;
     const MISSING: u8 = 2;
 
-    const fn new() -> Self {
+    pub(super) const fn new() -> Self {
         Probe(AtomicU8::new(Self::UNKNOWN))
     }
 
-    fn missing(&self) -> bool {
+    pub(super) fn missing(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::MISSING
     }
 
-    fn present(&self) {
+    pub(super) fn present(&self) {
         self.0.store(Self::PRESENT, Ordering::Relaxed);
     }
 
     /// Records that the kernel refused the call with `errno`; returns whether that means it lacks
     /// the feature (only a first call's `ENOSYS`, `ENOTTY`, `EINVAL` or, under a seccomp filter,
     /// `EPERM` does).
-    fn refused(&self, errno: Errno) -> bool {
+    pub(super) fn refused(&self, errno: Errno) -> bool {
         let lacks = matches!(
             errno,
             Errno::ENOSYS | Errno::ENOTTY | Errno::EINVAL | Errno::EPERM
@@ -246,7 +249,7 @@ pub(crate) fn private_page_runs(addr: usize, len: usize) -> Option<Vec<Range<usi
 
 /// The `PAGEMAP_SCAN` ioctl (Linux 6.7+): the kernel walks the page tables and returns ranges of
 /// pages in the asked categories, far faster than reading one `/proc/self/pagemap` entry per page.
-mod scan {
+pub(super) mod scan {
     use super::*;
 
     /// `struct pm_scan_arg` from `<linux/fs.h>`.
@@ -271,15 +274,21 @@ mod scan {
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
     pub(super) struct PageRegion {
-        start: u64,
-        end: u64,
+        pub(super) start: u64,
+        pub(super) end: u64,
         categories: u64,
     }
 
+    pub(super) const PAGE_IS_WRITTEN: u64 = 1 << 1;
     pub(super) const PAGE_IS_FILE: u64 = 1 << 2;
     pub(super) const PAGE_IS_PRESENT: u64 = 1 << 3;
     pub(super) const PAGE_IS_SWAPPED: u64 = 1 << 4;
     pub(super) const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+    /// `PAGEMAP_SCAN` flags: protect the pages reported again (userfaultfd async mode), and
+    /// fail unless every mapping of the range is registered for it.
+    pub(super) const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+    pub(super) const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
     nix::ioctl_readwrite!(pagemap_scan, b'f', 16, PmScanArg);
 
@@ -314,9 +323,31 @@ mod scan {
             }
         }
 
+        /// Pages in `[start, end)` written since they were write-protected (userfaultfd, async
+        /// mode), which the call protects again.
+        pub(super) fn written_pages(start: u64, end: u64, regions: &'a mut [PageRegion]) -> Self {
+            Request {
+                arg: PmScanArg {
+                    size: size_of::<PmScanArg>() as u64,
+                    flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                    start,
+                    end,
+                    vec: regions.as_mut_ptr() as u64,
+                    vec_len: regions.len() as u64,
+                    category_mask: PAGE_IS_WRITTEN,
+                    return_mask: PAGE_IS_WRITTEN,
+                    ..PmScanArg::default()
+                },
+                regions,
+            }
+        }
+
         /// Issues the ioctl on `pagemap` (`/proc/self/pagemap`); returns the regions found and
         /// the address where the kernel stopped (the buffer may fill before `end`).
-        fn run(mut self, pagemap: &std::fs::File) -> nix::Result<(&'a [PageRegion], u64)> {
+        pub(super) fn run(
+            mut self,
+            pagemap: &std::fs::File,
+        ) -> nix::Result<(&'a [PageRegion], u64)> {
             fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain)?;
             // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`,
             // borrowed by `self` for the call and with room for `vec_len` entries; the ioctl only

@@ -81,3 +81,35 @@ pub(crate) unsafe fn discard_ranges(_ranges: &[(usize, usize)]) -> usize {
 pub(crate) fn private_page_runs(_addr: usize, _len: usize) -> Option<Vec<Range<usize>>> {
     None
 }
+
+/// No userfaultfd here: raw writes are found by treating every private page as written.
+pub(crate) mod write_tracker {
+    use crate::error::Result;
+    use std::ops::Range;
+
+    /// Never made on this platform.
+    #[derive(Debug)]
+    pub(crate) enum WriteTracker {}
+
+    impl WriteTracker {
+        pub(crate) fn new() -> Result<Option<WriteTracker>> {
+            Ok(None)
+        }
+
+        pub(crate) fn answers_here(&self) -> bool {
+            match *self {}
+        }
+
+        pub(crate) fn track(&self, _addr: usize, _len: usize) -> Result<()> {
+            match *self {}
+        }
+
+        pub(crate) fn protect(&self, _addr: usize, _len: usize) -> Result<()> {
+            match *self {}
+        }
+
+        pub(crate) fn take_written(&self, _addr: usize, _len: usize) -> Result<Vec<Range<usize>>> {
+            match *self {}
+        }
+    }
+}

@@ -23,9 +23,11 @@ pub(crate) use os::{
 use crate::error::{Error, Result};
 use fault::Call;
 use nix::sys::mman::{madvise, mmap, mmap_anonymous, MapFlags, MmapAdvise, ProtFlags};
+use os::write_tracker::WriteTracker;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 
 /// The runtime page size: 4 KiB on x86-64 Linux, 16 KiB on Apple Silicon.
 pub fn page_size() -> usize {
@@ -263,6 +265,14 @@ pub(crate) enum Sharing {
 /// the functions below is removed with it.
 pub(crate) struct Reservation {
     alloc: region::Allocation,
+    /// Usable bytes from the base; the rest of `alloc` is a guard that stays inaccessible.
+    len: usize,
+    /// Finds the pages written through any pointer, where the kernel can (see
+    /// [`track_writes`](Reservation::track_writes)).
+    tracker: Option<WriteTracker>,
+    /// Set when a mapping placed inside could not be registered with `tracker`: from then on
+    /// its answers are incomplete, and [`take_written`](Reservation::take_written) says so.
+    untracked_mapping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -284,11 +294,31 @@ unsafe impl Sync for Reservation {}
 impl Reservation {
     /// Reserves `len` bytes (a multiple of the page size) of inaccessible address space.
     pub(crate) fn new(len: usize) -> Result<Self> {
+        Self::with_guard(len, 0)
+    }
+
+    /// Reserves `len` usable bytes followed by `guard` bytes (multiples of the page size) that
+    /// stay inaccessible for the reservation's life, so that an access past the end faults.
+    pub(crate) fn with_guard(len: usize, guard: usize) -> Result<Self> {
         const OP: &str = "mmap (reserve address space)";
         fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let total = len.checked_add(guard).ok_or_else(|| Error::Os {
+            op: OP,
+            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        })?;
         let alloc =
-            region::alloc(len, region::Protection::NONE).map_err(|e| region_error(OP, e))?;
-        Ok(Reservation { alloc })
+            region::alloc(total, region::Protection::NONE).map_err(|e| region_error(OP, e))?;
+        Ok(Reservation {
+            alloc,
+            len,
+            tracker: None,
+            untracked_mapping: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Bytes of guard after the usable range.
+    pub(crate) fn guard_len(&self) -> usize {
+        self.alloc.len() - self.len
     }
 
     pub(crate) fn base(&self) -> *mut u8 {
@@ -296,7 +326,7 @@ impl Reservation {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.alloc.len()
+        self.len
     }
 
     fn addr(&self, offset: usize, len: usize) -> (NonZeroUsize, NonZeroUsize) {
@@ -350,8 +380,9 @@ impl Reservation {
                 file_offset as libc::off_t,
             )
         }
-        .map(drop)
-        .map_err(|e| os_error(OP, e))
+        .map_err(|e| os_error(OP, e))?;
+        self.track_new_mapping(addr.get(), length.get());
+        Ok(())
     }
 
     /// Maps fresh zero-filled anonymous memory at `offset`, replacing what was there.
@@ -376,8 +407,9 @@ impl Reservation {
                 MapFlags::MAP_FIXED | MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
             )
         }
-        .map(drop)
-        .map_err(|e| os_error(OP, e))
+        .map_err(|e| os_error(OP, e))?;
+        self.track_new_mapping(addr.get(), length.get());
+        Ok(())
     }
 
     /// Drops the private copies of the pages in the byte ranges `spans`: a private file mapping
@@ -405,6 +437,80 @@ impl Reservation {
             unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTNEED) }.map_err(|e| os_error(OP, e))?;
         }
         Ok(())
+    }
+
+    /// Asks the kernel to report every page written from now on, through any pointer (see
+    /// `write_tracker.rs`). Returns whether it can: `false` where it lacks the features (then
+    /// nothing changed), or after a failure.
+    pub(crate) fn track_writes(&mut self) -> bool {
+        if self.tracker.is_some() {
+            return self.tracks_writes();
+        }
+        let Ok(Some(tracker)) = WriteTracker::new() else {
+            return false;
+        };
+        if tracker.track(self.base() as usize, self.len).is_err() {
+            return false;
+        }
+        self.tracker = Some(tracker);
+        self.untracked_mapping.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether [`take_written`](Self::take_written) can answer here.
+    pub(crate) fn tracks_writes(&self) -> bool {
+        self.tracker
+            .as_ref()
+            .is_some_and(WriteTracker::answers_here)
+            && !self.untracked_mapping.load(Ordering::Relaxed)
+    }
+
+    /// A mapping just placed at `addr` replaced a registered one: register it too, or record
+    /// that the tracker's answers are no longer complete.
+    fn track_new_mapping(&self, addr: usize, len: usize) {
+        if let Some(tracker) = &self.tracker {
+            if !tracker.answers_here() || tracker.track(addr, len).is_err() {
+                self.untracked_mapping.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The runs of pages (indices from the base) written since the last call, or since the
+    /// pages were last protected; they are protected again. `None` when the reservation does not
+    /// track writes (see [`track_writes`](Self::track_writes)) or the kernel failed to answer
+    /// (then some pages may have been protected again: use another way to find the writes).
+    pub(crate) fn take_written(&self) -> Option<Vec<std::ops::Range<usize>>> {
+        if !self.tracks_writes() {
+            return None;
+        }
+        let tracker = self.tracker.as_ref().expect("checked above");
+        match tracker.take_written(self.base() as usize, self.len) {
+            Ok(runs) => Some(runs),
+            Err(_) => {
+                self.untracked_mapping.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Protects the pages of `runs` (page indices) again after the crate wrote them itself, so
+    /// that only later writes count. Returns `false` if the tracker's answers are incomplete
+    /// from now on.
+    pub(crate) fn forget_written(&self, runs: &[std::ops::Range<usize>]) -> bool {
+        let Some(tracker) = &self.tracker else {
+            return false;
+        };
+        let page = page_size();
+        let base = self.base() as usize;
+        let done = runs.iter().all(|r| {
+            tracker
+                .protect(base + r.start * page, r.len() * page)
+                .is_ok()
+        });
+        if !done {
+            self.untracked_mapping.store(true, Ordering::Relaxed);
+        }
+        done && self.tracks_writes()
     }
 
     /// Makes the whole reservation read-only.

@@ -1,0 +1,228 @@
+//! Writes through a raw pointer kept for the arena's life: every one is found by every later
+//! snapshot and restore (checked against a plain copy of the bytes), the kernel's tracking is
+//! precise where it is active, the pages a restore writes itself are not taken for new writes,
+//! remapped runs stay tracked, and a guard region faults.
+
+mod common;
+
+use common::{serial, Rng};
+use cowarena::{Arena, RawWrites, Snapshot};
+
+/// Whether the running kernel should track writes itself (Linux 6.7 brought `PAGEMAP_SCAN`).
+fn kernel_tracks_writes() -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 7)
+}
+
+/// Writes `byte` at `at` through `base`.
+fn poke(base: *mut u8, at: usize, byte: u8) {
+    // SAFETY: every caller passes an offset inside its arena, whose pointer stays valid for the
+    // arena's life, and holds no reference into the arena meanwhile.
+    unsafe { base.add(at).write(byte) }
+}
+
+#[test]
+fn a_kept_pointer_is_tracked_across_snapshots_and_restores() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 256;
+    let mut a = Arena::with_capacity(pages * page).unwrap();
+    // SAFETY: used only between calls of `a`'s methods, with no reference into `a` alive.
+    let base = unsafe { a.as_mut_ptr() };
+    if kernel_tracks_writes() {
+        assert_eq!(a.stats().raw_writes, RawWrites::Kernel);
+    }
+    let mut model = vec![0u8; pages * page];
+    let mut snaps: Vec<(Snapshot, Vec<u8>)> = vec![(a.snapshot().unwrap(), model.clone())];
+    let mut rng = Rng::new(7);
+    for step in 0..400 {
+        match rng.below(10) {
+            0..=5 => {
+                for _ in 0..rng.range(1, 20) {
+                    let at = rng.below(pages * page);
+                    let byte = rng.next() as u8;
+                    poke(base, at, byte);
+                    model[at] = byte;
+                }
+            }
+            6 => {
+                let at = rng.below(pages * page - 100);
+                a.write(at, &[step as u8; 100]).unwrap();
+                model[at..at + 100].fill(step as u8);
+            }
+            7 | 8 => snaps.push((a.snapshot().unwrap(), model.clone())),
+            _ => {
+                let (s, bytes) = &snaps[rng.below(snaps.len())];
+                a.restore(s).unwrap();
+                model.clone_from(bytes);
+            }
+        }
+        assert!(
+            a.as_bytes() == model.as_slice(),
+            "step {step}: the arena differs"
+        );
+    }
+    for (i, (s, bytes)) in snaps.iter().enumerate() {
+        assert!(s.as_bytes() == bytes.as_slice(), "snapshot {i} differs");
+        a.restore(s).unwrap();
+        assert!(a.as_bytes() == bytes.as_slice(), "restoring snapshot {i}");
+    }
+}
+
+#[test]
+fn the_kernel_reports_exactly_the_pages_written() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 4096;
+    let mut a = Arena::with_capacity(pages * page).unwrap();
+    for p in 0..pages / 2 {
+        a.write(p * page, &[1]).unwrap();
+    }
+    let base = unsafe { a.as_mut_ptr() };
+    if a.stats().raw_writes != RawWrites::Kernel {
+        assert!(
+            !kernel_tracks_writes(),
+            "the kernel should track writes here"
+        );
+        eprintln!("note: raw writes found as private pages on this kernel; precision not checked");
+        return;
+    }
+    let start = a.snapshot().unwrap();
+    for round in 0..20u8 {
+        let written: Vec<usize> = (0..5)
+            .map(|i| (round as usize * 131 + i * 797) % pages)
+            .collect();
+        for &p in &written {
+            poke(base, p * page + 9, round + 1);
+        }
+        let live = a.stats().store.live_pages;
+        let s = a.snapshot().unwrap();
+        let frozen = a.stats().store.live_pages - live;
+        assert!(
+            frozen <= written.len(),
+            "round {round}: {} pages written, {frozen} frozen",
+            written.len()
+        );
+        for &p in &written {
+            assert_eq!(s.as_bytes()[p * page + 9], round + 1);
+        }
+        a.restore(&start).unwrap();
+        // The restore's own writes are not reported as new ones.
+        let live = a.stats().store.live_pages;
+        drop(a.snapshot().unwrap());
+        assert_eq!(
+            a.stats().store.live_pages,
+            live,
+            "round {round}: restored pages refrozen"
+        );
+    }
+}
+
+#[test]
+fn pages_remapped_at_a_snapshot_stay_tracked() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 512;
+    let mut a = Arena::builder(pages * page)
+        .private_budget(page)
+        .build()
+        .unwrap();
+    let base = unsafe { a.as_mut_ptr() };
+    // Long runs are remapped from the store when frozen, and the budget sheds the rest.
+    for p in 0..pages {
+        poke(base, p * page, 1);
+    }
+    let ones = a.snapshot().unwrap();
+    let ones_bytes = a.as_bytes().to_vec();
+    for round in 0..10u8 {
+        for p in (round as usize..pages).step_by(37) {
+            poke(base, p * page + 1, round + 2);
+        }
+        let s = a.snapshot().unwrap();
+        for p in (round as usize..pages).step_by(37) {
+            assert_eq!(
+                s.as_bytes()[p * page + 1],
+                round + 2,
+                "round {round}, page {p}"
+            );
+        }
+        a.restore(&ones).unwrap();
+        assert!(
+            a.as_bytes() == ones_bytes.as_slice(),
+            "round {round}: restore"
+        );
+    }
+}
+
+#[test]
+fn many_mid_run_snapshots_stay_within_the_mapping_budget() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 4096;
+    let mut a = Arena::with_capacity(pages * page).unwrap();
+    let base = unsafe { a.as_mut_ptr() };
+    for p in 0..pages {
+        poke(base, p * page, 1);
+    }
+    let mut rng = Rng::new(3);
+    let mut kept = Vec::new();
+    for round in 0..2000 {
+        for _ in 0..64 {
+            poke(base, rng.below(pages) * page + 3, round as u8);
+        }
+        let s = a.snapshot().unwrap();
+        if round % 100 == 0 {
+            kept.push(s);
+        }
+    }
+    let stats = a.stats();
+    assert!(
+        stats.remapped_runs < cowarena::MAX_REMAPPED_RUNS,
+        "{} remapped runs after 2000 snapshots",
+        stats.remapped_runs
+    );
+    assert!(
+        stats.store.live_pages <= pages * (kept.len() + 2),
+        "{} live pages for {} snapshots of {pages} pages",
+        stats.store.live_pages,
+        kept.len()
+    );
+}
+
+#[test]
+fn a_guard_region_faults_past_the_end() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let mut a = Arena::builder(16 * page).guard(64 * page).build().unwrap();
+    assert_eq!(a.stats().guard_bytes, 64 * page);
+    let b = a.snapshot().unwrap().to_arena().unwrap();
+    assert_eq!(
+        b.stats().guard_bytes,
+        64 * page,
+        "arenas made from snapshots keep the guard"
+    );
+    let last: u8 = a
+        .fork_run(|b| {
+            let base = unsafe { b.as_mut_ptr() };
+            poke(base, 16 * page - 1, 5);
+            b.as_bytes()[16 * page - 1]
+        })
+        .unwrap();
+    assert_eq!(last, 5);
+    let crashed = a.fork_run(|b| {
+        let base = unsafe { b.as_mut_ptr() };
+        poke(base, 16 * page + 10 * page, 5);
+    });
+    assert!(
+        matches!(crashed, Err(cowarena::ForkError::Signaled { .. })),
+        "a write into the guard must fault: {crashed:?}"
+    );
+}
