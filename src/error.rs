@@ -254,6 +254,22 @@ pub enum FileProblem {
     /// A chain of deltas longer than the crate follows (a cycle of files naming each other).
     #[error("delta chain longer than {0} files")]
     ChainTooLong(usize),
+    /// The path names something other than a regular file (a directory, a FIFO, a device, a
+    /// socket), or, for a delta's base, a symbolic link: snapshot files are read only from
+    /// regular files, so that opening one never blocks or reads a device.
+    #[error("not a regular file ({kind})")]
+    NotARegularFile {
+        /// What the path names instead.
+        kind: &'static str,
+    },
+    /// A delta names its base by something other than a file name in its own directory (a
+    /// path with `/`, `.` or `..`), or `save_delta` was given a base saved in another directory
+    /// than the delta: a delta's base must sit beside it.
+    #[error("the base {base:?} is not a file beside the delta (deltas name their base by its file name in the delta's own directory)")]
+    BaseNotBeside {
+        /// The base's name or path.
+        base: std::path::PathBuf,
+    },
 }
 
 /// Why a [`Ptr`](crate::Ptr) or collection handle names no live object: the `reason` of

@@ -231,6 +231,15 @@ fn a_branch_past_its_timeout_is_killed() {
         assert_eq!(v, 9);
         assert_eq!(&s.as_bytes()[page()..page() + 3], &[1, 2, 3]);
         assert_eq!(a.as_bytes(), &model[..]);
+
+        // A timeout too long to be a point in time is none.
+        let endless = ForkOptions::new().timeout(Duration::MAX);
+        assert_eq!(
+            a.fork_run_with(&endless, |b| b.as_bytes()[5]).unwrap(),
+            model[5]
+        );
+        let (v, _) = a.fork_snapshot_with(&endless, |_| 4u8).unwrap();
+        assert_eq!(v, 4);
     });
 }
 

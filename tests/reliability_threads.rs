@@ -261,3 +261,46 @@ fn racing_first_views_of_one_snapshot() {
         assert_eq!(s.as_bytes()[0], round);
     }
 }
+
+/// A branch whose child uses the page store while another thread of the parent snapshots an
+/// arena of the same store: the fork takes the store's lock first, so the child never finds it
+/// held forever (which a timeout would otherwise end).
+#[test]
+fn branches_fork_while_another_thread_uses_their_store() {
+    let _serial = common::serial();
+    let page = cowarena::page_size();
+    let mut a = cowarena::Arena::with_capacity(64 * page).unwrap();
+    a.write(0, &[1]).unwrap();
+    let s = a.snapshot().unwrap();
+    let mut b = s.to_arena().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut results = Vec::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut round = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round = round.wrapping_add(1);
+                for p in 0..32 {
+                    a.write(p * page, &[round]).unwrap();
+                }
+                drop(a.snapshot().unwrap());
+            }
+        });
+        let options = cowarena::ForkOptions::new().timeout(std::time::Duration::from_secs(5));
+        for i in 0..200u8 {
+            let got = b.fork_run_with(&options, |child| {
+                use cowarena::ViewMut;
+                child.write(page, &[i]).unwrap();
+                // Reads the frozen page from the store, under its lock.
+                let mut first = [0u8];
+                s.read(0, &mut first).unwrap();
+                first[0] + child.as_bytes()[page]
+            });
+            results.push((i, got));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    for (i, got) in results {
+        assert_eq!(got.unwrap(), 1 + i, "branch {i}");
+    }
+}

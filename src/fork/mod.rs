@@ -104,8 +104,11 @@
 //! What the closure may do: anything in a single-threaded parent. In a multi-threaded one,
 //! memory allocation is safe with glibc and recent musl (they reset the allocator's locks at the
 //! fork), but anything else that takes a lock another thread may have held — `println!` and
-//! other stdio, the panic hook's write to stderr, a snapshot's [`read`](Snapshot::read) or
-//! [`Arena::stats`] (the page store's lock) — can block forever. A timeout bounds that.
+//! other stdio, the panic hook's write to stderr, the page store of *another* arena (a
+//! snapshot's [`read`](Snapshot::read) or [`Arena::stats`] take its lock) — can block forever. A
+//! timeout bounds that. The page store of the arena being forked (shared by its snapshots and
+//! the arenas made from them) is safe: the fork takes its lock first, so the child finds it
+//! free whatever other threads were doing with it.
 
 mod child;
 mod parent;
@@ -148,7 +151,8 @@ impl ForkOptions {
     }
 
     /// Kills the child (`SIGKILL`) if it has not delivered its result and exited within
-    /// `timeout` of the fork; the call then returns [`ForkError::TimedOut`].
+    /// `timeout` of the fork; the call then returns [`ForkError::TimedOut`]. A timeout too long
+    /// to be a point in time (`Duration::MAX`, say) means no timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -11,6 +11,7 @@ use crate::snapshot::Snapshot;
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
 use bytemuck::Pod;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A started child; dropping it unreaped kills and reaps it.
@@ -194,15 +195,19 @@ where
     }
     let (read_end, write_end) = process::pipe()?;
     let counted = process::ChildCount::new();
+    let store = Arc::clone(arena.store());
+    let store_hold = store.hold_across_fork();
     // SAFETY: the child runs `child_main`, which never returns (it ends with `_exit`) and, apart
     // from the caller's closure, makes only system calls and allocations (see the module docs on
     // what the closure may do in a multi-threaded parent).
     match unsafe { process::fork() }? {
         Forked::Child => {
+            drop(store_hold);
             drop(read_end);
             child_main(arena, f, base.is_some(), write_end, lock, parent, options)
         }
         Forked::Parent(pid) => {
+            drop(store_hold);
             let child = Child {
                 pid,
                 reaped: false,
@@ -218,7 +223,8 @@ where
             let session = Session {
                 child,
                 pipe,
-                deadline: options.timeout.map(|t| Instant::now() + t),
+                // A timeout too long to be a point in time is no timeout.
+                deadline: options.timeout.and_then(|t| Instant::now().checked_add(t)),
                 timeout: options.timeout.unwrap_or_default(),
             };
             collect(session, base, page, pages)

@@ -117,7 +117,7 @@ impl Arena {
         let path = path.as_ref();
         let page = sys::page_size();
         let at = in_file(path);
-        let file = DataFile::open_read(path).map_err(&at)?;
+        let file = DataFile::open_read(path, true).map_err(&at)?;
         let len = file.len().map_err(&at)?;
         let len = usize::try_from(len).map_err(|_| {
             bad_file(

@@ -11,8 +11,8 @@
 //! index, one checksum (xxh3-64) per stored page, a checksum over all of that, then the stored
 //! pages, page-aligned. Zero pages are not stored. A delta stores only the pages that differ
 //! from its base (pages that became zero are index entries without data) and names its base
-//! twice: by the base's file name, relative to the delta's directory, and by the base's *content
-//! hash*. Stored pages sit in index order, so an entry needs no data offset of its own: an index
+//! twice: by the base's file name in the delta's own directory (a base must sit beside its
+//! deltas), and by the base's *content hash*. Stored pages sit in index order, so an entry needs no data offset of its own: an index
 //! that passes its checks can only address the file's own pages, and there is one field fewer
 //! to damage.
 //!
@@ -23,7 +23,7 @@
 //!              40  stored pages (u64)        48  data offset (u64)
 //!              56  content hash (u128)       72  base content hash (u128; zero unless delta)
 //!              88  base name length (u64)    96  stamp ceiling (u64)  104  reserved, zero
-//!      128    base name: the base file's path relative to this file's directory (deltas only)
+//!      128    base name: the base file's name in this file's directory (deltas only)
 //!             page index: one u64 per entry, the page number, increasing; bit 63 set means
 //!               "this page is zero" (deltas only); the k-th entry without it is stored page k
 //!             checksums: one u64 (xxh3-64 of the page's bytes) per stored page
@@ -127,8 +127,8 @@
 //!   delta against the state it started from and names the file by its content hash
 //!   ([`SaveStats::content_hash`]), e.g. `states/<hash>.snap`: the same state reached twice gets
 //!   the same name, so deduplication is a file-exists check, and a file's name says what it holds.
-//!   Deltas name their base by a relative path, so a directory of states can be copied or synced
-//!   as a whole (rsync, object-store sync, a shared file system such as NFS or CephFS).
+//!   Deltas name their base by its file name beside them, so a directory of states can be copied
+//!   or synced as a whole (rsync, object-store sync, a shared file system such as NFS or CephFS).
 //! - **Workers open states lazily.** `Snapshot::open` costs `O(index)`; a worker that takes a
 //!   state reads only the pages it touches, and each page is checked on arrival, so a file that a
 //!   sync is still writing, or a damaged copy, is an error for that state, not a crash.

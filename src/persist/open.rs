@@ -10,7 +10,7 @@ use crate::store::{SlotId, Store};
 use crate::sys::{self, file::DataFile};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 impl Snapshot {
@@ -22,9 +22,17 @@ impl Snapshot {
     /// that it can be [restored](crate::Arena::restore) into; to restore it into an existing
     /// arena, open it with [`Arena::open_snapshot`](crate::Arena::open_snapshot) instead.
     ///
-    /// Errors: [`Error::File`] naming the file and a [`FileProblem`]: not a snapshot, another
-    /// version, page size or capacity, truncated, damaged metadata, a missing or wrong base.
-    /// A damaged page is an error at the first call that reads or maps it.
+    /// A file is input from outside, and opening it is bounded: `open` reads only regular files
+    /// (never blocking on a FIFO or reading a device), and a delta's base only from a regular
+    /// file beside the delta, named by a plain file name and not through a symbolic link (see the
+    /// [`persist`](crate::persist) module docs). Its work follows the file's index and, later,
+    /// the pages used, not the capacity the file claims.
+    ///
+    /// # Errors
+    /// [`Error::File`] naming the file and a [`FileProblem`]: not a regular file, not a
+    /// snapshot, another version, page size or capacity, truncated, damaged metadata, a missing
+    /// or wrong base, a base not beside the delta. A damaged page is an error at the first call
+    /// that reads or maps it.
     pub fn open(path: impl AsRef<Path>) -> Result<Snapshot> {
         let page = sys::page_size();
         open_in(path.as_ref(), Store::new(page, None), Options::default())
@@ -37,16 +45,18 @@ impl Snapshot {
 }
 
 /// One file of a delta chain, checked.
-struct OpenedFile {
+pub(super) struct OpenedFile {
     path: PathBuf,
     file: DataFile,
     meta: Meta,
 }
 
-fn read_file(path: &Path) -> Result<OpenedFile> {
+/// Opens and checks the file at `path` (its header and index, not its pages), following a
+/// symbolic link only if `follow_links`.
+fn read_file(path: &Path, follow_links: bool) -> Result<OpenedFile> {
     let page = sys::page_size();
     let at = in_file(path);
-    let file = DataFile::open_read(path).map_err(&at)?;
+    let file = DataFile::open_read(path, follow_links).map_err(&at)?;
     let len = file.len().map_err(&at)?;
     let mut head = vec![0u8; format::HEADER_BYTES];
     let got = file.read_at(&mut head, 0).map_err(&at)?;
@@ -71,9 +81,59 @@ fn read_file(path: &Path) -> Result<OpenedFile> {
     })
 }
 
+/// Opens the base `name` of the delta at `delta`, which must have content hash `expected`.
+///
+/// A snapshot file is input from outside, so the name it gives is trusted only as far as this
+/// rule goes: a file name (no `/`, `.` or `..`) in the delta's own directory, opened without
+/// following a symbolic link, without blocking, and only if it is a regular file. So a damaged
+/// or hostile delta can make `open` read no other file than a snapshot file beside it.
+pub(super) fn open_base(delta: &Path, name: &Path, expected: ContentHash) -> Result<OpenedFile> {
+    let mut parts = name.components();
+    if !matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(bad_file(
+            delta,
+            FileProblem::BaseNotBeside {
+                base: name.to_path_buf(),
+            },
+        ));
+    }
+    let base = delta.parent().unwrap_or(Path::new(".")).join(name);
+    // A base that is not there is named by the delta; any other failure to read it is the base
+    // file's own error.
+    let opened = read_file(&base, false).map_err(|e| match e {
+        Error::File {
+            problem: FileProblem::Os { op, source },
+            ..
+        } if source.kind() == std::io::ErrorKind::NotFound => bad_file(
+            delta,
+            FileProblem::MissingBase {
+                base: base.clone(),
+                expected,
+                source: Box::new(bad_file(&base, FileProblem::Os { op, source })),
+            },
+        ),
+        other => other,
+    })?;
+    let found = opened.meta.header.content_hash;
+    if found != expected {
+        return Err(bad_file(
+            delta,
+            FileProblem::WrongBase {
+                base,
+                expected,
+                found,
+            },
+        ));
+    }
+    Ok(opened)
+}
+
 /// Reads `path` and the bases it names; returns the files base first.
 fn read_chain(path: &Path) -> Result<Vec<OpenedFile>> {
-    let mut chain = vec![read_file(path)?];
+    let mut chain = vec![read_file(path, true)?];
     loop {
         let top = chain.last().expect("not empty");
         let Some(expected) = top.meta.header.base else {
@@ -82,35 +142,8 @@ fn read_chain(path: &Path) -> Result<Vec<OpenedFile>> {
         if chain.len() == MAX_CHAIN {
             return Err(bad_file(path, FileProblem::ChainTooLong(MAX_CHAIN)));
         }
-        let name = PathBuf::from(OsStr::from_bytes(&top.meta.base_name));
-        let base = top.path.parent().unwrap_or(Path::new(".")).join(name);
-        // A base that is not there is named by the delta; any other failure to read it is the
-        // base file's own error.
-        let opened = read_file(&base).map_err(|e| match e {
-            Error::File {
-                problem: FileProblem::Os { op, source },
-                ..
-            } if source.kind() == std::io::ErrorKind::NotFound => bad_file(
-                &top.path,
-                FileProblem::MissingBase {
-                    base: base.clone(),
-                    expected,
-                    source: Box::new(bad_file(&base, FileProblem::Os { op, source })),
-                },
-            ),
-            other => other,
-        })?;
-        let found = opened.meta.header.content_hash;
-        if found != expected {
-            return Err(bad_file(
-                &top.path,
-                FileProblem::WrongBase {
-                    base,
-                    expected,
-                    found,
-                },
-            ));
-        }
+        let name = Path::new(OsStr::from_bytes(&top.meta.base_name));
+        let opened = open_base(&top.path, name, expected)?;
         if opened.meta.header.capacity != top.meta.header.capacity {
             return Err(bad_file(
                 &top.path,

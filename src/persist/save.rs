@@ -3,6 +3,7 @@
 //! index and content hash as they go.
 
 use super::format::{self, Entry, HashSum, Meta};
+use super::open::open_base;
 use super::write::{self, NewFile};
 use super::{bad_file, in_file, ContentHash, SaveStats};
 use crate::error::{FileProblem, Result};
@@ -10,26 +11,11 @@ use crate::page_table::PageTable;
 use crate::snapshot::{SavedAs, Snapshot};
 use crate::sys;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Pages `save_delta` reads and compares per call at most, so that its buffers stay small.
 const COMPARE_RUN_PAGES: usize = 256;
-
-/// `target` as a path relative to the directory `dir` (both absolute).
-fn relative(dir: &Path, target: &Path) -> PathBuf {
-    let d: Vec<Component<'_>> = dir.components().collect();
-    let t: Vec<Component<'_>> = target.components().collect();
-    let common = d.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..d.len() {
-        out.push("..");
-    }
-    for c in &t[common..] {
-        out.push(c);
-    }
-    out
-}
 
 /// The pages that are non-zero in `table`, in increasing order.
 fn nonzero_pages(table: &PageTable) -> Vec<usize> {
@@ -158,8 +144,10 @@ impl Snapshot {
     }
 
     /// Writes to `path` only what differs from `base`, which must have been saved to or opened
-    /// from a file. The delta names its base by content hash and by the base file's path
-    /// relative to the delta's directory; [`open`](Snapshot::open) follows the chain.
+    /// from a file in the directory the delta goes to. The delta names its base by content hash
+    /// and by the base's file name; [`open`](Snapshot::open) follows the chain. Before anything
+    /// is written, the base file is checked to still hold `base` (its content hash), so that the
+    /// delta can be opened again.
     ///
     /// Costs `O(pages that differ)` when the snapshot descends from `base` (it was taken from an
     /// arena made with `base.to_arena()`, or from the arena `base` was taken from); otherwise
@@ -168,8 +156,10 @@ impl Snapshot {
     /// # Errors
     /// [`Error::File`](crate::Error::File) with [`FileProblem::BaseNotSaved`],
     /// [`FileProblem::Capacity`] when the capacities differ, [`FileProblem::OverwritesBase`] when
-    /// `path` is the base's own file, or any error of [`save`](Snapshot::save), with the same
-    /// guarantee for `path`.
+    /// `path` is the base's own file, [`FileProblem::BaseNotBeside`] when the base's file is in
+    /// another directory, [`FileProblem::MissingBase`] or [`FileProblem::WrongBase`] when the
+    /// base's file is gone or now holds another snapshot (nothing is written then), or any error
+    /// of [`save`](Snapshot::save), with the same guarantee for `path`.
     ///
     /// ```
     /// use cowarena::{Arena, Snapshot};
@@ -223,8 +213,19 @@ impl Snapshot {
         if path.file_name().is_some_and(|n| dir.join(n) == saved.path) {
             return Err(bad_file(path, FileProblem::OverwritesBase));
         }
-        let name = relative(&dir, &saved.path);
-        let name = name.as_os_str().as_bytes();
+        let (Some(name), true) = (saved.path.file_name(), saved.path.parent() == Some(&*dir))
+        else {
+            return Err(bad_file(
+                path,
+                FileProblem::BaseNotBeside {
+                    base: saved.path.clone(),
+                },
+            ));
+        };
+        // The base file must still hold the base: a delta against a replaced file could never
+        // be opened again.
+        open_base(path, Path::new(name), saved.hash)?;
+        let name = name.as_bytes();
         let data_offset = format::data_offset(page, name.len(), pages.len(), pages.len());
         let mut file = NewFile::create(path, data_offset)?;
         debug_assert_eq!(file.dir(), dir);
@@ -257,27 +258,5 @@ impl Snapshot {
             }
         }
         index.commit(file, self, data_offset, Some((saved.hash, name)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relative;
-    use std::path::Path;
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative(Path::new("/a/b"), Path::new("/a/b/c.snap")),
-            Path::new("c.snap")
-        );
-        assert_eq!(
-            relative(Path::new("/a/b"), Path::new("/a/x/c.snap")),
-            Path::new("../x/c.snap")
-        );
-        assert_eq!(
-            relative(Path::new("/a/b"), Path::new("/c.snap")),
-            Path::new("../../c.snap")
-        );
     }
 }

@@ -115,6 +115,13 @@ impl Store {
         self.chunk_pages
     }
 
+    /// Holds the store's lock until the guard is dropped, for a `fork()`: a lock another thread
+    /// holds when the process forks stays held in the child forever, so the forking thread
+    /// takes it first, and parent and child each drop their copy of the guard after the fork.
+    pub(crate) fn hold_across_fork(&self) -> impl Sized + '_ {
+        self.lock()
+    }
+
     fn lock(&self) -> MutexGuard<'_, StoreState> {
         // A panic while the lock was held left counts that are still consistent (every update is
         // a single step), so the poison flag carries no information.

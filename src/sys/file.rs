@@ -4,13 +4,20 @@
 //! of a truncated file raises SIGBUS on access, while a short `pread` is an ordinary error.
 
 use super::fault::{self, Call};
-use crate::error::{Error, Result};
+use crate::error::{Error, FileProblem, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 fn io_error(op: &'static str, source: std::io::Error) -> Error {
     Error::Os { op, source }
+}
+
+fn not_regular(path: &Path, kind: &'static str) -> Error {
+    Error::File {
+        path: path.to_path_buf(),
+        problem: FileProblem::NotARegularFile { kind },
+    }
 }
 
 /// The failure point of a call the standard library makes (and retries on `EINTR` itself).
@@ -25,10 +32,43 @@ pub(crate) struct DataFile {
 }
 
 impl DataFile {
-    /// Opens `path` read-only (close-on-exec).
-    pub(crate) fn open_read(path: &Path) -> Result<DataFile> {
+    /// Opens `path` read-only (close-on-exec), if it is a regular file: without blocking (a FIFO
+    /// would wait for a writer), and, with `follow_links` false, refusing a symbolic link as the
+    /// last component.
+    ///
+    /// # Errors
+    /// [`Error::Os`] naming `open` or `fstat`; [`FileProblem::NotARegularFile`] (in
+    /// [`Error::File`]) for anything but a regular file.
+    pub(crate) fn open_read(path: &Path, follow_links: bool) -> Result<DataFile> {
         point("open")?;
-        let file = File::open(path).map_err(|e| io_error("open", e))?;
+        let mut flags = libc::O_NONBLOCK;
+        if !follow_links {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) if !follow_links => not_regular(path, "a symbolic link"),
+                _ => io_error("open", e),
+            })?;
+        point("fstat")?;
+        let kind = file
+            .metadata()
+            .map_err(|e| io_error("fstat", e))?
+            .file_type();
+        if !kind.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let what = match () {
+                () if kind.is_dir() => "a directory",
+                () if kind.is_fifo() => "a FIFO",
+                () if kind.is_char_device() || kind.is_block_device() => "a device",
+                () if kind.is_socket() => "a socket",
+                () => "not a plain file",
+            };
+            return Err(not_regular(path, what));
+        }
         Ok(DataFile { file })
     }
 
@@ -150,12 +190,12 @@ mod tests {
         f.write_all_at(b"hello", 0).unwrap();
         f.sync().unwrap();
         assert!(DataFile::create_new(&dir).is_err());
-        let r = DataFile::open_read(&dir).unwrap();
+        let r = DataFile::open_read(&dir, true).unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(r.read_at(&mut buf, 2).unwrap(), 3);
         assert_eq!(&buf[..3], b"llo");
         assert_eq!(r.len().unwrap(), 5);
         remove(&dir).unwrap();
-        assert!(DataFile::open_read(&dir).is_err());
+        assert!(DataFile::open_read(&dir, true).is_err());
     }
 }
