@@ -52,6 +52,7 @@ impl Arena {
                 for p in first..=last {
                     if dirty.insert(p) {
                         private.insert(p);
+                        self.working_set.note(p);
                     }
                 }
             }

@@ -50,6 +50,7 @@ impl Arena {
                 // return memory and mappings; a failure leaves pages private (their bytes
                 // right), to be shed again after the next snapshot or restore.
                 let _ = self.remap_long_runs(&frozen);
+                self.working_set.tick();
                 let _ = self.shed_private();
             }
             Layout::Proxy(_) => self.freeze_read_through()?,

@@ -94,23 +94,6 @@ impl Arena {
         own.min(MAX_PROCESS_REMAPPED_RUNS.saturating_sub(PROCESS_REMAPS.load(Ordering::Relaxed)))
     }
 
-    /// Replaces the count of remapped runs by the runs the mapping really has: the kernel merges a
-    /// run remapped next to the one before it in the same file, and a run remapped again
-    /// replaces one counted already, so the count only grows while the mappings need not. Costs
-    /// a walk of the mapped table; called when the budget looks exhausted.
-    pub(super) fn recount_remaps(&mut self) {
-        let Layout::Own { mapped, remaps, .. } = &mut self.layout else {
-            return;
-        };
-        let mut runs = 0;
-        mapped.for_each_run(|_, _, _| runs += 1);
-        if runs < remaps.runs() {
-            let given_back = remaps.runs() - runs;
-            PROCESS_REMAPS.fetch_sub(given_back, Ordering::Relaxed);
-            remaps.0 = runs;
-        }
-    }
-
     /// Counts one more remapped run, in the arena and in the process.
     pub(super) fn count_remap(&mut self) {
         let Layout::Own { remaps, .. } = &mut self.layout else {

@@ -108,6 +108,8 @@ pub struct Arena {
     /// A raw pointer was handed out ([`Arena::as_mut_ptr`]): every snapshot and restore asks
     /// the kernel what changed. It stays set for the arena's life.
     raw_armed: bool,
+    /// The pages written in recent cycles, which the default private budget keeps private.
+    working_set: budget::WorkingSet,
     pub(crate) options: Options,
 }
 
@@ -153,6 +155,7 @@ impl Arena {
             dirty: PageSet::new(pages),
             layout,
             raw_armed: false,
+            working_set: budget::WorkingSet::new(pages),
             options,
         })
     }
@@ -174,6 +177,7 @@ impl Arena {
             dirty: PageSet::new(pages),
             layout,
             raw_armed: false,
+            working_set: budget::WorkingSet::new(pages),
             options,
         }
     }

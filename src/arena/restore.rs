@@ -95,6 +95,7 @@ impl Arena {
         self.clear_dirty();
         if let Layout::Own { .. } = self.layout {
             // Best effort, as after a snapshot: the restore is complete once its copy is.
+            self.working_set.tick();
             let _ = self.shed_private();
         }
         Ok(())
@@ -130,9 +131,6 @@ impl Arena {
             .filter(|&p| mapped.get(p) != target.get(p))
             .collect();
         self.discard_pages(&drop, &keep)?;
-        if self.remap_room() == 0 {
-            self.recount_remaps();
-        }
         let mut room = self.remap_room();
         let mut copy = Vec::new();
         let mut remapped = Vec::new();

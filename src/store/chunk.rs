@@ -29,7 +29,7 @@ use super::{PageSource, Store, StoreState};
 use crate::error::Result;
 use crate::page_set::Coalesce;
 use crate::sys::process::{self, Pid};
-use crate::sys::{self, BackingFile, FileView};
+use crate::sys::{self, BackingFile, FileView, FileWriter};
 use std::sync::Arc;
 
 /// Names one frozen page: a chunk and a slot in it. [`SlotId::ZERO`] is the all-zero page, which
@@ -77,6 +77,11 @@ pub(super) struct Chunk {
     /// A read-only mapping of the whole chunk, for copying frozen pages out without a system
     /// call; made when the chunk is sealed (or first read), and kept while the chunk is open.
     pub(super) view: Option<Arc<FileView>>,
+    /// A shared writable mapping of the whole chunk, allocated and mapped ahead, through which
+    /// freezes copy pages in (memory stores; see [`FileWriter`]). Made with the chunk, which is
+    /// then sealed against every other writer (`F_SEAL_FUTURE_WRITE`); dropped when the chunk
+    /// is retired, before it is sealed for good.
+    pub(super) writer: Option<Arc<FileWriter>>,
     /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
     pub(super) refs: Vec<u32>,
     /// Fresh slots handed out so far; the chunk is full when this reaches its slot count.
@@ -204,12 +209,26 @@ impl Store {
         }
         let fd = sys::create_backing_file(self.dir.as_deref())?;
         let file = BackingFile::new(fd);
-        file.set_len(self.chunk_pages * self.page)?;
+        let len = self.chunk_pages * self.page;
+        file.set_len(len)?;
         sys::seal_size(file.owned_fd())?;
+        // Without the writer (a store in a directory, or out of memory now) freezes write with
+        // `pwritev`. With it, nothing else may write the chunk any more: a seal makes every
+        // frozen page immutable to anyone else, the file's descriptor included (the open chunk
+        // used to stay writable through `/proc/self/fd` until it was retired).
+        let writer = match self.dir {
+            None => FileWriter::new(&file, len).ok().map(Arc::new),
+            Some(_) => None,
+        };
+        if writer.is_some() {
+            // Only a kernel without the seal refuses it; the chunk then stays as before.
+            let _ = sys::seal_future_writes(file.owned_fd());
+        }
         let chunk = Chunk {
             owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
+            writer,
             refs: vec![0; self.chunk_pages],
             used: 0,
             live: 0,
@@ -298,6 +317,8 @@ impl Store {
             self.process_pending(st);
         }
         let c = st.chunks[chunk].as_mut().expect("open chunk");
+        // The seal below needs the chunk without writable shared mappings.
+        c.writer = None;
         if !c.sealed && c.owner == process::current_pid() {
             // Sealing fails only where the kernel does not support it; the chunk is then simply
             // never written again by this crate.

@@ -47,6 +47,7 @@ impl Store {
             owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
+            writer: None,
             refs: vec![1; slots],
             used: slots,
             live: slots,

@@ -29,7 +29,7 @@ pub(crate) use file_chunk::PageSource;
 
 use crate::error::Result;
 use crate::page_set::coalesce;
-use crate::sys::BackingFile;
+use crate::sys::{BackingFile, FileWriter};
 use chunk::Chunk;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -145,7 +145,7 @@ impl Store {
             "freeze takes 1..={} whole pages, got {bytes} bytes",
             self.chunk_pages,
         );
-        let (file, chunk, slots) = {
+        let (file, writer, chunk, slots) = {
             let mut st = self.lock();
             self.process_pending(&mut st);
             let runs: Vec<usize> = bufs.iter().map(|b| b.len() / page).collect();
@@ -160,15 +160,18 @@ impl Store {
             c.live += pages;
             c.writing += 1;
             let file = Arc::clone(&c.file);
+            let writer = c.writer.clone();
             st.live_slots += pages;
             st.held_slots += pages - reused;
             let slots = slots
                 .into_iter()
                 .map(|i| SlotId::new(chunk as u32, i as u32));
-            (file, chunk, slots.collect::<Vec<_>>())
+            (file, writer, chunk, slots.collect::<Vec<_>>())
         };
         let frozen = Frozen { store: self, slots };
-        let written = self.write(&file, bufs, &frozen.slots);
+        let written = self.write(&file, writer.as_deref(), bufs, &frozen.slots);
+        // Before the chunk can be sealed (no write in flight), which needs the mapping gone.
+        drop(writer);
         {
             let mut st = self.lock();
             let c = st.chunks[chunk]
@@ -186,9 +189,15 @@ impl Store {
         written.map(|()| frozen)
     }
 
-    /// Writes each page of `bufs` into its slot of `file`: one `pwritev` per run of consecutive
-    /// slots.
-    fn write(&self, file: &BackingFile, bufs: &[&[u8]], slots: &[SlotId]) -> Result<()> {
+    /// Writes each page of `bufs` into its slot of `file`: one copy through `writer` per run of
+    /// consecutive slots, or without one, one `pwritev` per run.
+    fn write(
+        &self,
+        file: &BackingFile,
+        writer: Option<&FileWriter>,
+        bufs: &[&[u8]],
+        slots: &[SlotId],
+    ) -> Result<()> {
         let page = self.page;
         // Each buffer splits where its slots stop being consecutive.
         let mut pieces: Vec<(Range<usize>, &[u8])> = Vec::new();
@@ -208,6 +217,15 @@ impl Store {
                     .map(|(r, i)| (r.clone(), &b[i * page..(i + r.len()) * page])),
             );
             k += n;
+        }
+        if let Some(writer) = writer {
+            for (run, bytes) in &pieces {
+                // SAFETY: the slots were handed to this freeze alone (under the lock, counted in
+                // `writing`); no one reads a slot before a page table holds it, and a dead slot
+                // is written over only when nothing can read it any more.
+                unsafe { writer.copy_in(run.start * page, bytes) };
+            }
+            return Ok(());
         }
         pieces.sort_unstable_by_key(|(r, _)| r.start);
         let groups = coalesce(

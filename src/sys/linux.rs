@@ -62,6 +62,13 @@ pub(crate) fn seal_size(fd: &OwnedFd) -> Result<bool> {
     add_seals(fd, SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK)
 }
 
+/// Forbids every new way to write the file (`write`, a new shared writable mapping, punching a
+/// hole) while the shared writable mappings that exist keep working: only their owner can change
+/// the file from now on. Returns whether the kernel applied the seal (Linux 5.1+).
+pub(crate) fn seal_future_writes(fd: &OwnedFd) -> Result<bool> {
+    add_seals(fd, SealFlag::F_SEAL_FUTURE_WRITE)
+}
+
 /// Forbids every further write to the file (private mappings stay possible) and any change of
 /// its seals. Returns whether the kernel applied the seals.
 pub(crate) fn seal_full(fd: &OwnedFd) -> Result<bool> {

@@ -17,7 +17,7 @@ pub(crate) mod process;
 
 pub(crate) use os::{
     create_backing_file, data_ranges, discard_ranges, private_page_runs, punch_hole, seal_full,
-    seal_size,
+    seal_future_writes, seal_size,
 };
 
 use crate::error::{Error, Result};
@@ -247,6 +247,67 @@ impl FileView {
                 self.map.as_ptr().add(offset),
                 dst.as_mut_ptr(),
                 dst.len(),
+            )
+        }
+    }
+}
+
+/// A shared, writable mapping of a whole file whose pages are allocated and mapped ahead, so
+/// that writing a page into the file is a `memcpy`: no system call, no page fault, no look-up of
+/// the file's page. For the page store's open chunk, where a `pwritev` cost 1.6–2.1 us per
+/// scattered page (`shmem_file_write_iter` finding, locking and copying each page) against
+/// 0.1–0.3 us for the copy itself.
+///
+/// Like [`FileView`], it never lends a slice: it is written and read only by copies of ranges
+/// the caller owns.
+#[derive(Debug)]
+pub(crate) struct FileWriter {
+    map: memmap2::MmapRaw,
+}
+
+impl FileWriter {
+    /// Allocates the first `len` bytes of `file` (so that a write through the mapping can never
+    /// fault for want of memory: that would be SIGBUS, where this returns an error), and maps
+    /// them shared and writable, every page mapped ahead (`MADV_POPULATE_WRITE`, Linux 5.14).
+    ///
+    /// # Errors
+    /// [`Error::Os`] naming `fallocate`, `mmap` or `madvise` (out of memory, say).
+    pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
+        file.allocate(0, len)?;
+        const OP: &str = "mmap (shared writable view of a store chunk)";
+        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(file.owned_fd())
+            .map_err(|e| Error::Os { op: OP, source: e })?;
+        #[cfg(target_os = "linux")]
+        {
+            const OP: &str = "madvise(MADV_POPULATE_WRITE)";
+            retry_interrupted(|| {
+                fault::point(OP, Call::Interruptible)?;
+                map.advise(memmap2::Advice::PopulateWrite)
+                    .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+            })
+            .map_err(|e| os_error(OP, e))?;
+        }
+        Ok(FileWriter { map })
+    }
+
+    /// Copies `src` into the file at `offset`.
+    ///
+    /// # Safety
+    /// No one else reads or writes that range of the file while the call runs.
+    pub(crate) unsafe fn copy_in(&self, offset: usize, src: &[u8]) {
+        assert!(offset
+            .checked_add(src.len())
+            .is_some_and(|end| end <= self.map.len()));
+        // SAFETY: the range lies inside the mapping (checked above), which is writable; the
+        // caller guarantees no one else touches it meanwhile; `src` is a distinct buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                src.len(),
             )
         }
     }
