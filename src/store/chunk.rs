@@ -82,6 +82,9 @@ pub(super) struct Chunk {
     /// then sealed against every other writer (`F_SEAL_FUTURE_WRITE`); dropped when the chunk
     /// is retired, before it is sealed for good.
     pub(super) writer: Option<Arc<FileWriter>>,
+    /// Slots below this are allocated and mapped in `writer` (see
+    /// [`prepare_writer`](Chunk::prepare_writer)).
+    pub(super) writer_ready: usize,
     /// Per slot, the number of page-table leaves (and in-flight freezes) that hold it.
     pub(super) refs: Vec<u32>,
     /// Fresh slots handed out so far; the chunk is full when this reaches its slot count.
@@ -174,7 +177,37 @@ impl FreeSlots {
     }
 }
 
+/// Slots a chunk's writer allocates and maps at a time: 1 MiB, so that a small arena's store
+/// holds little memory ahead, and a large one makes a call per 256 pages frozen.
+const WRITER_STEP: usize = 256;
+
 impl Chunk {
+    /// Makes the slots below `end` writable through the writer (allocated, so that writing can
+    /// never fault for want of memory, and mapped), a step ahead. Returns how many slots it
+    /// allocated (zero for a chunk without a writer).
+    ///
+    /// # Errors
+    /// [`Error::Os`](crate::Error::Os) when the memory cannot be allocated or mapped; nothing
+    /// changed then.
+    pub(super) fn prepare_writer(
+        &mut self,
+        end: usize,
+        slots: usize,
+        page: usize,
+    ) -> Result<usize> {
+        let Some(writer) = &self.writer else {
+            return Ok(0);
+        };
+        if end <= self.writer_ready {
+            return Ok(0);
+        }
+        let ready = self.writer_ready;
+        let new = end.next_multiple_of(WRITER_STEP).min(slots);
+        writer.prepare(&self.file, ready * page, (new - ready) * page)?;
+        self.writer_ready = new;
+        Ok(new - ready)
+    }
+
     /// The chunk's view, made now if it has none yet.
     pub(super) fn view(&mut self, page: usize) -> Result<Arc<FileView>> {
         if let Some(v) = &self.view {
@@ -229,6 +262,7 @@ impl Store {
             file: Arc::new(file),
             view: None,
             writer,
+            writer_ready: 0,
             refs: vec![0; self.chunk_pages],
             used: 0,
             live: 0,
@@ -301,7 +335,12 @@ impl Store {
         let c = st.chunks[chunk].as_mut().expect("retiring an open chunk");
         c.retired = true;
         let free = std::mem::replace(&mut c.free, FreeSlots::new(0));
-        let free = free.iter().map(|i| SlotId::new(chunk as u32, i as u32));
+        // Slots the writer allocated ahead and no freeze used are dead too.
+        let unused = c.used..c.writer_ready.max(c.used);
+        let free = free
+            .iter()
+            .chain(unused)
+            .map(|i| SlotId::new(chunk as u32, i as u32));
         self.punch(st, free.collect());
         self.seal_if_done(st, chunk);
     }
