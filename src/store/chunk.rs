@@ -208,6 +208,16 @@ impl Chunk {
         Ok(new - ready)
     }
 
+    /// Slots the writer allocated ahead that no freeze has used yet (none once the chunk is
+    /// retired: they are dead then).
+    pub(super) fn ready_unused(&self) -> usize {
+        if self.retired {
+            0
+        } else {
+            self.writer_ready.saturating_sub(self.used)
+        }
+    }
+
     /// The chunk's view, made now if it has none yet.
     pub(super) fn view(&mut self, page: usize) -> Result<Arc<FileView>> {
         if let Some(v) = &self.view {

@@ -59,8 +59,9 @@ pub struct StoreStats {
     /// Bytes of memory (or disk) the store occupies, including dead pages kept for reuse and
     /// dead pages in sealed chunks.
     pub held_bytes: usize,
-    /// Of `held_bytes`, dead pages of the chunk being filled, kept to be written over by later
-    /// snapshots (at most a chunk: 16 MiB); given back when the store is dropped.
+    /// Of `held_bytes`, dead pages of the chunk being filled, and pages allocated ahead for it,
+    /// kept to be written over by later snapshots (at most a chunk: 16 MiB); given back when the
+    /// store is dropped.
     pub reusable_bytes: usize,
     /// Open chunk files (file descriptors).
     pub chunk_files: usize,
@@ -303,7 +304,7 @@ impl Store {
                 .chunks
                 .iter()
                 .flatten()
-                .map(|c| c.free.len)
+                .map(|c| c.free.len + c.ready_unused())
                 .sum::<usize>()
                 * self.page,
             chunk_files: st.chunks.iter().flatten().count(),
