@@ -550,16 +550,18 @@ impl Reservation {
         }
     }
 
-    /// The runs of pages (indices from the base) written since the last call, or since the
-    /// pages were last protected; they are protected again. `None` when the reservation does not
-    /// track writes (see [`track_writes`](Self::track_writes)) or the kernel failed to answer
-    /// (then some pages may have been protected again: use another way to find the writes).
-    pub(crate) fn take_written(&self) -> Option<Vec<std::ops::Range<usize>>> {
+    /// The runs of pages (indices from the base) written since they were last protected; with
+    /// `protect`, they are protected again (without, the caller protects them once it has
+    /// written them itself: see [`forget_written`](Self::forget_written)). `None` when the
+    /// reservation does not track writes (see [`track_writes`](Self::track_writes)) or the kernel
+    /// failed to answer (then some pages may have been protected again: use another way to find
+    /// the writes).
+    pub(crate) fn take_written(&self, protect: bool) -> Option<Vec<std::ops::Range<usize>>> {
         if !self.tracks_writes() {
             return None;
         }
         let tracker = self.tracker.as_ref().expect("checked above");
-        match tracker.take_written(self.base() as usize, self.len) {
+        match tracker.take_written(self.base() as usize, self.len, protect) {
             Ok(runs) => Some(runs),
             Err(_) => {
                 self.untracked_mapping.store(true, Ordering::Relaxed);
