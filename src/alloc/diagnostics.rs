@@ -44,6 +44,9 @@ pub(crate) fn explain(
         }
     } else if header(bytes).magic == 0 {
         InvalidPtrReason::NoAllocator
+    } else if off_slot(bytes, offset, &place) {
+        // A slab's header or bitmap, or no slot's start.
+        InvalidPtrReason::NotAnObject { size: place.size }
     } else if stamp & 1 == 0 {
         InvalidPtrReason::NotFromAlloc
     } else {

@@ -189,17 +189,29 @@ impl Geo {
         1 << self.shift
     }
 
-    /// Bitmap words of a slab: one bit per 8 bytes of page.
+    /// Bitmap words of a slab.
     #[inline]
     pub(super) fn words(&self) -> usize {
-        (self.page() >> 9).max(1)
+        words(self.shift)
     }
 
     /// Where a slab's slots start.
     #[inline]
     pub(super) fn data_start(&self) -> usize {
-        // `next_multiple_of`, spelled with a mask because it branches otherwise.
-        (SLAB_HEADER + 8 * self.words() + MAX_SMALL_ALIGN - 1) & !(MAX_SMALL_ALIGN - 1)
+        data_start(self.shift)
+    }
+
+    /// Slots of a slab of class `c`.
+    #[inline(always)]
+    pub(super) fn slots(&self, c: usize) -> usize {
+        slots(self.shift, c)
+    }
+
+    /// The index of the slot of class `c` that starts `at` bytes into a slab page: below
+    /// `slots(c)` exactly when a slot starts there (see [`slot_index`]).
+    #[inline(always)]
+    pub(super) fn slot_index(&self, at: usize, c: usize) -> usize {
+        slot_index(at, self.shift, c)
     }
 
     #[inline]
@@ -214,17 +226,66 @@ impl Geo {
     }
 }
 
-/// `ceil(2^32 / size)` per class: `(rel * r) >> 32 == rel / size` for every `rel < 2^16`, which
-/// `PAGE_SHIFTS` guarantees for offsets within a page.
-pub(super) const RECIPROCALS: [u64; CLASSES] = {
-    let mut r = [0; CLASSES];
+/// Bitmap words of a slab in a page of `1 << shift` bytes: one bit per 8 bytes of page.
+#[inline(always)]
+pub(super) const fn words(shift: u32) -> usize {
+    let w = (1usize << shift) >> 9;
+    if w == 0 {
+        1
+    } else {
+        w
+    }
+}
+
+/// Where a slab's slots start in a page of `1 << shift` bytes: after its header and bitmap, on
+/// a `MAX_SMALL_ALIGN` boundary (`next_multiple_of`, spelled with a mask because it branches
+/// otherwise).
+#[inline(always)]
+pub(super) const fn data_start(shift: u32) -> usize {
+    (SLAB_HEADER + 8 * words(shift) + MAX_SMALL_ALIGN - 1) & !(MAX_SMALL_ALIGN - 1)
+}
+
+/// Slots of a slab of class `c` in a page of `1 << shift` bytes: as many as fit after
+/// `data_start`, and at most one per bitmap bit.
+#[inline(always)]
+pub(super) fn slots(shift: u32, c: usize) -> usize {
+    (((1usize << shift) - data_start(shift)) / CLASS_SIZES[c]).min(words(shift) * 64)
+}
+
+/// Per class, the slot size `d` as `o << t` with `o` odd: `o`'s inverse modulo 2^64, and `t`.
+/// For a multiple `k * d` (`k < 2^64 / d`), `(k * d * inverse).rotate_right(t) == k`; for any
+/// other number the result exceeds `u64::MAX / d` (the usual test for a zero remainder by a
+/// constant), so one compare tells both whether a slot starts at an offset and which.
+const SLOT_DIVISORS: [(u64, u32); CLASSES] = {
+    let mut r = [(0, 0); CLASSES];
     let mut c = 0;
     while c < CLASSES {
-        r[c] = (1u64 << 32).div_ceil(CLASS_SIZES[c] as u64);
+        let t = CLASS_SIZES[c].trailing_zeros();
+        let odd = (CLASS_SIZES[c] >> t) as u64;
+        // Newton's iteration doubles the correct low bits: 3 (any odd `o` is its own inverse
+        // modulo 8), then 6, 12, 24, 48, 96.
+        let mut inverse = odd;
+        let mut i = 0;
+        while i < 5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+            i += 1;
+        }
+        assert!(odd.wrapping_mul(inverse) == 1);
+        r[c] = (inverse, t);
         c += 1;
     }
     r
 };
+
+/// The index of the slot of class `c` that starts `at` bytes into a slab page of `1 << shift`
+/// bytes, if one starts there; otherwise a number of at least `slots(shift, c)` (an `at`
+/// before the first slot, in it or in the page's tail past the last slot).
+#[inline(always)]
+pub(super) fn slot_index(at: usize, shift: u32, c: usize) -> usize {
+    let (inverse, twos) = SLOT_DIVISORS[c];
+    let rel = at.wrapping_sub(data_start(shift)) as u64;
+    usize::try_from(rel.wrapping_mul(inverse).rotate_right(twos)).unwrap_or(usize::MAX)
+}
 
 pub(super) fn corrupt() -> Error {
     Error::Corrupt(
@@ -419,13 +480,17 @@ pub(super) fn out_of_memory(arena: &Arena, place: Placement) -> Error {
 
 /// Whether the live object at `off` placed as `place` has stamp `stamp`: the whole validity
 /// check behind `get`. For a small object: one compare for range and null, one test for
-/// alignment, one load and compare of the page's kind, then one load and compare of the stamp.
+/// alignment, one load and compare of the page's kind, one compare of the position in the page,
+/// then one load and compare of the stamp.
 ///
 /// The page's kind is what makes the stamp's position trustworthy: a slab of the object's class
 /// has a stamp at that position and nothing else, while a page reused for a slab of another
 /// class, or for a large object, may hold any data there (a table of `Ptr`s holds stamps as
 /// data), which a stale `Ptr` would otherwise compare with. Large objects keep their stamp at
-/// the end of their run of pages for the same reason (see [`large_run`]).
+/// the end of their run of pages for the same reason (see [`large_run`]). In a slab only a
+/// slot's start is an object: elsewhere (the slab's header and bitmap, the middle of a slot, the
+/// page's tail past its last slot) the bytes where a stamp would be are metadata or another
+/// object's, and a `Ptr` forged to match them would lend that memory as its object.
 ///
 /// Alignment is tested on the address, not the offset, so that a reference made from a `true`
 /// result is aligned whatever the alignment of `bytes` (page-aligned in every arena and view,
@@ -454,10 +519,14 @@ pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -
     if bytes.len() < 2 * PAGE_MAP {
         return false;
     }
+    let shift = page_shift(bytes);
     // SAFETY: `off < bytes.len()` (checked above) and `page_shift` is at least 9, so the index
     // is below `PAGE_MAP + bytes.len() / 512 <= bytes.len()` for `bytes.len() >= 2 * PAGE_MAP`.
-    let kind = unsafe { *bytes.as_ptr().add(PAGE_MAP + (off >> page_shift(bytes))) };
-    if kind != kind::SLAB + place.class as u8 {
+    let kind = unsafe { *bytes.as_ptr().add(PAGE_MAP + (off >> shift)) };
+    // On x86-64 the shift and, for a typed access, the class are constants, so the slot count is
+    // one too, and the position check is a multiplication and one compare.
+    let index = slot_index(off & ((1 << shift) - 1), shift, place.class);
+    if (kind != kind::SLAB.wrapping_add(place.class as u8)) | (index >= slots(shift, place.class)) {
         return false;
     }
     // SAFETY: `off + stamp_at + 8 <= bytes.len()` (checked above), so the read is inside
@@ -472,6 +541,15 @@ pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -
     // Stamps handed out are odd and unique; a freed slot holds its last stamp plus one, a slot
     // never allocated holds zero, so only the `Ptr` of the live object matches.
     found == stamp
+}
+
+/// Whether `off` lies in a slab of `place`'s class but where no slot of it starts: for the
+/// diagnostics of a `Ptr` that [`live_at`] refuses.
+pub(super) fn off_slot(bytes: &[u8], off: usize, place: &Placement) -> bool {
+    let shift = page_shift(bytes);
+    !place.is_large()
+        && page_kind(bytes, off >> shift) == kind::SLAB.wrapping_add(place.class as u8)
+        && slot_index(off & ((1 << shift) - 1), shift, place.class) >= slots(shift, place.class)
 }
 
 /// The page size of the arena `bytes`, as a shift, for the validity check. x86-64 has 4 KiB
@@ -580,11 +658,21 @@ mod tests {
     }
 
     #[test]
-    fn reciprocals_divide_every_offset_within_a_page() {
-        for (c, &size) in CLASS_SIZES.iter().enumerate() {
-            for rel in 0..1usize << *PAGE_SHIFTS.end() {
-                let q = ((rel as u64 * RECIPROCALS[c]) >> 32) as usize;
-                assert_eq!(q, rel / size, "class {size}, offset {rel}");
+    fn slot_index_finds_exactly_the_slots_of_every_class_and_page_size() {
+        for shift in PAGE_SHIFTS {
+            let page = 1usize << shift;
+            for (c, &size) in CLASS_SIZES.iter().enumerate() {
+                let n = slots(shift, c);
+                assert!(n <= words(shift) * 64 && data_start(shift) + n * size <= page);
+                for at in 0..page {
+                    let rel = at.wrapping_sub(data_start(shift));
+                    let slot = at >= data_start(shift) && rel % size == 0 && rel / size < n;
+                    let index = slot_index(at, shift, c);
+                    assert_eq!(index < n, slot, "page {page}, class {size}, at {at}");
+                    if slot {
+                        assert_eq!(index, rel / size);
+                    }
+                }
             }
         }
     }
@@ -615,25 +703,63 @@ mod tests {
         }
     }
 
+    /// `pages` zeroed pages, page-aligned like an arena.
+    fn zeroed_pages(pages: usize) -> Vec<Aligned> {
+        vec![Aligned([0; 65536]); (pages * sys::page_size()).div_ceil(65536)]
+    }
+
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    #[repr(C, align(65536))]
+    struct Aligned([u8; 65536]);
+
     #[test]
     fn live_at_checks_range_alignment_page_kind_and_stamp() {
         let page = sys::page_size();
-        let mut bytes = vec![0u64; 2 * page / 8];
+        let mut blocks = zeroed_pages(2);
+        let b: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut blocks)[..2 * page];
         let place = Placement::of(16, 8);
-        let at = page + 64;
-        bytes[(at + place.stamp_at) / 8] = 7;
-        let mut b: Vec<u8> = bytemuck::cast_slice(&bytes).to_vec();
-        assert!(!live_at(&b, at, 7, &place), "page 1 is not a slab");
+        let at = page + data_start(page.trailing_zeros());
+        b[at + place.stamp_at..at + place.stamp_at + 8].copy_from_slice(&7u64.to_ne_bytes());
+        assert!(!live_at(b, at, 7, &place), "page 1 is not a slab");
         b[PAGE_MAP + 1] = kind::SLAB + place.class as u8 + 1;
-        assert!(!live_at(&b, at, 7, &place), "a slab of another class");
+        assert!(!live_at(b, at, 7, &place), "a slab of another class");
         b[PAGE_MAP + 1] = kind::SLAB + place.class as u8;
-        assert!(live_at(&b, at, 7, &place));
-        assert!(!live_at(&b, at, 9, &place));
-        assert!(!live_at(&b, at + 4, 7, &place), "misaligned");
-        assert!(!live_at(&b, 0, 0, &place), "offset 0 is never an object");
-        assert!(!live_at(&b, b.len() - 8, 0, &place), "stamp past the end");
-        assert!(!live_at(&b, usize::MAX - 7, 7, &place));
+        assert!(live_at(b, at, 7, &place));
+        assert!(!live_at(b, at, 9, &place));
+        assert!(!live_at(b, at + 4, 7, &place), "misaligned");
+        assert!(!live_at(b, 0, 0, &place), "offset 0 is never an object");
+        assert!(!live_at(b, b.len() - 8, 0, &place), "stamp past the end");
+        assert!(!live_at(b, usize::MAX - 7, 7, &place));
         assert!(!live_at(&b[..16], 8, 0, &place));
+    }
+
+    #[test]
+    fn in_a_slab_only_a_slots_start_is_an_object() {
+        let shift = sys::page_size().trailing_zeros();
+        let page = 1 << shift;
+        let mut blocks = zeroed_pages(3);
+        let b: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut blocks)[..3 * page];
+        // 16-byte objects in 24-byte slots, 8-aligned: a slot every third aligned offset.
+        let place = Placement::of(16, 8);
+        let size = place.stamp_at + 8;
+        b[PAGE_MAP + 1] = kind::SLAB + place.class as u8;
+        b[PAGE_MAP + 2] = kind::SLAB + place.class as u8;
+        // Every aligned word of the slab page and the next one's head holds the stamp, so only
+        // the position can refuse an offset.
+        for w in b[page..].chunks_exact_mut(8) {
+            w.copy_from_slice(&5u64.to_ne_bytes());
+        }
+        let first = data_start(shift);
+        let slots = (page - first) / size;
+        for at in (0..page).step_by(8) {
+            let slot = at >= first && (at - first) % size == 0 && (at - first) / size < slots;
+            assert_eq!(live_at(b, page + at, 5, &place), slot, "at {at}");
+            assert_eq!(off_slot(b, page + at, &place), !slot, "at {at}");
+        }
+        assert!(
+            !off_slot(b, page + 8, &Placement::of(8, 8)),
+            "another class"
+        );
     }
 
     #[test]
@@ -643,11 +769,8 @@ mod tests {
         let place = Placement::of(page + 100, 8);
         let (pages, trailer) = large_run(&place, shift).unwrap();
         assert_eq!((pages, trailer), (2, 2 * page - 16));
-        // Pages 0..6, page-aligned like an arena: the object's run is pages 2 and 3.
-        #[derive(Clone, Copy, Pod, Zeroable)]
-        #[repr(C, align(65536))]
-        struct Aligned([u8; 65536]);
-        let mut blocks = vec![Aligned([0; 65536]); (6 * page).div_ceil(65536)];
+        // Pages 0..6: the object's run is pages 2 and 3.
+        let mut blocks = zeroed_pages(6);
         let b: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut blocks)[..6 * page];
         b[2 * page + trailer..2 * page + trailer + 8].copy_from_slice(&7u64.to_ne_bytes());
         assert!(!live_at(b, 2 * page, 7, &place), "no run in the page map");

@@ -33,11 +33,12 @@
 //! sets it to `stamp + 1`, and a slot never used holds zero. A [`Ptr`](crate::Ptr) carries the
 //! stamp it was given, and `get` compares it with the one in the arena. A stamp is trusted only
 //! where the page map says a stamp sits: `get` first checks that the object's page is a slab of
-//! its class (a large object's: that its page heads a run and the run ends where its trailer
-//! would be). The page map is current for every page (free pages, and pages above `top`, read
-//! as free), so a page reused for other objects, whose bytes may hold anything at the old
-//! stamp's place (a table of `Ptr`s holds stamps as data), turns a stale `Ptr` away: two
-//! loads and two compares.
+//! its class and that a slot of it starts at the object's offset (a large object's: that its
+//! page heads a run and the run ends where its trailer would be). The page map is current for
+//! every page (free pages, and pages above `top`, read as free), so a page reused for other
+//! objects, whose bytes may hold anything at the old stamp's place (a table of `Ptr`s holds
+//! stamps as data), turns a stale `Ptr` away, and a forged one cannot name a slab's header or
+//! half of a slot: two loads and three compares.
 //! A child made with `fork()` draws its stamps from a range of its own, so a state it sends back
 //! repeats no stamp its parent hands out.
 //!

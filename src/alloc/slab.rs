@@ -142,7 +142,7 @@ pub(super) fn refill(arena: &mut Arena, g: Geo, place: Placement) -> Result<usiz
 }
 
 pub(super) fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result<()> {
-    let slots = ((g.page() - g.data_start()) / CLASS_SIZES[c]).min(g.words() * 64);
+    let slots = g.slots(c);
     let base = g.page_at(s);
     let page = arena.bytes_mut(base..base + g.page())?;
     // Zeroed stamps read as "never allocated", whatever the page held before.
@@ -278,22 +278,18 @@ pub(super) fn free_fast_or_none(
     let base = g.page_at(s);
     // SAFETY: as in `alloc_fast`: `s < top <= pages`, and the header is in the first 512 bytes.
     let head: SlabHeader = unsafe { read_at(bytes, base) };
-    let rel = (offset - base).wrapping_sub(g.data_start());
-    let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
-    // `|`, not `||`: one branch for the lot; `rel < page()` keeps the sums below from wrapping.
-    if (rel >= g.page())
-        | (index * size != rel)
-        | (g.data_start() + rel + size > g.page())
+    let index = g.slot_index(offset - base, c);
+    // `|`, not `||`: one branch for the lot.
+    if (index >= g.slots(c))
         | (head.class as usize != c)
         | (index >= head.slots as usize)
-        | (index >= g.words() * 64)
         | (head.used == 0)
     {
         return None;
     }
     let word_at = SLAB_HEADER + 8 * (index / 64);
-    // SAFETY: page `s` lies inside `bytes`, and `index < words * 64`, so the word ends by
-    // `data_start() <= page()`.
+    // SAFETY: page `s` lies inside `bytes`, and `index < slots(c) <= words * 64`, so the word
+    // ends by `data_start() <= page()`.
     let word: u64 = unsafe { read_at(bytes, base + word_at) };
     let bit = 1u64 << (index % 64);
     if word & bit == 0 {
@@ -308,8 +304,8 @@ pub(super) fn free_fast_or_none(
     );
     let used = head.used - 1;
     // SAFETY: `page` is page `s`, of `g.page()` bytes (as in `alloc_fast`); the word ends by
-    // `data_start()`, the slot (whose last 8 bytes are the stamp) by `data_start() + rel + size
-    // <= page()`, both checked above.
+    // `data_start()`, and the slot (whose last 8 bytes are the stamp) starts at `offset - base`
+    // and ends by `page()`, as slot `index < slots(c)` does.
     unsafe {
         write_at(page, word_at, word & !bit);
         write_at(page, offset - base + size - 8, stamp + 1);
@@ -339,16 +335,11 @@ pub(super) fn free_small(
     let size = CLASS_SIZES[c];
     let base = g.page_at(s);
     let head = slab_header(bytes, g, s);
-    let rel = (offset - base).wrapping_sub(g.data_start());
-    let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
-    if rel >= g.page()
-        || index * size != rel
-        // The slot must end in the slab (a slot count overwritten with a larger one says more).
-        || g.data_start() + rel + size > g.page()
+    let index = g.slot_index(offset - base, c);
+    if index >= g.slots(c)
         || page_kind(bytes, s) != kind::SLAB + c as u8
         || head.class as usize != c
         || index >= head.slots as usize
-        || index >= g.words() * 64
     {
         return Err(not_an_object(offset, type_name, place));
     }
