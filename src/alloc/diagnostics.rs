@@ -1,8 +1,11 @@
 //! Diagnostics: why a handle names no object, and what the allocator holds.
 
-use super::layout::*;
+use super::geometry::{Placement, CLASSES};
+use super::header::{corrupt, geometry, header, read_u64};
+use super::kinds;
 use super::pages::free_run;
 use super::slab::slab_header;
+use super::validity::{off_slot, page_shift, stamp_offset};
 use crate::error::{Error, InvalidPtrReason, Result};
 
 /// A live stamp at `offset` that the allocator's metadata does not place an object of this
@@ -74,18 +77,17 @@ pub(crate) fn explain(
 
 /// Whether the page at `offset` is free (in a free run, or above `top`).
 fn page_is_free(bytes: &[u8], offset: usize) -> bool {
-    let k = page_kind(bytes, offset >> page_shift(bytes));
-    k == 0 || k == kind::FREE_HEAD || k == kind::FREE_LAST
+    kinds::is_free(kinds::at(bytes, offset >> page_shift(bytes)))
 }
 
 /// Whether the page at `offset` holds objects placed as `place`: a slab of its class, or the
 /// head of a large run.
 fn same_page_kind(bytes: &[u8], offset: usize, place: &Placement) -> bool {
-    let k = page_kind(bytes, offset >> page_shift(bytes));
+    let k = kinds::at(bytes, offset >> page_shift(bytes));
     if place.is_large() {
-        k == kind::LARGE_HEAD
+        k == kinds::LARGE_HEAD
     } else {
-        k == kind::SLAB + place.class as u8
+        k == kinds::slab(place.class)
     }
 }
 
@@ -111,17 +113,17 @@ pub(crate) fn stats(bytes: &[u8]) -> Result<Option<AllocStats>> {
     }
     let mut p = g.first_page;
     while p < g.top {
-        let k = page_kind(bytes, p);
-        if k >= kind::SLAB && ((k - kind::SLAB) as usize) < CLASSES {
+        let k = kinds::at(bytes, p);
+        if k >= kinds::SLAB && ((k - kinds::SLAB) as usize) < CLASSES {
             u.slab_pages += 1;
             u.small_objects += slab_header(bytes, g, p).used as usize;
             p += 1;
-        } else if k == kind::FREE_HEAD {
+        } else if k == kinds::FREE_HEAD {
             p += free_run(bytes, g, p)?.pages as usize;
-        } else if k == kind::LARGE_HEAD {
+        } else if k == kinds::LARGE_HEAD {
             u.large_objects += 1;
             let mut q = p + 1;
-            while q < g.top && page_kind(bytes, q) == kind::LARGE_TAIL {
+            while q < g.top && kinds::at(bytes, q) == kinds::LARGE_TAIL {
                 q += 1;
             }
             u.large_pages += q - p;

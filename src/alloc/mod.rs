@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! offset 0            Header: magic, geometry, top, free-run bins, per-class slab lists, root
-//! offset 1024         page map: one byte per page of the arena (its kind, see `layout::kind`)
+//! offset 1024         page map: one byte per page of the arena (its kind, see `kinds`)
 //! first_page ..top    slabs, large objects and free runs, in pages
 //! top ..capacity      never used since the last time top was lowered
 //! ```
@@ -50,8 +50,12 @@
 //!
 //! # Files
 //!
-//! - `layout.rs`: the constants, the header, [`Placement`] (where a type's objects go) and the
-//!   checks that turn the header into a trusted geometry; the validity check of a `Ptr`.
+//! - `geometry.rs`: [`Placement`] (where a type's objects go), the size classes, the arena's
+//!   geometry and the positions of slots and trailers.
+//! - `header.rs`: the on-arena format (the header, a slab's header, a free run's links) and the
+//!   checks that turn the header into a trusted geometry.
+//! - `kinds.rs`: the page map's kinds.
+//! - `validity.rs`: whether `(offset, stamp)` names a live object (the check behind `get`).
 //! - `stamps.rs`: the process-wide stamp counter.
 //! - `slab.rs`: small objects: the inlined fast paths of `alloc` and `free`, slabs and their
 //!   lists.
@@ -61,20 +65,24 @@
 //! This module's entry points (`alloc`, `free`, `root`, `set_root`) choose between them.
 
 mod diagnostics;
-mod layout;
+mod geometry;
+mod header;
+mod kinds;
 mod pages;
 mod slab;
 mod stamps;
+mod validity;
 
 pub use diagnostics::AllocStats;
 pub(crate) use diagnostics::{explain, stats};
-pub(crate) use layout::{live_at, stamp_offset, Placement, MAX_ALIGN};
+pub(crate) use geometry::{Placement, MAX_ALIGN};
 pub(crate) use stamps::{after_fork_in_child, stamp_ceiling, stamps_above, MAX_STAMP_CEILING};
+pub(crate) use validity::{live_at, stamp_offset};
 
 use crate::arena::Arena;
 use crate::error::Result;
 use diagnostics::not_an_object;
-use layout::*;
+use header::{corrupt, ensure, geometry, header, header_mut, state, State, MAGIC};
 use pages::free_large;
 use slab::{alloc_fast, alloc_small, free_fast, free_small, relist, FreeFast};
 

@@ -2,13 +2,27 @@
 //! bins.
 
 use super::diagnostics::not_an_object;
-use super::layout::*;
+use super::geometry::{large_run, Geo, Placement};
+use super::header::{corrupt, header, header_mut, read_u64, FreeRun, BINS};
+use super::kinds;
 use super::stamps::fresh_stamp;
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 
+/// Free-run bins: one per length `1..=EXACT_BINS` pages, then one per power of two.
+pub(super) const EXACT_BINS: usize = 32;
+
 /// First-fit candidates examined in a power-of-two bin before a larger bin is split.
 pub(super) const BIN_SCAN: usize = 16;
+
+/// No run of free pages (nor room above `top`) fits an object placed as `place`.
+pub(super) fn out_of_memory(arena: &Arena, place: Placement) -> Error {
+    Error::OutOfMemory {
+        requested: place.size,
+        align: place.align,
+        capacity: arena.capacity(),
+    }
+}
 
 #[inline(never)]
 pub(super) fn alloc_large(
@@ -26,8 +40,8 @@ pub(super) fn alloc_large(
         .filter(|&(n, _)| n <= g.pages)
         .ok_or_else(|| out_of_memory(arena, place))?;
     let s = alloc_pages(arena, g, n).ok_or_else(|| out_of_memory(arena, place))??;
-    set_kinds(arena, s..s + 1, kind::LARGE_HEAD)?;
-    set_kinds(arena, s + 1..s + n, kind::LARGE_TAIL)?;
+    kinds::set_kinds(arena, s..s + 1, kinds::LARGE_HEAD)?;
+    kinds::set_kinds(arena, s + 1..s + n, kinds::LARGE_TAIL)?;
     let off = g.page_at(s);
     let stamp = fresh_stamp();
     let trailer = arena.bytes_mut(off + at..off + at + 16)?;
@@ -50,7 +64,7 @@ pub(super) fn bin_of(pages: usize) -> usize {
 }
 
 pub(super) fn free_run(bytes: &[u8], g: Geo, s: usize) -> Result<FreeRun> {
-    if !g.in_use(s) || page_kind(bytes, s) != kind::FREE_HEAD {
+    if !g.in_use(s) || kinds::at(bytes, s) != kinds::FREE_HEAD {
         return Err(corrupt());
     }
     let run: FreeRun =
@@ -159,7 +173,7 @@ pub(super) fn push_run(arena: &mut Arena, g: Geo, s: usize, n: usize) -> Result<
     }
     // Every page of a free run reads as free in the page map, so that no page keeps the kind
     // of what it held before (the validity check of a `Ptr` trusts the kinds).
-    set_kinds(arena, s..s + n, 0)?;
+    kinds::set_kinds(arena, s..s + n, 0)?;
     *free_run_mut(arena, g, s)? = FreeRun {
         pages: n as u64,
         prev: 0,
@@ -169,9 +183,9 @@ pub(super) fn push_run(arena: &mut Arena, g: Geo, s: usize, n: usize) -> Result<
     arena
         .bytes_mut(end - 8..end)?
         .copy_from_slice(&(n as u64).to_ne_bytes());
-    set_kinds(arena, s..s + 1, kind::FREE_HEAD)?;
+    kinds::set_kinds(arena, s..s + 1, kinds::FREE_HEAD)?;
     if n > 1 {
-        set_kinds(arena, s + n - 1..s + n, kind::FREE_LAST)?;
+        kinds::set_kinds(arena, s + n - 1..s + n, kinds::FREE_LAST)?;
     }
     let h = header_mut(arena)?;
     h.bins[b] = s as u32;
@@ -184,8 +198,8 @@ pub(super) fn push_run(arena: &mut Arena, g: Geo, s: usize, n: usize) -> Result<
 pub(super) fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) -> Result<()> {
     let bytes = arena.as_bytes();
     if s > g.first_page {
-        let k = page_kind(bytes, s - 1);
-        if k == kind::FREE_HEAD || k == kind::FREE_LAST {
+        let k = kinds::at(bytes, s - 1);
+        if k == kinds::FREE_HEAD || k == kinds::FREE_LAST {
             let len = read_u64(bytes, g.page_at(s) - 8).unwrap_or(0) as usize;
             let start = s.wrapping_sub(len);
             if len > 0
@@ -202,7 +216,7 @@ pub(super) fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) 
     if end == g.top {
         return lower_top(arena, s, n);
     }
-    if page_kind(arena.as_bytes(), end) == kind::FREE_HEAD {
+    if kinds::at(arena.as_bytes(), end) == kinds::FREE_HEAD {
         let len = free_run(arena.as_bytes(), g, end)?.pages as usize;
         unlink_run(arena, g, end)?;
         n += len;
@@ -216,7 +230,7 @@ pub(super) fn free_pages(arena: &mut Arena, g: Geo, mut s: usize, mut n: usize) 
 /// Gives `[s, s + n)`, which ends at `top`, back by lowering `top` to `s`; its pages read as
 /// never used again.
 fn lower_top(arena: &mut Arena, s: usize, n: usize) -> Result<()> {
-    set_kinds(arena, s..s + n, 0)?;
+    kinds::set_kinds(arena, s..s + n, 0)?;
     header_mut(arena)?.top = s as u64;
     Ok(())
 }

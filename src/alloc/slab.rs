@@ -2,9 +2,15 @@
 //! on the same page, and the per-class lists of slabs with free slots.
 
 use super::diagnostics::not_an_object;
-use super::layout::*;
-use super::pages::{alloc_pages, free_pages};
+use super::geometry::{Geo, Placement, CLASS_SIZES, SLAB_HEADER};
+use super::header::{
+    corrupt, current_slab, header, header_mut, read_at, read_u64, ready, write_at,
+};
+use super::header::{SlabHeader, USED};
+use super::kinds;
+use super::pages::{alloc_pages, free_pages, out_of_memory};
 use super::stamps::fresh_stamp;
+use super::validity::live_at;
 use crate::arena::Arena;
 use crate::error::Result;
 
@@ -21,13 +27,13 @@ pub(super) fn alloc_fast(
     // Taken first, while few values are live across the call; one wasted on a fallback to the
     // slow path costs nothing.
     let stamp = fresh_stamp();
-    let g = ready(arena)?;
+    let g = ready(arena.as_bytes(), arena.page_shift())?;
     let c = place.class;
     let size = *CLASS_SIZES.get(c)?;
     let bytes = arena.as_bytes();
     let s = current_slab(bytes, c)?;
     // `&`, not `&&`: one branch for the lot.
-    if !(g.in_use(s) & (page_kind(bytes, s) == kind::SLAB + c as u8)) {
+    if !(g.in_use(s) & (kinds::at(bytes, s) == kinds::slab(c))) {
         return None;
     }
     let base = g.page_at(s);
@@ -161,7 +167,7 @@ pub(super) fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result
     let head: &mut SlabHeader = bytemuck::from_bytes_mut(head);
     head.class = c as u32;
     head.slots = slots as u32;
-    set_kinds(arena, s..s + 1, kind::SLAB + c as u8)
+    kinds::set_kinds(arena, s..s + 1, kinds::slab(c))
 }
 
 /// A copy of the header of slab `s` (an unaligned read: `s` is page-aligned, but checking that
@@ -181,7 +187,7 @@ pub(super) fn slab_header_mut(arena: &mut Arena, g: Geo, s: usize) -> Result<&mu
 /// Checks that `s` is a slab of class `c` (a list link read from the arena).
 pub(super) fn check_slab(bytes: &[u8], g: Geo, s: usize, c: usize) -> Result<()> {
     if g.in_use(s)
-        && page_kind(bytes, s) == kind::SLAB + c as u8
+        && kinds::at(bytes, s) == kinds::slab(c)
         && slab_header(bytes, g, s).class as usize == c
     {
         Ok(())
@@ -263,7 +269,7 @@ pub(super) fn free_fast_or_none(
     stamp: u64,
     place: &Placement,
 ) -> Option<FreeFast> {
-    let g = ready(arena)?;
+    let g = ready(arena.as_bytes(), arena.page_shift())?;
     let c = place.class;
     let size = *CLASS_SIZES.get(c)?;
     let bytes = arena.as_bytes();
@@ -337,7 +343,7 @@ pub(super) fn free_small(
     let head = slab_header(bytes, g, s);
     let index = g.slot_index(offset - base, c);
     if index >= g.slots(c)
-        || page_kind(bytes, s) != kind::SLAB + c as u8
+        || kinds::at(bytes, s) != kinds::slab(c)
         || head.class as usize != c
         || index >= head.slots as usize
     {
