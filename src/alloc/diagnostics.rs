@@ -1,10 +1,9 @@
 //! Diagnostics: why a handle names no object, and what the allocator holds.
 
 use super::geometry::{Placement, CLASSES};
-use super::header::{corrupt, geometry, header, read_u64};
+use super::header::{corrupt, header, read_u64};
 use super::kinds;
-use super::pages::free_run;
-use super::slab::slab_header;
+use super::meta::Meta;
 use super::validity::{off_slot, page_shift, stamp_offset};
 use crate::error::{Error, InvalidPtrReason, Result};
 
@@ -93,19 +92,19 @@ fn same_page_kind(bytes: &[u8], offset: usize, place: &Placement) -> bool {
 
 /// Allocation statistics, computed by walking the allocator's metadata.
 pub(crate) fn stats(bytes: &[u8]) -> Result<Option<AllocStats>> {
-    let Some(g) = geometry(bytes)? else {
+    let Some(meta) = Meta::new(bytes)? else {
         return Ok(None);
     };
+    let g = meta.geo();
     let mut u = AllocStats {
         heap_pages: g.top - g.first_page,
         ..AllocStats::default()
     };
-    let h = header(bytes);
-    for &head in &h.bins {
+    for &head in &meta.header().bins {
         let mut s = head as usize;
         let mut guard = g.pages;
         while s != 0 && guard > 0 {
-            let run = free_run(bytes, g, s)?;
+            let run = meta.free_run(s)?;
             u.free_pages += run.pages as usize;
             s = run.next as usize;
             guard -= 1;
@@ -113,17 +112,17 @@ pub(crate) fn stats(bytes: &[u8]) -> Result<Option<AllocStats>> {
     }
     let mut p = g.first_page;
     while p < g.top {
-        let k = kinds::at(bytes, p);
+        let k = meta.kind(p);
         if k >= kinds::SLAB && ((k - kinds::SLAB) as usize) < CLASSES {
             u.slab_pages += 1;
-            u.small_objects += slab_header(bytes, g, p).used as usize;
+            u.small_objects += meta.slab_header(p).used as usize;
             p += 1;
         } else if k == kinds::FREE_HEAD {
-            p += free_run(bytes, g, p)?.pages as usize;
+            p += meta.free_run(p)?.pages as usize;
         } else if k == kinds::LARGE_HEAD {
             u.large_objects += 1;
             let mut q = p + 1;
-            while q < g.top && kinds::at(bytes, q) == kinds::LARGE_TAIL {
+            while q < g.top && meta.kind(q) == kinds::LARGE_TAIL {
                 q += 1;
             }
             u.large_pages += q - p;

@@ -1,9 +1,9 @@
 //! The allocator's on-arena format: the header at offset 0, a slab's header, a free run's
 //! links, and the checks that turn the header's fields into a trusted geometry ([`Geo`]).
+//! Everything here reads bytes; writing them is the metadata view's business (`meta`).
 
 use super::geometry::{Geo, CLASSES, PAGE_SHIFTS, SLAB_HEADER};
 use super::kinds::PAGE_MAP;
-use crate::arena::Arena;
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::mem::offset_of;
@@ -101,32 +101,6 @@ pub(super) fn corrupt() -> Error {
 #[inline]
 pub(super) fn header(bytes: &[u8]) -> &Header {
     bytemuck::from_bytes(&bytes[..HEADER_SIZE])
-}
-
-pub(super) fn header_mut(arena: &mut Arena) -> Result<&mut Header> {
-    Ok(bytemuck::from_bytes_mut(arena.bytes_mut(0..HEADER_SIZE)?))
-}
-
-/// Slab `current` of class `c`, from the header.
-#[inline(always)]
-pub(super) fn current_slab(bytes: &[u8], c: usize) -> Option<usize> {
-    let at = offset_of!(Header, classes) + c * size_of::<ClassLists>();
-    let b = bytes.get(at..at + 4)?;
-    Some(u32::from_ne_bytes(b.try_into().ok()?) as usize)
-}
-
-/// The geometry, initializing the allocator on first use.
-pub(super) fn ensure(arena: &mut Arena) -> Result<Geo> {
-    match state(arena.as_bytes()) {
-        State::Ready(g) => Ok(g),
-        State::Uninit => {
-            let (g, fields) = init(arena.as_bytes(), arena.page_shift())?;
-            let fields = bytemuck::bytes_of(&fields);
-            arena.bytes_mut(0..fields.len())?.copy_from_slice(fields);
-            Ok(g)
-        }
-        State::Corrupt => Err(corrupt()),
-    }
 }
 
 /// What the header says.

@@ -2,9 +2,6 @@
 //! It is current for every page (free pages, and pages above `top`, read as free), which is what
 //! lets the validity check trust a stamp's position.
 
-use crate::arena::Arena;
-use crate::error::Result;
-
 /// Where the page map starts; the header fits below it.
 pub(super) const PAGE_MAP: usize = 1024;
 
@@ -33,11 +30,4 @@ pub(super) fn at(bytes: &[u8], p: usize) -> u8 {
 #[inline]
 pub(super) fn is_free(k: u8) -> bool {
     k == FREE || k == FREE_HEAD || k == FREE_LAST
-}
-
-pub(super) fn set_kinds(arena: &mut Arena, pages: std::ops::Range<usize>, k: u8) -> Result<()> {
-    arena
-        .bytes_mut(PAGE_MAP + pages.start..PAGE_MAP + pages.end)?
-        .fill(k);
-    Ok(())
 }
