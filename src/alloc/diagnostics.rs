@@ -1,10 +1,10 @@
 //! Diagnostics: why a handle names no object, and what the allocator holds.
 
 use super::geometry::{Placement, CLASSES};
-use super::header::{corrupt, header, read_u64};
+use super::header::{corrupt, header, page_shift, read_u64};
 use super::kinds;
 use super::meta::Meta;
-use super::validity::{off_slot, page_shift, stamp_offset};
+use super::validity::{off_slot, stamp_offset};
 use crate::error::{Error, InvalidPtrReason, Result};
 
 /// A live stamp at `offset` that the allocator's metadata does not place an object of this

@@ -125,11 +125,11 @@ impl Geo {
         slots(self.shift, c)
     }
 
-    /// The index of the slot of class `c` that starts `at` bytes into a slab page: below
+    /// The index of the slot of class `c` that starts at offset `off` of a slab: below
     /// `slots(c)` exactly when a slot starts there (see [`slot_index`]).
     #[inline(always)]
-    pub(super) fn slot_index(&self, at: usize, c: usize) -> usize {
-        slot_index(at, self.shift, c)
+    pub(super) fn slot_index(&self, off: usize, c: usize) -> usize {
+        slot_index(off, self.shift, c)
     }
 
     #[inline]
@@ -170,22 +170,23 @@ pub(super) fn slots(shift: u32, c: usize) -> usize {
     (((1usize << shift) - data_start(shift)) / CLASS_SIZES[c]).min(words(shift) * 64)
 }
 
-/// Per class, the slot size `d` as `o << t` with `o` odd: `o`'s inverse modulo 2^64, and `t`.
-/// For a multiple `k * d` (`k < 2^64 / d`), `(k * d * inverse).rotate_right(t) == k`; for any
-/// other number the result exceeds `u64::MAX / d` (the usual test for a zero remainder by a
-/// constant), so one compare tells both whether a slot starts at an offset and which.
-const SLOT_DIVISORS: [(u64, u32); CLASSES] = {
+/// Per class, the slot size `d` as `o << t` with `o` odd: `o`'s inverse modulo 2^32, and `t`.
+/// Modulo `2^w`, for a multiple `k * d` of `d`, `k * d * inverse` is `k << t`, and for any other
+/// number it is not a multiple of `2^t` or is `k << t` with `k` at least `2^w / d`: the usual
+/// test for a zero remainder by a constant, which tells both whether a slot starts at an offset
+/// and which one.
+const SLOT_DIVISORS: [(u32, u32); CLASSES] = {
     let mut r = [(0, 0); CLASSES];
     let mut c = 0;
     while c < CLASSES {
         let t = CLASS_SIZES[c].trailing_zeros();
-        let odd = (CLASS_SIZES[c] >> t) as u64;
+        let odd = (CLASS_SIZES[c] >> t) as u32;
         // Newton's iteration doubles the correct low bits: 3 (any odd `o` is its own inverse
-        // modulo 8), then 6, 12, 24, 48, 96.
+        // modulo 8), then 6, 12, 24, 48.
         let mut inverse = odd;
         let mut i = 0;
-        while i < 5 {
-            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        while i < 4 {
+            inverse = inverse.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inverse)));
             i += 1;
         }
         assert!(odd.wrapping_mul(inverse) == 1);
@@ -195,14 +196,22 @@ const SLOT_DIVISORS: [(u64, u32); CLASSES] = {
     r
 };
 
-/// The index of the slot of class `c` that starts `at` bytes into a slab page of `1 << shift`
-/// bytes, if one starts there; otherwise a number of at least `slots(shift, c)` (an `at`
-/// before the first slot, in it or in the page's tail past the last slot).
+/// The index of the slot of class `c` that starts at offset `off` of a slab in pages of
+/// `1 << shift` bytes, if one starts there; otherwise a number of at least `slots(shift, c)`
+/// (for an offset before the page's first slot, inside a slot or past the last slot's start).
+///
+/// The test of `SLOT_DIVISORS` modulo the page size, `2^shift`, in the top `shift` bits of a
+/// word, where the multiplication drops the offset's page and the rotation brings `k` to the
+/// bottom and the low `t` bits, zero for a multiple of `d`, to the top. An offset before the
+/// first slot wraps to the page's end, past the last slot's start. On x86-64, for a typed
+/// access, this is a subtraction, a multiplication and a rotation.
 #[inline(always)]
-pub(super) fn slot_index(at: usize, shift: u32, c: usize) -> usize {
+pub(super) fn slot_index(off: usize, shift: u32, c: usize) -> usize {
     let (inverse, twos) = SLOT_DIVISORS[c];
-    let rel = at.wrapping_sub(data_start(shift)) as u64;
-    usize::try_from(rel.wrapping_mul(inverse).rotate_right(twos)).unwrap_or(usize::MAX)
+    let rel = (off as u32).wrapping_sub(data_start(shift) as u32);
+    let top = rel.wrapping_mul(inverse << (32 - shift));
+    // `wrapping_sub`: a class larger than the page has no slots, whatever the rotation.
+    top.rotate_left(shift.wrapping_sub(twos)) as usize
 }
 
 /// The run of pages of a large object placed as `place`, with pages of `1 << shift` bytes: its
@@ -264,10 +273,12 @@ mod tests {
                 for at in 0..page {
                     let rel = at.wrapping_sub(data_start(shift));
                     let slot = at >= data_start(shift) && rel % size == 0 && rel / size < n;
-                    let index = slot_index(at, shift, c);
-                    assert_eq!(index < n, slot, "page {page}, class {size}, at {at}");
-                    if slot {
-                        assert_eq!(index, rel / size);
+                    for off in [at, at + page, at + (1 << 30)] {
+                        let index = slot_index(off, shift, c);
+                        assert_eq!(index < n, slot, "page {page}, class {size}, at {off}");
+                        if slot {
+                            assert_eq!(index, rel / size);
+                        }
                     }
                 }
             }

@@ -112,10 +112,16 @@ pub(super) struct MetaMut<'a> {
 
 impl<'a> MetaMut<'a> {
     /// The view for the fast paths: `None` unless the header is valid and its page size is the
-    /// arena's (initialization and errors are the slow paths' business).
+    /// arena's (initialization and errors are the slow paths' business). The page size is the
+    /// one the validity check reads, a constant on x86-64, so that there every position in a
+    /// slab is a constant too.
     #[inline(always)]
     pub(super) fn ready(arena: &'a mut Arena) -> Option<MetaMut<'a>> {
-        let g = header::ready(arena.as_bytes(), arena.page_shift())?;
+        let shift = header::page_shift(arena.as_bytes());
+        if shift != arena.page_shift() {
+            return None;
+        }
+        let g = header::ready(arena.as_bytes(), shift)?;
         Some(MetaMut { arena, g })
     }
 

@@ -235,7 +235,7 @@ fn free_fast_or_none(
     let base = g.page_at(s);
     // SAFETY: as in `alloc_fast`: `s < top <= pages`, and the header is in the first 512 bytes.
     let head: SlabHeader = unsafe { meta.read(base) };
-    let index = g.slot_index(offset - base, c);
+    let index = g.slot_index(offset, c);
     // `|`, not `||`: one branch for the lot.
     if (index >= g.slots(c))
         | (head.class as usize != c)
@@ -287,7 +287,7 @@ pub(super) fn free_small(
     let size = CLASS_SIZES[c];
     let base = g.page_at(s);
     let head = meta.slab_header(s);
-    let index = g.slot_index(offset - base, c);
+    let index = g.slot_index(offset, c);
     if index >= g.slots(c)
         || meta.kind(s) != kinds::slab(c)
         || head.class as usize != c

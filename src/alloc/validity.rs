@@ -2,15 +2,14 @@
 //! `free` makes), on an arena's or a snapshot's bytes. It reads no header field it would have
 //! to validate first, so it is a handful of compares and two loads.
 
-use super::geometry::{large_run, slot_index, slots, Placement, PAGE_SHIFTS};
-use super::header::{read_u64, Header};
+use super::geometry::{large_run, slot_index, slots, Placement};
+use super::header::{page_shift, read_u64};
 use super::kinds::{self, PAGE_MAP};
-use std::mem::offset_of;
 
 /// Whether the live object at `off` placed as `place` has stamp `stamp`: the whole validity
-/// check behind `get`. For a small object: one compare for range and null, one test for
-/// alignment, one load and compare of the page's kind, one compare of the position in the page,
-/// then one load and compare of the stamp.
+/// check behind `get`. For a small object: one compare for range, one load and compare of the
+/// page's kind, one compare for the position in the page, then one load and compare of the
+/// stamp.
 ///
 /// The page's kind is what makes the stamp's position trustworthy: a slab of the object's class
 /// has a stamp at that position and nothing else, while a page reused for a slab of another
@@ -21,40 +20,33 @@ use std::mem::offset_of;
 /// page's tail past its last slot) the bytes where a stamp would be are metadata or another
 /// object's, and a `Ptr` forged to match them would lend that memory as its object.
 ///
-/// Alignment is tested on the address, not the offset, so that a reference made from a `true`
-/// result is aligned whatever the alignment of `bytes` (page-aligned in every arena and view,
-/// but nothing here relies on it).
+/// Alignment is that of the slot's offset (slots start at multiples of the alignment from a
+/// page's start) and of `bytes`' start, so that a reference made from a `true` result is aligned
+/// whatever the alignment of `bytes` (page-aligned in every arena and view, but nothing here
+/// relies on it).
 #[inline(always)]
 pub(crate) fn live_at(bytes: &[u8], off: usize, stamp: u64, place: &Placement) -> bool {
     if place.is_large() {
         return live_large_at(bytes, off, stamp, place);
     }
-    let unit = place.mask + 1;
-    // Objects start at a non-zero multiple of `unit` (a power of two, at least 8) and end, with
-    // their stamp, inside `bytes`. `off - unit` wraps offset 0 to a huge value, so one unsigned
-    // compare accepts the non-zero, in-range offsets; alignment is a second test. (Rotating by
-    // log2(unit) would fold both into one compare, but x86 rotates merge flags and measured
-    // slower than the extra test and well-predicted branch.)
-    let Some(last) = bytes.len().checked_sub(place.stamp_at + 8 + unit) else {
+    // The object and its stamp end inside `bytes`. The page map byte of `off`'s page lies inside
+    // `bytes` once `bytes` holds the page map's first page and one byte per page of `bytes` after
+    // it (true of every arena: at least a page). All but the first compare are the same for
+    // every `off` in `bytes`.
+    let Some(last) = bytes.len().checked_sub(place.stamp_at + 8) else {
         return false;
     };
-    if off.wrapping_sub(unit) > last
-        || (bytes.as_ptr() as usize).wrapping_add(off) & place.mask != 0
-    {
-        return false;
-    }
-    // The page map byte of `off`'s page lies inside `bytes` once `bytes` holds the page map's
-    // first page and one byte per page of `bytes` after it (true of every arena: at least a page).
-    if bytes.len() < 2 * PAGE_MAP {
+    if off > last || bytes.len() < 2 * PAGE_MAP || bytes.as_ptr() as usize & place.mask != 0 {
         return false;
     }
     let shift = page_shift(bytes);
     // SAFETY: `off < bytes.len()` (checked above) and `page_shift` is at least 9, so the index
     // is below `PAGE_MAP + bytes.len() / 512 <= bytes.len()` for `bytes.len() >= 2 * PAGE_MAP`.
     let kind = unsafe { *bytes.as_ptr().add(PAGE_MAP + (off >> shift)) };
-    // On x86-64 the shift and, for a typed access, the class are constants, so the slot count is
-    // one too, and the position check is a multiplication and one compare.
-    let index = slot_index(off & ((1 << shift) - 1), shift, place.class);
+    // The position also refuses offset 0 (the header's page is no slab's) and misaligned
+    // offsets. On x86-64 the shift and, for a typed access, the class are constants, so the slot
+    // count is one too, and this is three instructions and one compare.
+    let index = slot_index(off, shift, place.class);
     if (kind != kinds::slab(place.class)) | (index >= slots(shift, place.class)) {
         return false;
     }
@@ -78,25 +70,7 @@ pub(super) fn off_slot(bytes: &[u8], off: usize, place: &Placement) -> bool {
     let shift = page_shift(bytes);
     !place.is_large()
         && kinds::at(bytes, off >> shift) == kinds::slab(place.class)
-        && slot_index(off & ((1 << shift) - 1), shift, place.class) >= slots(shift, place.class)
-}
-
-/// The page size of the arena `bytes`, as a shift, for the validity check. x86-64 has 4 KiB
-/// pages only, so there it is a constant (a variable shift and the load feeding it made `get`
-/// about 15% slower); elsewhere it is read from the header, next to the fields every typed call
-/// reads (a header changed by raw writes only makes the check read another page-map byte).
-#[inline(always)]
-pub(super) fn page_shift(bytes: &[u8]) -> u32 {
-    if cfg!(target_arch = "x86_64") {
-        12
-    } else {
-        let at = offset_of!(Header, page_shift);
-        let field = bytes
-            .get(at..at + 4)
-            .map_or([0; 4], |b| b.try_into().unwrap_or([0; 4]));
-        // Clamped to `PAGE_SHIFTS`' bounds, which the unchecked page-map read relies on.
-        u32::from_ne_bytes(field).clamp(*PAGE_SHIFTS.start(), *PAGE_SHIFTS.end())
-    }
+        && slot_index(off, shift, place.class) >= slots(shift, place.class)
 }
 
 /// Where the stamp of an object placed as `place` in the arena `bytes` sits, from the object's
