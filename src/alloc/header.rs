@@ -7,6 +7,7 @@ use super::kinds::PAGE_MAP;
 use crate::error::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 use std::mem::offset_of;
+use std::ops::Range;
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"cowalloc");
 /// 2: large objects keep their trailer at the end of their run, and every page's kind is
@@ -187,9 +188,25 @@ pub(super) fn ready(bytes: &[u8], shift: u32) -> Option<Geo> {
 /// The geometry of a new allocator in the arena `bytes`, with pages of `1 << shift` bytes, and
 /// the header fields that record it; refused unless the metadata's bytes are all zero.
 #[cold]
-pub(super) fn init(bytes: &[u8], shift: u32) -> Result<(Geo, HeaderGeo)> {
+/// Bytes at the start of an arena of `capacity` bytes that the allocator's header and page map
+/// take.
+pub(super) fn metadata_len(capacity: usize, shift: u32) -> usize {
+    PAGE_MAP + Geo::new(shift, capacity).pages
+}
+
+/// The header fields of a new allocator in `bytes`, if its metadata is zero. Only the pages of
+/// the (sorted) runs `nonzero` may hold a non-zero byte (the arena knows which pages hold data),
+/// so the check costs what the arena holds, not its capacity: an arena opened from a file that
+/// claims a huge capacity is not read a page-map byte per page of it.
+pub(super) fn init(bytes: &[u8], shift: u32, nonzero: &[Range<usize>]) -> Result<(Geo, HeaderGeo)> {
     let g = Geo::new(shift, bytes.len());
-    if !all_zero(&bytes[..PAGE_MAP + g.pages]) {
+    let meta = PAGE_MAP + g.pages;
+    let page = 1usize << shift;
+    let zero = nonzero.iter().all(|r| {
+        let (start, end) = ((r.start * page).min(meta), (r.end * page).min(meta));
+        all_zero(&bytes[start..end])
+    });
+    if !zero {
         return Err(Error::Unsupported(
             "typed allocation needs the arena's first bytes (allocator header and page map) \
              zeroed, but raw writes were made there",
@@ -264,12 +281,14 @@ mod tests {
         let mut bytes = vec![0u64; (1 << 20) / 8];
         let b: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
         assert!(matches!(state(b), State::Uninit));
-        let (g, fields) = init(b, 12).unwrap();
+        let all = [0..b.len() / 4096];
+        let (g, fields) = init(b, 12, &all).unwrap();
         b[..size_of::<HeaderGeo>()].copy_from_slice(bytemuck::bytes_of(&fields));
         assert!(matches!(state(b), State::Ready(r) if r.top == g.first_page));
         assert!(ready(b, 12).is_some_and(|r| r.top == g.first_page));
         assert!(ready(b, 13).is_none(), "another page size");
-        assert!(init(b, 12).is_err(), "the metadata is no longer zero");
+        assert!(init(b, 12, &all).is_err(), "the metadata is no longer zero");
+        assert!(init(b, 12, &[]).is_ok(), "only the pages named are read");
         b[8] ^= 1;
         assert!(matches!(state(b), State::Corrupt));
     }

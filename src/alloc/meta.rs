@@ -143,7 +143,10 @@ impl<'a> MetaMut<'a> {
 
     #[cold]
     fn init(arena: &mut Arena) -> Result<Geo> {
-        let (g, fields) = header::init(arena.as_bytes(), arena.page_shift())?;
+        let meta_pages = header::metadata_len(arena.capacity(), arena.page_shift())
+            .div_ceil(1 << arena.page_shift());
+        let nonzero = arena.maybe_nonzero(0..meta_pages);
+        let (g, fields) = header::init(arena.as_bytes(), arena.page_shift(), &nonzero)?;
         let fields = bytemuck::bytes_of(&fields);
         arena.bytes_mut(0..fields.len())?.copy_from_slice(fields);
         Ok(g)
