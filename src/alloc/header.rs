@@ -281,7 +281,10 @@ mod tests {
         let mut bytes = vec![0u64; (1 << 20) / 8];
         let b: &mut [u8] = bytemuck::cast_slice_mut(&mut bytes);
         assert!(matches!(state(b), State::Uninit));
-        let all = [0..b.len() / 4096];
+        let all = vec![Range {
+            start: 0,
+            end: b.len() / 4096,
+        }];
         let (g, fields) = init(b, 12, &all).unwrap();
         b[..size_of::<HeaderGeo>()].copy_from_slice(bytemuck::bytes_of(&fields));
         assert!(matches!(state(b), State::Ready(r) if r.top == g.first_page));
