@@ -73,7 +73,7 @@ mod lend;
 mod map;
 mod vec;
 
-pub use self::map::{Entry, MapIter, MapMut};
+pub use self::map::{Entry, MapIter, MapMut, MapRef};
 pub use self::vec::VecMut;
 pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaVec};
 pub use crate::typed::lend::Lend;
@@ -82,10 +82,8 @@ use crate::alloc::{self, Placement};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
 use bytemuck::{Pod, Zeroable};
-use std::cell::RefCell;
 use std::ops::Range;
 use std::ptr::NonNull;
-use std::rc::Rc;
 
 /// A collection's buffer: a raw allocation whose size its owner knows (capacity times element
 /// size). The null buffer (all zeros) is an empty one.
@@ -281,152 +279,5 @@ fn expect<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => crate::ptr::fail(e),
-    }
-}
-
-/// How a view reaches its arena to mark the pages it writes.
-enum Marker<'a> {
-    /// The view's own borrow of the arena.
-    Own(&'a mut Arena),
-    /// A borrow shared by the views of one [`lend_mut`](crate::ViewMut::lend_mut). Only the
-    /// views' marking borrows it, never across a call out, so the borrow never fails.
-    Shared(Rc<RefCell<&'a mut Arena>>),
-}
-
-/// Views track writes in blocks of this many bytes at arena offsets that are multiples of it:
-/// the smallest page size the crate supports, so a block lies within one page.
-const BLOCK: usize = alloc::MAX_ALIGN;
-
-/// The page-marking side of a mutable view: before a write, it makes sure the pages of the
-/// bytes written are marked as written in the arena, remembering per block (one byte each)
-/// which it has marked, so that a write to a marked block costs two byte loads and a test.
-///
-/// The marks stay true for the view's life: pages become unmarked only at a snapshot or restore,
-/// which need the arena, borrowed by the view.
-///
-/// The view keeps the fields the test reads ([`Marks`]) itself and this part behind a `Box`, so
-/// that the out-of-line marking receives no pointer into the view: the compiler can then keep
-/// the view's fields in registers across a loop of writes.
-struct Tracker<'a> {
-    marker: Marker<'a>,
-    /// The region the view writes: arena offset and length.
-    start: usize,
-    len: usize,
-    /// `start % BLOCK`, so that the block of the region's byte `r` is `(r + lead) / BLOCK`.
-    lead: usize,
-    marked: MarkBytes,
-}
-
-/// One byte per block of a view's region, non-zero once the block's pages are marked: an owned
-/// `Box<[u8]>` kept as a raw pointer, since [`Marks`] reads it while [`Tracker`] writes it. (Its
-/// own type, without the view's lifetime, so that dropping a view does not count as a use of the
-/// arena it borrowed.)
-struct MarkBytes(NonNull<[u8]>);
-
-impl Drop for MarkBytes {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::leak` in `Tracker::new` and is dropped only here.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-/// The view's copy of what a write's test reads (see [`Tracker`]).
-#[derive(Clone, Copy)]
-struct Marks {
-    /// `Tracker::marked`'s first byte.
-    marked: NonNull<u8>,
-    lead: usize,
-    /// Added to an item's first byte to find the block of its last byte: 0 when no item the
-    /// view writes crosses a block boundary (so one byte is tested twice), else `size - 1`.
-    tail: usize,
-}
-
-impl<'a> Tracker<'a> {
-    /// A tracker of the region at `start` of `len` bytes, whose items are `size` bytes written
-    /// at `first + k * stride` in it.
-    fn new(
-        marker: Marker<'a>,
-        (start, len): (usize, usize),
-        (first, stride, size): (usize, usize, usize),
-    ) -> (Box<Self>, Marks) {
-        let lead = start % BLOCK;
-        let blocks = if len == 0 {
-            0
-        } else {
-            (lead + len).div_ceil(BLOCK)
-        };
-        let marked = NonNull::from(Box::leak(vec![0u8; blocks].into_boxed_slice()));
-        let aligned = stride > 0 && BLOCK % stride == 0 && (lead + first) % stride + size <= stride;
-        let marks = Marks {
-            marked: marked.cast(),
-            lead,
-            tail: if aligned { 0 } else { size.saturating_sub(1) },
-        };
-        let tracker = Tracker {
-            marker,
-            start,
-            len,
-            lead,
-            marked: MarkBytes(marked),
-        };
-        (Box::new(tracker), marks)
-    }
-
-    /// Marks the pages of the blocks overlapping bytes `at..at + size` of the region.
-    #[cold]
-    #[inline(never)]
-    fn mark(&mut self, at: usize, size: usize) {
-        if size == 0 {
-            return;
-        }
-        debug_assert!(at + size <= self.len);
-        let (first, last) = (
-            (at + self.lead) / BLOCK,
-            (at + size - 1 + self.lead) / BLOCK,
-        );
-        // SAFETY: the allocation is owned by `self` and read elsewhere only through `Marks`,
-        // whose reads never overlap this borrow (the view is borrowed mutably here).
-        let marked = unsafe { self.marked.0.as_mut() };
-        for (b, mark) in marked.iter_mut().enumerate().take(last + 1).skip(first) {
-            if *mark != 0 {
-                continue;
-            }
-            // The block's bytes within the region: within one page, which the write touches.
-            let from = (b * BLOCK).saturating_sub(self.lead);
-            let to = ((b + 1) * BLOCK - self.lead).min(self.len);
-            match &mut self.marker {
-                Marker::Own(arena) => mark_written(arena, self.start + from, to - from),
-                Marker::Shared(arena) => {
-                    mark_written(&mut arena.borrow_mut(), self.start + from, to - from)
-                }
-            }
-            *mark = 1;
-        }
-    }
-}
-
-impl Marks {
-    /// Whether the item of `size` bytes at `at` (inside the region) needs [`Tracker::mark`]
-    /// before a write. Zero-sized items live on no page. An item larger than a block may span
-    /// blocks between its first and last, which the two-byte test does not see, so it is always
-    /// marked (`mark` skips the blocks already marked); `size` is a constant where this inlines,
-    /// so smaller items pay nothing for the test.
-    #[inline(always)]
-    fn need_marking(&self, at: usize, size: usize) -> bool {
-        size > 0 && (size > BLOCK || !self.marked(at))
-    }
-
-    /// Whether the first and last blocks of an item at `at` of at most `BLOCK` bytes (inside the
-    /// region) are marked.
-    #[inline(always)]
-    fn marked(&self, at: usize) -> bool {
-        let x = at + self.lead;
-        // SAFETY: the caller's bytes lie inside the region, so both blocks are below the
-        // number of blocks `Tracker::new` allocated, and the allocation lives as long as the
-        // view that holds these marks.
-        unsafe {
-            let base = self.marked.as_ptr();
-            *base.add(x / BLOCK) & *base.add((x + self.tail) / BLOCK) != 0
-        }
     }
 }
