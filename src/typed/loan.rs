@@ -248,6 +248,11 @@ impl<A: Lender, L: Lend> Loan<A, L> {
         self.arena.arena_mut(TOKEN).restore(snapshot)
     }
 
+    /// The arena, for reading (its stats, say) between batches of views.
+    pub fn arena(&self) -> &Arena {
+        self.arena.arena(TOKEN)
+    }
+
     /// Ends the loan: the arena (or its borrow) back.
     pub fn into_inner(self) -> A {
         self.arena

@@ -32,6 +32,10 @@ pub(crate) struct Marker {
     arena: NonNull<Arena>,
 }
 
+/// The longest span [`Marker::all_marked`] looks at: 1,024 pages (4 MiB of 4 KiB pages), 16
+/// words of the bitmap.
+pub(crate) const SCANNED_PAGES: usize = 1024;
+
 /// The page size as a shift, where it is known at compile time: x86-64 has 4 KiB pages only, and
 /// a constant shift keeps a register free in the views' loops.
 const FIXED_SHIFT: Option<u32> = if cfg!(target_arch = "x86_64") {
@@ -100,16 +104,37 @@ impl Marker {
         word >> (page % 64) & 1 != 0
     }
 
+    /// Whether every page of the `len` bytes at arena offset `at` is marked as written, for a
+    /// span of at most [`SCANNED_PAGES`] pages; `false` for longer ones, which are not looked at,
+    /// so that the answer costs a few loads whatever the span.
+    ///
+    /// Out of line and given no pointer into the view, as [`mark`](Self::mark): a view asks
+    /// when it is made and after it marked a page.
+    ///
+    /// # Safety
+    /// The bytes lie inside the arena.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn all_marked(self, at: usize, len: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let (first, last) = (at >> self.shift(), (at + len - 1) >> self.shift());
+        // SAFETY: every page of the span is a page of the arena (the caller's contract).
+        last - first < SCANNED_PAGES && (first..=last).all(|p| unsafe { self.is_marked(p) })
+    }
+
     /// Makes sure that an item of type `I` at arena offset `at` lies on pages marked as written:
-    /// one test (two when items of `I` can straddle pages) when they are.
+    /// one test (two when items of `I` can straddle pages) when they are. Returns whether it
+    /// marked a page (so the caller's view may now lie on marked pages only).
     ///
     /// # Safety
     /// The item lies inside the arena.
     #[inline(always)]
-    pub(crate) unsafe fn touch<I>(&self, at: usize) {
+    pub(crate) unsafe fn touch<I>(&self, at: usize) -> bool {
         let size = size_of::<I>();
         if size == 0 {
-            return;
+            return false;
         }
         let shift = self.shift();
         // SAFETY: the item's first and last bytes are inside the arena (the caller's contract).
@@ -127,16 +152,18 @@ impl Marker {
         if !marked {
             self.mark(at, size);
         }
+        !marked
     }
 
-    /// Makes sure that the `len` bytes at arena offset `at` lie on pages marked as written.
+    /// Makes sure that the `len` bytes at arena offset `at` lie on pages marked as written;
+    /// returns whether it marked a page.
     ///
     /// # Safety
     /// The bytes lie inside the arena.
     #[inline(always)]
-    pub(crate) unsafe fn touch_span(&self, at: usize, len: usize) {
+    pub(crate) unsafe fn touch_span(&self, at: usize, len: usize) -> bool {
         if len == 0 {
-            return;
+            return false;
         }
         let (first, last) = (at >> self.shift(), (at + len - 1) >> self.shift());
         // SAFETY: both pages hold bytes of the span, inside the arena (the caller's contract).
@@ -144,6 +171,7 @@ impl Marker {
         if !marked {
             self.mark(at, len);
         }
+        !marked
     }
 
     /// Marks the pages of the `len` bytes at `at`: the first write to a page, so next to a

@@ -93,6 +93,10 @@ pub struct VecMut<'a, T> {
     /// The buffer's offset in the arena (0 when there is none).
     start: usize,
     marker: Marker,
+    /// Whether every page of the buffer is marked as written (known for buffers of up to
+    /// `SCANNED_PAGES` pages): then a write tests this flag only. Pages stay marked for the
+    /// view's life, since a snapshot or restore needs the arena it borrows.
+    all_marked: bool,
     /// The header's offset in the arena, and its length field.
     head: usize,
     head_len: NonNull<u64>,
@@ -130,6 +134,7 @@ impl<'a, T: Pod> VecMut<'a, T> {
             cap: 0,
             start: 0,
             marker: lent.marker(),
+            all_marked: false,
             head: b.head,
             head_len,
             head_marked: false,
@@ -154,6 +159,17 @@ impl<'a, T: Pod> VecMut<'a, T> {
         };
         self.cap = b.cap;
         self.start = b.start;
+        self.scan();
+    }
+
+    /// Finds out whether every page of the buffer is marked (see `all_marked`).
+    #[inline(always)]
+    fn scan(&mut self) {
+        // SAFETY: the buffer lies inside the arena.
+        self.all_marked = unsafe {
+            self.marker
+                .all_marked(self.start, self.cap * size_of::<T>())
+        };
     }
 
     /// The number of elements.
@@ -228,10 +244,12 @@ impl<'a, T: Pod> VecMut<'a, T> {
         let r = expect(bounds(range, self.len));
         let size = size_of::<T>();
         // SAFETY: the range lies inside the view's memory (checked), inside the arena.
-        unsafe {
+        if unsafe {
             self.marker
                 .touch_span(self.start + r.start * size, r.len() * size)
-        };
+        } {
+            self.scan();
+        }
         // SAFETY: as above; the slice borrows the view mutably, so it is the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().add(r.start), r.len()) }
     }
@@ -275,7 +293,9 @@ impl<'a, T: Pod> VecMut<'a, T> {
         // `values` (a shared borrow alive with this `&mut self`) cannot overlap.
         unsafe {
             let at = self.start + self.len * size;
-            self.marker.touch_span(at, size_of_val(values));
+            if self.marker.touch_span(at, size_of_val(values)) {
+                self.scan();
+            }
             let to = self.data.as_ptr().add(self.len);
             std::ptr::copy_nonoverlapping(values.as_ptr(), to, values.len());
         }
@@ -343,9 +363,12 @@ impl<'a, T: Pod> VecMut<'a, T> {
 
     /// Makes sure element `index` (below the capacity) lies on pages marked as written.
     #[inline(always)]
-    fn touch(&self, index: usize) {
+    fn touch(&mut self, index: usize) {
+        let at = self.start + index * size_of::<T>();
         // SAFETY: below the capacity, the element lies in the buffer, inside the arena.
-        unsafe { self.marker.touch::<T>(self.start + index * size_of::<T>()) };
+        if !self.all_marked && unsafe { self.marker.touch::<T>(at) } {
+            self.scan();
+        }
     }
 
     /// Sets the length (at most the capacity), in the view and in the header.
