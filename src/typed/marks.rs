@@ -57,7 +57,10 @@ impl Marker {
         let a = unsafe { arena.as_ref() };
         let shift = a.page_shift();
         // The fast test relies on the fixed shift being the arena's.
-        assert!(FIXED_SHIFT.is_none_or(|s| s == shift), "page size");
+        assert!(
+            FIXED_SHIFT.is_none_or(|s| s == shift),
+            "cowarena: a page size other than 4 KiB on x86-64"
+        );
         let words = a.dirty_pages().words();
         Marker {
             // A bitmap of no words (an arena of no pages) lends nothing, so its test never runs.
@@ -67,8 +70,8 @@ impl Marker {
         }
     }
 
-    /// The same arena's marker made anew: after an allocation, which may have changed what the
-    /// arena's page records are (not in the arenas of today, but nothing here relies on that).
+    /// The same arena's marker, read anew: for a view that allocated through the arena, so that
+    /// it assumes nothing of what the allocation left in place.
     ///
     /// # Safety
     /// As [`new`](Self::new), for this marker's arena.
