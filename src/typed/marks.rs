@@ -109,22 +109,15 @@ impl Marker {
 
     /// Whether every page of the `len` bytes at arena offset `at` is marked as written, for a
     /// span of at most [`SCANNED_PAGES`] pages; `false` for longer ones, which are not looked at,
-    /// so that the answer costs a few loads whatever the span.
-    ///
-    /// Out of line and given no pointer into the view, as [`mark`](Self::mark): a view asks
-    /// when it is made and after it marked a page.
+    /// so that the answer costs a few loads whatever the span. A view asks when it is made and
+    /// after it marked a page.
     ///
     /// # Safety
     /// The bytes lie inside the arena.
-    #[cold]
-    #[inline(never)]
-    pub(crate) unsafe fn all_marked(self, at: usize, len: usize) -> bool {
-        if len == 0 {
-            return true;
-        }
-        let (first, last) = (at >> self.shift(), (at + len - 1) >> self.shift());
-        // SAFETY: every page of the span is a page of the arena (the caller's contract).
-        last - first < SCANNED_PAGES && (first..=last).all(|p| unsafe { self.is_marked(p) })
+    #[inline(always)]
+    pub(crate) unsafe fn all_marked(&self, at: usize, len: usize) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { scan(self.words, self.shift(), at, len) }
     }
 
     /// Makes sure that an item of type `I` at arena offset `at` lies on pages marked as written:
@@ -153,7 +146,8 @@ impl Marker {
             }
         };
         if !marked {
-            self.mark(at, size);
+            // SAFETY: the marker's arena (see `new`); the item lies inside it.
+            unsafe { mark(self.arena, at, size) };
         }
         !marked
     }
@@ -172,28 +166,50 @@ impl Marker {
         // SAFETY: both pages hold bytes of the span, inside the arena (the caller's contract).
         let marked = last - first <= 1 && unsafe { self.is_marked(first) && self.is_marked(last) };
         if !marked {
-            self.mark(at, len);
+            // SAFETY: the marker's arena (see `new`); the bytes lie inside it.
+            unsafe { mark(self.arena, at, len) };
         }
         !marked
     }
+}
 
-    /// Marks the pages of the `len` bytes at `at`: the first write to a page, so next to a
-    /// copy-on-write fault; out of line, and given no pointer into the view, so that the view's
-    /// fields stay in registers across a loop of writes.
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    fn mark(self, at: usize, len: usize) {
-        // SAFETY: the arena is live and nothing else uses it meanwhile (`new`'s contract): the
-        // reference lives for this call only, which makes no other reference to the arena and
-        // touches only its page records, none of the memory lent.
-        let arena = unsafe { &mut *self.arena.as_ptr() };
-        // Fails only where the arena may not be written at all, which the loan checked when it
-        // lent the view (`check_writable`); a raw `fork()` since is the caller's unsafe act.
-        if let Err(e) = arena.mark_dirty(at, len) {
-            ptr::fail(e);
-        }
+/// Marks the pages of the `len` bytes at arena offset `at`: the first write to a page, so next
+/// to a copy-on-write fault. Out of line, and given scalars only (no pointer into the view), so
+/// that the view's fields stay in registers across a loop of writes.
+///
+/// # Safety
+/// `arena` is a [`Marker`]'s, used as [`Marker::new`] requires, and the bytes lie inside it.
+#[cold]
+#[inline(never)]
+#[track_caller]
+unsafe fn mark(arena: NonNull<Arena>, at: usize, len: usize) {
+    // SAFETY: the arena is live and nothing else uses it meanwhile (the caller's contract): the
+    // reference lives for this call only, which makes no other reference to the arena and
+    // touches only its page records, none of the memory lent.
+    let arena = unsafe { &mut *arena.as_ptr() };
+    // Fails only where the arena may not be written at all, which the loan checked when it
+    // lent the view (`check_writable`); a raw `fork()` since is the caller's unsafe act.
+    if let Err(e) = arena.mark_dirty(at, len) {
+        ptr::fail(e);
     }
+}
+
+/// [`Marker::all_marked`] for the bitmap `words` of pages of `1 << shift` bytes; out of line
+/// with scalar arguments, as [`mark`].
+///
+/// # Safety
+/// The bytes lie inside the arena whose bitmap `words` is, alive (`Marker::new`'s contract).
+#[cold]
+#[inline(never)]
+unsafe fn scan(words: NonNull<u64>, shift: u32, at: usize, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let (first, last) = (at >> shift, (at + len - 1) >> shift);
+    // SAFETY: every page of the span is a page of the arena (the caller's contract), so its bit
+    // lies in the bitmap.
+    let marked = |p: usize| unsafe { *words.as_ptr().add(p / 64) >> (p % 64) & 1 != 0 };
+    last - first < SCANNED_PAGES && (first..=last).all(marked)
 }
 
 /// Whether no item of type `I` in the arena straddles two pages: its size is a power of two no
