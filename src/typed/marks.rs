@@ -206,10 +206,19 @@ unsafe fn scan(words: NonNull<u64>, shift: u32, at: usize, len: usize) -> bool {
         return true;
     }
     let (first, last) = (at >> shift, (at + len - 1) >> shift);
-    // SAFETY: every page of the span is a page of the arena (the caller's contract), so its bit
-    // lies in the bitmap.
-    let marked = |p: usize| unsafe { *words.as_ptr().add(p / 64) >> (p % 64) & 1 != 0 };
-    last - first < SCANNED_PAGES && (first..=last).all(marked)
+    if last - first >= SCANNED_PAGES {
+        return false;
+    }
+    // A word at a time: the bits of pages `first..=last` in each word must all be set.
+    (first / 64..=last / 64).all(|w| {
+        let from = if w == first / 64 { first % 64 } else { 0 };
+        let to = if w == last / 64 { last % 64 } else { 63 };
+        let mask = (u64::MAX >> (63 - to)) & (u64::MAX << from);
+        // SAFETY: word `w` holds bits of pages of the span, pages of the arena (the caller's
+        // contract), so it lies in the bitmap.
+        let word = unsafe { *words.as_ptr().add(w) };
+        word & mask == mask
+    })
 }
 
 /// Whether no item of type `I` in the arena straddles two pages: its size is a power of two no
