@@ -70,10 +70,11 @@
 //! page's bit (a shift, a load, a bit test), or, once every page of a buffer of up to 4 MiB is
 //! marked, a flag of the view alone; the first write to a page is a call. Measured on the
 //! machine of `BENCHMARKS.md` (ratios within one run): a read-modify-write loop over 4096
-//! scattered elements of a `VecMut` runs at 1.07x the same loop over a `Vec` (through
+//! scattered elements of a `VecMut` runs at about 1.1x the same loop over a `Vec` (through
 //! `as_slice` + `set` per element: 15x); a solver-shaped loop over five vectors and an object
-//! lent by a loan and held behind one `&mut self`, with an undo trail, at 1.10x the same code
-//! over `Vec`s (`cargo bench --bench solver`; 1.28x with the bit test alone, without the flag).
+//! lent by a loan and held behind one `&mut self`, with an undo trail, at 1.05–1.21x the same
+//! code over `Vec`s, 1.10x in the median run (`cargo bench --bench solver`; 1.28x with the bit
+//! test alone, without the flag).
 //! Views hold raw pointers and no destructor, and the first write to a page is a call given no
 //! pointer into the view, so the compiler keeps a view's fields in registers across a loop.
 
