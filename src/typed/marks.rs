@@ -34,7 +34,7 @@ pub(crate) struct Marker {
 
 /// The longest span [`Marker::all_marked`] looks at: 1,024 pages (4 MiB of 4 KiB pages), 16
 /// words of the bitmap.
-pub(crate) const SCANNED_PAGES: usize = 1024;
+const SCANNED_PAGES: usize = 1024;
 
 /// The page size as a shift, where it is known at compile time: x86-64 has 4 KiB pages only, and
 /// a constant shift keeps a register free in the views' loops.

@@ -106,6 +106,12 @@
 //! [`Snapshot`] or a `Branch`). Failures follow one convention, tabled in the [`Error`] docs:
 //! accessors panic and have a `try_` twin, operations that may allocate or free return `Result`.
 //!
+//! Several objects and collections are lent at once, each checked once, by
+//! [`ViewMut::lend_mut`] (mutably, their memory checked disjoint) and [`View::lend`] (for
+//! reading). A search that snapshots and restores between batches of writes lends its state
+//! through a [`Loan`], which holds the arena and lends the views again after each snapshot or
+//! restore (see the [`loan`] module).
+//!
 //! # Sizing an arena
 //!
 //! [`Arena::with_capacity`] reserves address space, not memory: pages are used as they are
