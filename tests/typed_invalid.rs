@@ -335,10 +335,10 @@ fn random_raw_writes_never_cause_panics_in_fallible_calls() {
             }
             let _ = v.try_as_slice(&a);
             let _ = v.push(&mut a, 1);
-            let _ = v.pop(&mut a);
+            let _ = v.try_pop(&mut a);
             let _ = m.try_get(&a, &3);
             let _ = m.insert(&mut a, 1000, 1);
-            let _ = m.remove(&mut a, &5);
+            let _ = m.try_remove(&mut a, &5);
             let _ = s.try_as_slice(&a);
             let _ = s.append(&mut a, b"more");
             let _ = a.alloc_stats();
