@@ -159,10 +159,10 @@ fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
     );
 }
 
-/// The chunk being filled is written only through the store's own mapping, made before the
-/// chunk was sealed against every other writer (`F_SEAL_FUTURE_WRITE`): a write through its
-/// descriptor, a new shared writable mapping or a hole punched are refused, and a snapshot's
-/// bytes cannot change under a slice it lent.
+/// Once the chunk being filled writes over dead slots, it is written only through the store's
+/// own mapping, made before the chunk was sealed against every other writer
+/// (`F_SEAL_FUTURE_WRITE`): a write through its descriptor or a new shared writable mapping are
+/// refused, and a snapshot's bytes cannot change under a slice it lent.
 #[test]
 fn the_open_chunk_cannot_be_written_by_anyone_else() {
     let _serial = serial();
@@ -171,6 +171,11 @@ fn the_open_chunk_cannot_be_written_by_anyone_else() {
     a.write(0, b"frozen").unwrap();
     let s = a.snapshot().unwrap();
     let view = s.as_bytes();
+    // Page 1 frozen again and again: its old slots die and are written over.
+    for round in 0..4u8 {
+        a.write(page, &[round]).unwrap();
+        drop(a.snapshot().unwrap());
+    }
     let fds = cowarena_memfds();
     assert_eq!(fds.len(), 1, "one open chunk");
     let fd = fds[0];

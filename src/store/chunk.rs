@@ -20,9 +20,10 @@
 //! # Sealing and what the kernel keeps immutable
 //!
 //! A memory store writes the open chunk through a shared writable mapping of its own (see
-//! [`FileWriter`]), made when the chunk is, and then seals the chunk with
-//! `F_SEAL_FUTURE_WRITE`: from then on no one else can write it, not through its descriptor, a
-//! new shared mapping, or a hole punched, while the store's mapping keeps working. Its dead
+//! [`FileWriter`]) from the first freeze that writes over dead slots (see
+//! [`Chunk::start_writer`]), and then seals the chunk with `F_SEAL_FUTURE_WRITE`: from then on no
+//! one else can write it, not through its descriptor, a new shared mapping, or a hole punched,
+//! while the store's mapping keeps working. Its dead
 //! slots are written over by later freezes; the kernel refuses to punch them, so the ones left
 //! when the chunk is retired stay held until it closes.
 //!
@@ -224,6 +225,31 @@ impl Chunk {
         Ok(new - ready)
     }
 
+    /// Gives the chunk its writer, at the first freeze that writes over dead slots (a memory
+    /// store's chunk made by this process): from then on freezes copy through it and no one else
+    /// can write the chunk (`F_SEAL_FUTURE_WRITE`). Until then, fresh slots are written with
+    /// `pwritev`, which fills a new page without zeroing it first, where the writer's pages must
+    /// be allocated and mapped ahead (zeroed): a chunk filled with fresh slots only, as when a
+    /// whole 16 MiB arena is frozen at once, took twice as long through the writer. The slots
+    /// used so far hold pages already; mapping them now costs no allocation. A failure leaves
+    /// the chunk without a writer, written with `pwritev`.
+    pub(super) fn start_writer(&mut self, page: usize) {
+        if self.writer.is_some() || self.owner != process::current_pid() {
+            return;
+        }
+        let len = self.refs.len() * page;
+        let Ok(writer) = FileWriter::new(&self.file, len) else {
+            return;
+        };
+        if self.used > 0 && writer.prepare(&self.file, 0, self.used * page).is_err() {
+            return;
+        }
+        // Only a kernel without the seal refuses it; the chunk then stays as before.
+        let _ = sys::seal_future_writes(self.file.owned_fd());
+        self.writer_ready = self.used;
+        self.writer = Some(Arc::new(writer));
+    }
+
     /// Slots the writer allocated ahead that no freeze has used yet (none once the chunk is
     /// retired: they are dead then).
     pub(super) fn ready_unused(&self) -> usize {
@@ -271,23 +297,11 @@ impl Store {
         let len = self.chunk_pages * self.page;
         file.set_len(len)?;
         sys::seal_size(file.owned_fd())?;
-        // Without the writer (a store in a directory, or out of memory now) freezes write with
-        // `pwritev`. With it, nothing else may write the chunk any more: a seal makes every
-        // frozen page immutable to anyone else, the file's descriptor included (the open chunk
-        // used to stay writable through `/proc/self/fd` until it was retired).
-        let writer = match self.dir {
-            None => FileWriter::new(&file, len).ok().map(Arc::new),
-            Some(_) => None,
-        };
-        if writer.is_some() {
-            // Only a kernel without the seal refuses it; the chunk then stays as before.
-            let _ = sys::seal_future_writes(file.owned_fd());
-        }
         let chunk = Chunk {
             owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
-            writer,
+            writer: None,
             writer_ready: 0,
             refs: vec![0; self.chunk_pages],
             used: 0,

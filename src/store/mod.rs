@@ -152,12 +152,15 @@ impl Store {
             let runs: Vec<usize> = bufs.iter().map(|b| b.len() / page).collect();
             let (chunk, free, slots) = self.chunk_with_room(&mut st, &runs, reuse_below)?;
             let c = st.chunks[chunk].as_mut().expect("current chunk is open");
+            let reused = c.free.len - free.len;
+            if reused > 0 && self.dir.is_none() {
+                c.start_writer(page);
+            }
             let end = slots.iter().max().map_or(0, |&i| i + 1);
             // A chunk's writer has its slots allocated ahead, a step at a time; those count as
             // held from then on, so fresh slots below the mark add nothing.
             let prepared = c.prepare_writer(end, self.chunk_pages, page)?;
             let fresh_held = if c.writer.is_some() { 0 } else { pages };
-            let reused = c.free.len - free.len;
             c.free = free;
             for &i in &slots {
                 c.refs[i] = 1;
