@@ -91,8 +91,9 @@ unsafe impl<T: 'static> Pod for ArenaVec<T> {}
 /// A hash map from `K` to `V` stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the root or a
 /// field of another arena object (see the [module docs](crate::collections)).
 ///
-/// Keys are hashed by their bytes (with a per-map random seed), so keys that are equal must have
-/// equal bytes, as they do for `Pod` types with a derived `Eq`. An entry is a 4-byte hash tag,
+/// Keys are hashed and compared by their bytes (with a per-map random seed), so keys that are
+/// equal must have equal bytes, as they do for [`Value`](crate::Value) types with a derived
+/// `Eq` (padding made explicit with [`Pad`](crate::Pad) is always zero). An entry is a 4-byte hash tag,
 /// the key and the value, side by side, so an insert writes one entry and the map's header.
 ///
 /// ```

@@ -3,13 +3,14 @@
 
 use super::{MapHead, Table, MIN_CAP};
 use crate::arena::Arena;
-use crate::collections::{lend_slice, type_mismatch};
+use crate::collections::{store, type_mismatch, validate};
 use crate::error::{Error, InvalidPtrReason, Result};
 use crate::ptr;
 use crate::ptr::handles::ArenaMap;
-use bytemuck::Pod;
+use crate::ptr::value::Value;
+use bytemuck::bytes_of;
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// The header, checked to be live and of these key and value types.
     #[inline(always)]
     pub(super) fn head(&self, bytes: &[u8]) -> Result<MapHead> {
@@ -52,16 +53,58 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         u32::from_ne_bytes(table[at..at + 4].try_into().unwrap_or_default())
     }
 
+    /// The key and the value of slot `i`, unchecked.
+    ///
+    /// # Safety
+    /// `table` is a table's bytes (aligned to `ALIGN`), `i` below its capacity, and the slot's
+    /// key and value were checked valid ([`check_entries`](Self::check_entries) or
+    /// [`check_value`](Self::check_value) for the value alone), their bytes unchanged since
+    /// but through a `&mut V`.
     #[inline]
-    pub(super) fn key_at(table: &[u8], i: usize) -> &K {
+    pub(super) unsafe fn key_at(table: &[u8], i: usize) -> &K {
         let at = i * Self::STRIDE + Self::KEY_AT;
-        bytemuck::from_bytes(&table[at..at + size_of::<K>()])
+        let key = &table[at..at + size_of::<K>()];
+        // SAFETY: in bounds (indexed above), aligned (the table and `STRIDE` are aligned to
+        // `ALIGN`, `KEY_AT` to `K`), and a valid `K` (the caller's contract).
+        unsafe { &*key.as_ptr().cast::<K>() }
     }
 
+    /// The value of slot `i`, unchecked.
+    ///
+    /// # Safety
+    /// As [`key_at`](Self::key_at).
     #[inline]
-    pub(super) fn value_at(table: &[u8], i: usize) -> &V {
+    pub(super) unsafe fn value_at(table: &[u8], i: usize) -> &V {
         let at = i * Self::STRIDE + Self::VALUE_AT;
-        bytemuck::from_bytes(&table[at..at + size_of::<V>()])
+        let value = &table[at..at + size_of::<V>()];
+        // SAFETY: as in `key_at`, at `VALUE_AT`, aligned for `V`.
+        unsafe { &*value.as_ptr().cast::<V>() }
+    }
+
+    /// Checks that slot `i` of the table `t` (in `bytes`, the arena's) holds a valid value.
+    #[inline]
+    pub(super) fn check_value(bytes: &[u8], t: &Table, i: usize) -> Result<()> {
+        let at = t.start + i * Self::STRIDE + Self::VALUE_AT;
+        // SAFETY: `table` checked the table inside `bytes`, aligned; slot `i` is below its cap
+        // (the callers' `find`).
+        unsafe { validate::<V>(bytes, at, 1) }
+    }
+
+    /// Checks that every occupied slot of the table `t` (in `bytes`) holds a valid key and
+    /// value: what iterating and the views rely on. Costs nothing for `Pod` keys and values.
+    pub(super) fn check_entries(bytes: &[u8], t: &Table) -> Result<()> {
+        let table = Self::table_bytes(bytes, t);
+        for i in 0..t.cap() {
+            if Self::tag_at(table, i) != 0 {
+                let at = t.start + i * Self::STRIDE;
+                // SAFETY: the slot lies in the checked table, key and value aligned in it.
+                unsafe {
+                    validate::<K>(bytes, at + Self::KEY_AT, 1)?;
+                    validate::<V>(bytes, at + Self::VALUE_AT, 1)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The slot holding `key`, or the empty slot where it would go; `None` if the table (of
@@ -76,11 +119,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             if t == 0 {
                 return Some((i, false));
             }
-            if t == tag
-                && bytemuck::pod_read_unaligned::<K>(
-                    &entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()],
-                ) == *key
-            {
+            if t == tag && entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()] == *bytes_of(key) {
                 return Some((i, true));
             }
             i = (i + 1) & mask;
@@ -128,14 +167,14 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             // table and `STRIDE` are aligned to `ALIGN`, and the tag and key offsets to their
             // types.
             unsafe {
-                lend_slice::<u32>(arena, at, 1)[0] = tag;
-                lend_slice::<K>(arena, at + Self::KEY_AT, 1)[0] = *key;
+                store(arena, at, tag);
+                store(arena, at + Self::KEY_AT, *key);
             }
         }
         // SAFETY: as above, for the value at its aligned offset `VALUE_AT`.
-        let v = unsafe { &mut lend_slice::<V>(arena, at + Self::VALUE_AT, 1)[0] };
-        *v = value;
-        v
+        unsafe { store(arena, at + Self::VALUE_AT, value) };
+        // SAFETY: as above; the value was just written, so it is valid.
+        unsafe { &mut *arena.base_mut().add(at + Self::VALUE_AT).cast::<V>() }
     }
 
     /// Sets the header's length.
@@ -145,7 +184,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     pub(super) unsafe fn set_len(&self, arena: &mut Arena, len: u64) {
         let at = self.head_ptr().offset() + std::mem::offset_of!(MapHead, len);
         // SAFETY: the header is live (the caller's contract), so it lies in the arena, aligned.
-        unsafe { lend_slice::<u64>(arena, at, 1)[0] = len };
+        unsafe { store(arena, at, len) };
     }
 
     /// Moves the entries to a table twice as large (or the first table).

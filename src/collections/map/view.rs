@@ -5,16 +5,16 @@ use super::{MapIter, Table};
 use crate::collections::expect;
 use crate::error::Result;
 use crate::ptr::handles::ArenaMap;
+use crate::ptr::value::Value;
 use crate::typed::lend::{self, Lent};
 use crate::typed::marks::Marker;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
-use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// A mutable view of the map's values, with the handle checked once (see [`MapMut`]).
     ///
     /// # Errors
@@ -47,8 +47,9 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
 
 /// A mutable view of an [`ArenaMap`]'s values, from [`ArenaMap::view_mut`],
 /// [`ViewMut::lend_mut`] or a [`Loan`](crate::Loan): the handle was checked once, and the arena
-/// stays borrowed while the view lives, so no entry can be added or removed. A lookup costs the
-/// hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
+/// stays borrowed while the view lives, so no entry can be added or removed. Making it checks
+/// every entry once when keys or values have invalid bit patterns (see
+/// [`Value`](crate::Value); nothing for `Pod` types). A lookup costs the hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
 /// the arena's bit for the page, as [`VecMut`](crate::VecMut) does).
 ///
 /// ```
@@ -74,7 +75,7 @@ pub struct MapMut<'a, K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
+impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
     /// # Safety
     /// As [`Lend::lend`](crate::collections::Lend): `t` was checked against the arena `lent`
     /// lends from, unchanged since but through views of this map, and the table is lent to this
@@ -116,7 +117,9 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
         let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
-        Some(ArenaMap::<K, V>::value_at(self.bytes(), i))
+        // SAFETY: the entries were checked when the view was lent (`lend_plan`), and changed
+        // since only through `get_mut`'s `&mut V`.
+        Some(unsafe { ArenaMap::<K, V>::value_at(self.bytes(), i) })
     }
 
     /// Whether the map holds `key`.
@@ -130,14 +133,15 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
         // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
         unsafe { self.marker.touch::<V>(self.t.start + at) };
-        // SAFETY: as above, and values sit aligned for `V` in the table; the reference borrows
-        // the view mutably, so it is the only one.
+        // SAFETY: as above, and values sit aligned for `V` in the table, valid (checked when the
+        // view was lent); the reference borrows the view mutably, so it is the only one.
         Some(unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() })
     }
 
     /// Iterates over the entries, in no particular order.
     pub fn iter(&self) -> MapIter<'_, K, V> {
-        MapIter::new(self.bytes())
+        // SAFETY: as in `get`; the iterator borrows the view.
+        unsafe { MapIter::new(self.bytes()) }
     }
 }
 
@@ -169,9 +173,13 @@ pub struct MapRef<'a, K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
+impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
     /// The map whose table `t` (checked) has the bytes `table`.
-    pub(super) fn new(table: &'a [u8], t: Table) -> Self {
+    ///
+    /// # Safety
+    /// Its entries were checked valid ([`ArenaMap::check_entries`]) and `table` is borrowed
+    /// for `'a`.
+    pub(super) unsafe fn new(table: &'a [u8], t: Table) -> Self {
         MapRef {
             table,
             t,
@@ -192,7 +200,8 @@ impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&'a V> {
         let i = ArenaMap::<K, V>::slot_in(self.table, &self.t, key)?;
-        Some(ArenaMap::<K, V>::value_at(self.table, i))
+        // SAFETY: the entries were checked (`new`), and `table` is borrowed immutably.
+        Some(unsafe { ArenaMap::<K, V>::value_at(self.table, i) })
     }
 
     /// Whether the map holds `key`.
@@ -202,7 +211,8 @@ impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
 
     /// Iterates over the entries, in no particular order.
     pub fn iter(&self) -> MapIter<'a, K, V> {
-        MapIter::new(self.table)
+        // SAFETY: as in `get`.
+        unsafe { MapIter::new(self.table) }
     }
 }
 
