@@ -19,7 +19,7 @@ pub mod typed;
 
 pub use alloc::AllocStats;
 pub use arena::{Arena, ArenaBuilder, ArenaStats, RawWrites, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
-pub use collections::{ArenaBytes, ArenaMap, ArenaVec, MapMut, MapRef, VecMut};
+pub use collections::{ArenaBytes, ArenaMap, ArenaString, ArenaVec, MapMut, MapRef, VecMut};
 pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use persist::{ContentHash, SaveStats};

@@ -1,4 +1,5 @@
-//! Collections that live inside the arena: [`ArenaVec`], [`ArenaMap`] and [`ArenaBytes`].
+//! Collections that live inside the arena: [`ArenaVec`], [`ArenaMap`], [`ArenaBytes`] and
+//! [`ArenaString`].
 //!
 //! Each is a small `Pod` handle (a [`Ptr`](crate::Ptr) to a header in the arena) that can be
 //! stored anywhere a value can: as the [root](crate::Arena::set_root), or as a field of another
@@ -81,11 +82,12 @@
 mod bytes;
 mod lend;
 mod map;
+mod string;
 mod vec;
 
 pub use self::map::{Entry, MapIter, MapMut, MapRef};
 pub use self::vec::VecMut;
-pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaVec};
+pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaString, ArenaVec};
 pub use crate::typed::lend::Lend;
 
 use crate::alloc::{self, Placement};

@@ -134,7 +134,7 @@ pub(crate) unsafe fn first_invalid<T: Value>(data: *const u8, len: usize) -> Opt
 /// The error for bytes at `offset` that are not a valid `T`.
 #[cold]
 #[inline(never)]
-pub(crate) fn invalid_value<T>(offset: usize) -> Error {
+pub(crate) fn invalid_value<T: ?Sized>(offset: usize) -> Error {
     Error::InvalidValue {
         offset,
         type_name: std::any::type_name::<T>(),

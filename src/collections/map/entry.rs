@@ -20,9 +20,10 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         let arena = arena.arena_mut(TOKEN);
         let bytes = arena.as_bytes();
         let t = self.table(bytes)?;
-        let tag = Self::tag_of(t.head.seed, &key);
+        let probe = Self::probe(bytes, t.head.seed, &key)?;
+        let tag = probe.tag;
         let slot = if t.cap() > 0 {
-            Some(self.find_in(bytes, &t, tag, &key)?)
+            Some(self.find_in(bytes, &t, &probe)?)
         } else {
             None
         };

@@ -6,11 +6,14 @@
 mod entry;
 mod iter;
 mod table;
+mod text;
 mod view;
 
 pub use self::entry::Entry;
 pub use self::iter::MapIter;
 pub use self::view::{MapMut, MapRef};
+
+use self::table::Probe;
 
 use super::{expect, layout_sig, lend_slice, store, Buf};
 use crate::arena::Arena;
@@ -163,15 +166,21 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         if t.head.len == 0 {
             return Ok(None);
         }
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
+        let probe = Self::probe(bytes, t.head.seed, key)?;
+        self.value_in(bytes, &t, &probe)
+    }
+
+    /// The value of the key `probe` looks for in the table `t` (checked, in `bytes`).
+    fn value_in<'a>(&self, bytes: &'a [u8], t: &Table, probe: &Probe<'_>) -> Result<Option<&'a V>> {
+        let (i, found) = self.find_in(bytes, t, probe)?;
         if !found {
             return Ok(None);
         }
-        Self::check_value(bytes, &t, i)?;
+        Self::check_value(bytes, t, i)?;
         // SAFETY: slot `i` of the checked table, its value checked valid; keys are compared by
-        // their bytes, so the key is valid too (it equals `key`'s).
+        // their bytes (or text), so the key is valid too.
         Ok(Some(unsafe {
-            Self::value_at(Self::table_bytes(bytes, &t), i)
+            Self::value_at(Self::table_bytes(bytes, t), i)
         }))
     }
 
@@ -254,9 +263,10 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         let arena = arena.arena_mut(TOKEN);
         let bytes = arena.as_bytes();
         let t = self.table(bytes)?;
-        let tag = Self::tag_of(t.head.seed, &key);
+        let probe = Self::probe(bytes, t.head.seed, &key)?;
+        let tag = probe.tag;
         if t.cap() > 0 {
-            let (i, found) = self.find_in(bytes, &t, tag, &key)?;
+            let (i, found) = self.find_in(bytes, &t, &probe)?;
             if found {
                 Self::check_value(bytes, &t, i)?;
                 // SAFETY: as in `try_get`.
@@ -288,7 +298,8 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         value: V,
     ) -> Result<&'a mut V> {
         let t = self.grow(arena)?;
-        let (i, _) = self.find_in(arena.as_bytes(), &t, tag, key)?;
+        let bytes = arena.as_bytes();
+        let (i, _) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         // SAFETY: `grow` returns the table checked anew, and `find_in` a slot below its cap.
         unsafe {
             self.set_len(arena, t.head.len + 1);
@@ -312,7 +323,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         if t.head.len == 0 {
             return Ok(None);
         }
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
+        let (i, found) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         if !found {
             return Ok(None);
         }
@@ -364,7 +375,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
             return Ok(None);
         }
         let cap = t.cap();
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
+        let (i, found) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         if !found {
             return Ok(None);
         }
@@ -444,8 +455,16 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         arena.free(self.head_ptr())
     }
 
-    /// For lending: the table and its entries, checked, and its span.
+    /// For lending: the table and its entries, checked, and its span. A map keyed by
+    /// [`ArenaString`](crate::ArenaString) is refused: its view would read the keys' text,
+    /// outside the memory lent to it.
     pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<(Table, usize)> {
+        if Self::text_keys() {
+            return Err(Error::Unsupported(
+                "a map keyed by ArenaString is not lent mutably (its lookups read the keys' \
+                 text); use its methods, or lend it for reading",
+            ));
+        }
         let t = self.table(bytes)?;
         Self::check_entries(bytes, &t)?;
         Ok((t, t.cap() * Self::STRIDE))
@@ -456,6 +475,6 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         let t = self.table(bytes)?;
         Self::check_entries(bytes, &t)?;
         // SAFETY: every entry checked valid.
-        Ok(unsafe { MapRef::new(Self::table_bytes(bytes, &t), t) })
+        Ok(unsafe { MapRef::new(bytes, t) })
     }
 }

@@ -6,9 +6,10 @@ use crate::arena::Arena;
 use crate::collections::{store, type_mismatch, validate};
 use crate::error::{Error, InvalidPtrReason, Result};
 use crate::ptr;
-use crate::ptr::handles::ArenaMap;
+use crate::ptr::handles::{ArenaMap, ArenaString};
 use crate::ptr::value::Value;
 use bytemuck::bytes_of;
+use std::any::TypeId;
 
 impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// The header, checked to be live and of these key and value types.
@@ -42,9 +43,25 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         &bytes[t.start..t.start + t.cap() * Self::STRIDE]
     }
 
+    /// Whether the keys are [`ArenaString`]s, hashed and compared by their text.
+    #[inline(always)]
+    pub(super) fn text_keys() -> bool {
+        TypeId::of::<K>() == TypeId::of::<ArenaString>()
+    }
+
+    /// What a lookup of `key` compares slots with: its tag and its bytes, or for an
+    /// [`ArenaString`] key its text, read from `all` (the arena's bytes).
     #[inline]
-    pub(super) fn tag_of(seed: u64, key: &K) -> u32 {
-        ((hash_bytes(bytemuck::bytes_of(key), seed) >> 32) as u32) | 1 << 31
+    pub(super) fn probe<'k>(all: &'k [u8], seed: u64, key: &'k K) -> Result<Probe<'k>> {
+        if Self::text_keys() {
+            let text: ArenaString = bytemuck::pod_read_unaligned(bytes_of(key));
+            return Ok(Probe::text(text.bytes.slice_in(all)?, seed, all));
+        }
+        Ok(Probe {
+            tag: tag(bytes_of(key), seed),
+            key: bytes_of(key),
+            all: None,
+        })
     }
 
     #[inline]
@@ -107,11 +124,13 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         Ok(())
     }
 
-    /// The slot holding `key`, or the empty slot where it would go; `None` if the table (of
-    /// `cap` entries, a power of two) has no empty slot, which only raw writes can cause.
+    /// The slot holding the key `probe` looks for, or the empty slot where it would go; `None`
+    /// if the table (of `cap` entries, a power of two) has no empty slot, which only raw writes
+    /// can cause.
     #[inline]
-    pub(super) fn find(table: &[u8], cap: usize, tag: u32, key: &K) -> Option<(usize, bool)> {
+    pub(super) fn find(table: &[u8], cap: usize, probe: &Probe<'_>) -> Option<(usize, bool)> {
         let mask = cap.wrapping_sub(1);
+        let tag = probe.tag;
         let mut i = tag as usize & mask;
         for _ in 0..cap {
             let entry = &table[i * Self::STRIDE..(i + 1) * Self::STRIDE];
@@ -119,7 +138,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
             if t == 0 {
                 return Some((i, false));
             }
-            if t == tag && entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()] == *bytes_of(key) {
+            if t == tag && probe.matches(&entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()]) {
                 return Some((i, true));
             }
             i = (i + 1) & mask;
@@ -133,11 +152,9 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         &self,
         bytes: &[u8],
         t: &Table,
-        tag: u32,
-        key: &K,
+        probe: &Probe<'_>,
     ) -> Result<(usize, bool)> {
-        Self::find(Self::table_bytes(bytes, t), t.cap(), tag, key)
-            .ok_or_else(|| self.no_empty_slot())
+        Self::find(Self::table_bytes(bytes, t), t.cap(), probe).ok_or_else(|| self.no_empty_slot())
     }
 
     #[cold]
@@ -219,6 +236,44 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         head.buf = buf;
         self.table(arena.as_bytes())
     }
+}
+
+/// A key looked up: its tag, and the bytes a slot's key must equal (for text keys, the text the
+/// slot's [`ArenaString`] must hold, in `all`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Probe<'k> {
+    pub(super) tag: u32,
+    key: &'k [u8],
+    all: Option<&'k [u8]>,
+}
+
+impl<'k> Probe<'k> {
+    /// A lookup of `text` among [`ArenaString`] keys stored in `all`.
+    pub(super) fn text(text: &'k [u8], seed: u64, all: &'k [u8]) -> Self {
+        Probe {
+            tag: tag(text, seed),
+            key: text,
+            all: Some(all),
+        }
+    }
+
+    /// Whether a slot whose key has the bytes `stored` holds the key looked for.
+    #[inline(always)]
+    fn matches(&self, stored: &[u8]) -> bool {
+        match self.all {
+            None => stored == self.key,
+            Some(all) => {
+                let text: ArenaString = bytemuck::pod_read_unaligned(stored);
+                text.bytes.slice_in(all).is_ok_and(|t| t == self.key)
+            }
+        }
+    }
+}
+
+/// The tag of a key whose bytes (or text) are `bytes`: never 0, the tag of an empty slot.
+#[inline]
+fn tag(bytes: &[u8], seed: u64) -> u32 {
+    ((hash_bytes(bytes, seed) >> 32) as u32) | 1 << 31
 }
 
 /// A 64-bit hash of `bytes`: one folded multiply per 8 bytes. Fast for the small keys maps

@@ -32,13 +32,15 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         expect(self.try_view_mut(arena))
     }
 
-    /// The slot of table `t` (whose bytes are `table`) holding `key`, if any.
-    fn slot_in(table: &[u8], t: &Table, key: &K) -> Option<usize> {
+    /// The slot of table `t` (whose bytes are `table`) holding `key`, if any; `all` is the
+    /// arena's bytes, where [`ArenaString`](crate::ArenaString) keys' text is read (maps with
+    /// other keys read nothing there).
+    fn slot_in(all: &[u8], table: &[u8], t: &Table, key: &K) -> Option<usize> {
         if t.head.len == 0 {
             return None;
         }
-        let tag = Self::tag_of(t.head.seed, key);
-        match Self::find(table, t.cap(), tag, key) {
+        let probe = Self::probe(all, t.head.seed, key).ok()?;
+        match Self::find(table, t.cap(), &probe) {
             Some((i, true)) => Some(i),
             _ => None,
         }
@@ -116,7 +118,7 @@ impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
+        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
         // SAFETY: the entries were checked when the view was lent (`lend_plan`), and changed
         // since only through `get_mut`'s `&mut V`.
         Some(unsafe { ArenaMap::<K, V>::value_at(self.bytes(), i) })
@@ -124,12 +126,12 @@ impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
 
     /// Whether the map holds `key`.
     pub fn contains_key(&self, key: &K) -> bool {
-        ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key).is_some()
+        ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key).is_some()
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
+        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
         // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
         unsafe { self.marker.touch::<V>(self.t.start + at) };
@@ -169,19 +171,21 @@ impl<K, V> fmt::Debug for MapMut<'_, K, V> {
 pub struct MapRef<'a, K, V> {
     /// The table's bytes.
     table: &'a [u8],
+    /// The arena's bytes, where text keys are read.
+    all: &'a [u8],
     t: Table,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
-    /// The map whose table `t` (checked) has the bytes `table`.
+    /// The map whose table `t` (checked) lies in `all`, the arena's bytes.
     ///
     /// # Safety
-    /// Its entries were checked valid ([`ArenaMap::check_entries`]) and `table` is borrowed
-    /// for `'a`.
-    pub(super) unsafe fn new(table: &'a [u8], t: Table) -> Self {
+    /// Its entries were checked valid ([`ArenaMap::check_entries`]).
+    pub(super) unsafe fn new(all: &'a [u8], t: Table) -> Self {
         MapRef {
-            table,
+            table: ArenaMap::<K, V>::table_bytes(all, &t),
+            all,
             t,
             _types: PhantomData,
         }
@@ -199,14 +203,14 @@ impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&'a V> {
-        let i = ArenaMap::<K, V>::slot_in(self.table, &self.t, key)?;
+        let i = ArenaMap::<K, V>::slot_in(self.all, self.table, &self.t, key)?;
         // SAFETY: the entries were checked (`new`), and `table` is borrowed immutably.
         Some(unsafe { ArenaMap::<K, V>::value_at(self.table, i) })
     }
 
     /// Whether the map holds `key`.
     pub fn contains_key(&self, key: &K) -> bool {
-        ArenaMap::<K, V>::slot_in(self.table, &self.t, key).is_some()
+        ArenaMap::<K, V>::slot_in(self.all, self.table, &self.t, key).is_some()
     }
 
     /// Iterates over the entries, in no particular order.
