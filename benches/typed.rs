@@ -326,6 +326,90 @@ fn print_dirty_pages() {
 }
 
 /// The ratios the project's goals are stated in, each measured within this run.
+/// A data-carrying enum: `get` validates its tag.
+#[derive(Clone, Copy, bytemuck::NoUninit, bytemuck::CheckedBitPattern)]
+#[repr(u64)]
+enum Op {
+    Const(i64),
+    Neg(i64),
+}
+
+fn op_sum(a: &Arena, ptrs: &[Ptr<Op>]) -> i64 {
+    ptrs.iter()
+        .map(|&p| match *a.get(p) {
+            Op::Const(v) => v,
+            Op::Neg(v) => -v,
+        })
+        .sum()
+}
+
+fn pod_sum(a: &Arena, ptrs: &[Ptr<[i64; 2]>]) -> i64 {
+    ptrs.iter()
+        .map(|&p| {
+            let [tag, v] = *a.get(p);
+            if tag == 0 {
+                v
+            } else {
+                -v
+            }
+        })
+        .sum()
+}
+
+fn count_view(v: &VecMut<'_, bool>, idx: &[u32]) -> usize {
+    idx.iter().filter(|&&i| v[i as usize]).count()
+}
+
+fn count_vec(v: &[bool], idx: &[u32]) -> usize {
+    idx.iter().filter(|&&i| v[i as usize]).count()
+}
+
+/// Values with invalid bit patterns: a validated `get` of an enum against a Pod `get` of the
+/// same bytes, and a view of `bool`s (validated once, when made) against a `Vec<bool>`.
+fn print_value_ratios(a: &mut Arena) {
+    let ops: Vec<Ptr<Op>> = (0..OBJECTS as i64)
+        .map(|i| {
+            a.alloc(if i % 3 == 0 { Op::Neg(i) } else { Op::Const(i) })
+                .unwrap()
+        })
+        .collect();
+    let pods: Vec<Ptr<[i64; 2]>> = (0..OBJECTS as i64)
+        .map(|i| a.alloc([i64::from(i % 3 == 0), i]).unwrap())
+        .collect();
+    report(
+        &format!("get of {OBJECTS} data-carrying enums"),
+        paired(
+            || {
+                black_box(op_sum(a, &ops));
+            },
+            || {
+                black_box(pod_sum(a, &pods));
+            },
+            2_000,
+        ),
+        ("validated enum", "Pod"),
+        1.3,
+    );
+    let idx = indices();
+    let flags: Vec<bool> = (0..ELEMS).map(|i| i % 7 == 0).collect();
+    let v = ArenaVec::from_slice(a, &flags).unwrap();
+    let view = v.view_mut(a);
+    report(
+        &format!("{VISITS} scattered reads of a view of bools"),
+        paired(
+            || {
+                black_box(count_view(&view, black_box(&idx)));
+            },
+            || {
+                black_box(count_vec(black_box(&flags), black_box(&idx)));
+            },
+            200,
+        ),
+        ("VecMut<bool>", "Vec<bool>"),
+        1.2,
+    );
+}
+
 fn print_ratios() {
     let mut a = Arena::with_capacity(64 << 20).unwrap();
     report(
@@ -410,6 +494,8 @@ fn print_ratios() {
         ("slice_mut", "Vec"),
         1.5,
     );
+
+    print_value_ratios(&mut a);
 
     let keys = keys();
     let mut a = Arena::with_capacity(256 << 20).unwrap();
