@@ -108,6 +108,9 @@ struct Inner {
     options: Options,
     /// The file this snapshot was last saved to or opened from, so that a delta can name it.
     saved: Mutex<Option<SavedAs>>,
+    /// The content hash, once known: computing it reads every non-zero page, and a snapshot's
+    /// contents never change.
+    hash: OnceLock<ContentHash>,
     /// Only a view that was made is kept: a failure (out of address space, say) is retried.
     view: OnceLock<View>,
 }
@@ -127,6 +130,7 @@ impl Snapshot {
                 table,
                 options,
                 saved: Mutex::new(None),
+                hash: OnceLock::new(),
                 view: OnceLock::new(),
             }),
         }
@@ -146,7 +150,19 @@ impl Snapshot {
     }
 
     pub(crate) fn set_saved_as(&self, saved: SavedAs) {
+        self.set_known_hash(saved.hash);
         *self.inner.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+    }
+
+    /// The content hash, if it was computed, or read from a file or bytes, before.
+    pub(crate) fn known_hash(&self) -> Option<ContentHash> {
+        self.inner.hash.get().copied()
+    }
+
+    /// Records the content hash (the contents are immutable, so a hash once known stays true).
+    pub(crate) fn set_known_hash(&self, hash: ContentHash) {
+        let _ = self.inner.hash.set(hash);
+        debug_assert_eq!(self.inner.hash.get(), Some(&hash));
     }
 
     /// Capacity in bytes of the arena it was taken from.
