@@ -42,6 +42,35 @@ impl std::fmt::Display for ContentHash {
     }
 }
 
+impl ContentHash {
+    /// The hash as 16 bytes (little-endian), to send it or store it beside a state.
+    ///
+    /// ```
+    /// let s = cowarena::Arena::with_capacity(1 << 16)?.snapshot()?;
+    /// let h = s.hash()?;
+    /// assert_eq!(cowarena::ContentHash::from_bytes(h.to_bytes()), h);
+    /// assert_eq!(h.to_string().parse::<cowarena::ContentHash>(), Ok(h));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
+
+    /// The hash that [`to_bytes`](ContentHash::to_bytes) gave these bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        ContentHash(u128::from_le_bytes(bytes))
+    }
+}
+
+/// Parses the 32 hexadecimal digits that `Display` shows.
+impl std::str::FromStr for ContentHash {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u128::from_str_radix(s, 16).map(ContentHash)
+    }
+}
+
 impl std::fmt::Debug for ContentHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ContentHash({self})")
