@@ -71,7 +71,7 @@ fn parse() -> Result<Args, String> {
                 depth: 60,
                 broken: false,
             },
-            subtree: 8,
+            subtree: 16,
             lease_ms: 2000,
         },
         redis: None,
@@ -217,7 +217,7 @@ fn work(url: &str, id: Option<&str>, items: Option<u64>) -> Res<bool> {
 fn report(url: &str) -> Res<bool> {
     let mut con = queue::connect(url)?;
     let run = Run::load(&mut con)?;
-    let scripts = Scripts::default();
+    let scripts = Scripts::load(&mut con)?;
     while !matches!(scripts.take(&mut con, None, run.lease_ms)?, Taken::Done) {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -141,7 +141,7 @@ pub fn drive(
 ) -> Res<Driven> {
     let mut con = queue::connect(url)?;
     let run = Run::load(&mut con)?;
-    let scripts = Scripts::default();
+    let scripts = Scripts::load(&mut con)?;
     let start = Instant::now();
     let mut procs = Workers {
         children: Vec::new(),

@@ -316,20 +316,24 @@ end
 return n
 ";
 
-/// The scripts, loaded once per connection by SHA.
+/// The scripts, run by SHA.
 pub struct Scripts {
     take: Script,
     commit: Script,
     fail: Script,
 }
 
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts {
+impl Scripts {
+    /// The scripts, with the commit loaded into Redis: it goes in a pipeline after the new
+    /// blobs, where it cannot be loaded on demand (the others are).
+    pub fn load(con: &mut Connection) -> Res<Scripts> {
+        let scripts = Scripts {
             take: Script::new(&format!("{NOW}{TAKE}")),
             commit: Script::new(&format!("{NOW}{COMMIT}")),
             fail: Script::new(FAIL),
-        }
+        };
+        scripts.commit.load(con)?;
+        Ok(scripts)
     }
 }
 
@@ -357,6 +361,8 @@ pub struct NewItem {
 /// An item's results, for [`Scripts::commit`].
 #[derive(Default)]
 pub struct Results {
+    /// The blobs of the new items: content hash, delta.
+    pub blobs: Vec<(ContentHash, Vec<u8>)>,
     /// Each state reached: fingerprint, depth, and the item to push if it is to be explored
     /// from there.
     pub reached: Vec<(u64, u32, Option<NewItem>)>,
@@ -393,8 +399,9 @@ impl Scripts {
         })
     }
 
-    /// Applies `results` for `worker`'s `item`: the items pushed, or `None` if the worker no
-    /// longer held it.
+    /// Writes the blobs of the new items, each counted as needed before it is written (see the
+    /// module docs), and applies `results` for `worker`'s `item`, in one round trip. Returns the
+    /// items pushed, or `None` if the worker no longer held the item.
     pub fn commit(
         &self,
         con: &mut Connection,
@@ -402,11 +409,21 @@ impl Scripts {
         item: &[u8],
         results: &Results,
     ) -> Res<Option<u64>> {
-        let mut call = self.commit.key(key("queue"));
-        for k in ["holders", "attempts", "visited", "expanded", "stats"] {
-            call.key(key(k));
+        let mut pipe = redis::pipe();
+        for (hash, bytes) in &results.blobs {
+            pipe.cmd("HINCRBY")
+                .arg(key("refs"))
+                .arg(hash.to_string())
+                .arg(1)
+                .ignore();
+            pipe.cmd("SET").arg(blob_key(*hash)).arg(bytes).ignore();
         }
-        call.key(lease_key(worker)).key(key("refs"));
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.commit.get_hash()).arg(8).arg(key("queue"));
+        for k in ["holders", "attempts", "visited", "expanded", "stats"] {
+            call.arg(key(k));
+        }
+        call.arg(lease_key(worker)).arg(key("refs"));
         call.arg(processing(worker)).arg(worker).arg(item);
         call.arg(results.release.map_or(String::new(), |h| h.to_string()));
         call.arg(key("blob:")).arg(results.reached.len());
@@ -426,7 +443,8 @@ impl Scripts {
             call.arg(member(*fp)).arg(transitions).arg(violations);
         }
         call.arg(results.trace.as_deref().unwrap_or(&[]));
-        let pushed: i64 = call.invoke(con)?;
+        pipe.add_command(call);
+        let (pushed,): (i64,) = pipe.query(con)?;
         Ok(u64::try_from(pushed).ok())
     }
 
@@ -501,29 +519,6 @@ pub fn begin(con: &mut Connection, worker: &str, lease_ms: u64, item: &Item) -> 
         .arg(blob_key(item.state))
         .query(con)?;
     Ok(held.then_some(Begun { known, blob }))
-}
-
-/// Writes the blobs of new items, each counted as needed before it is written (see the module
-/// docs), in one round trip.
-pub fn put_blobs<'a>(
-    con: &mut Connection,
-    blobs: impl IntoIterator<Item = (ContentHash, &'a [u8])>,
-) -> Res<()> {
-    let mut pipe = redis::pipe();
-    let mut any = false;
-    for (hash, bytes) in blobs {
-        any = true;
-        pipe.cmd("HINCRBY")
-            .arg(key("refs"))
-            .arg(hash.to_string())
-            .arg(1)
-            .ignore();
-        pipe.cmd("SET").arg(blob_key(hash)).arg(bytes).ignore();
-    }
-    if any {
-        pipe.exec(con)?;
-    }
-    Ok(())
 }
 
 /// Starts a run: clears what an earlier run left under the prefix, stores the run's settings and

@@ -95,9 +95,10 @@ impl Worker {
     pub fn new(url: &str, id: &str) -> Res<Worker> {
         let mut con = queue::connect(url)?;
         let run = Run::load(&mut con)?;
+        let scripts = Scripts::load(&mut con)?;
         Ok(Worker {
             con,
-            scripts: Scripts::default(),
+            scripts,
             id: id.to_string(),
             run,
             cache: BaseCache::new(CACHE_BASES, CACHE_BYTES),
@@ -278,6 +279,9 @@ impl Worker {
                 results.expanded.push((node.fp, transitions, violations));
                 self.stats.expanded += 1;
             }
+            if next.is_empty() {
+                break;
+            }
             // States some committed item reached at a depth no larger are that item's to explore.
             let known = self.check(&next.iter().map(|n| n.fp).collect::<Vec<_>>())?;
             level = next
@@ -288,7 +292,6 @@ impl Worker {
                 .collect();
             let frontier = d + 1 == last && last < config.depth;
             let held = self.held.as_ref().expect("held");
-            let mut blobs = Vec::new();
             for node in &level {
                 let new = if frontier {
                     let mut delta = Vec::new();
@@ -306,15 +309,13 @@ impl Worker {
                         blob: stats.content_hash,
                         pages: stats.pages_written + stats.pages_zeroed,
                     };
-                    blobs.push((stats.content_hash, delta));
+                    results.blobs.push((stats.content_hash, delta));
                     Some(new)
                 } else {
                     None
                 };
                 results.reached.push((node.fp, d as u32 + 1, new));
             }
-            let blobs = blobs.iter().map(|(h, b)| (*h, b.as_slice()));
-            queue::put_blobs(&mut self.con, blobs)?;
         }
         Ok(results)
     }
