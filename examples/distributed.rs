@@ -331,17 +331,17 @@ fn coordinate(args: &Args) -> Res<bool> {
     let r = &driven.report;
     let page = cowarena::page_size() as f64;
     if r.pushed > 0 {
-        let bytes = r.shipped_bytes as f64 / r.pushed as f64;
-        let changed = r.shipped_pages as f64 / r.pushed as f64;
+        let per = |n: u64| n as f64 / r.pushed as f64;
+        let (bytes, changed) = (per(r.shipped_bytes), per(r.shipped_pages) * page);
         println!(
-            "\nbytes shipped per state: {bytes:.0} (mean of {} items); pages that differ from \
-             the base: {changed:.1} ({:.0} bytes), {:.2}x; a state is {} KiB of memory, {} \
-             bytes whole (its non-zero pages)",
+            "\nbytes shipped per state (mean of {} items): {bytes:.0}, {:.2}x the {changed:.0} \
+             bytes of the {:.1} pages that differ from the base; whole, a state would be {:.0} \
+             bytes (its non-zero pages; the base's: {whole}), in memory {} KiB",
             r.pushed,
-            changed * page,
-            bytes / (changed * page),
+            bytes / changed,
+            changed / page,
+            per(r.whole_bytes),
             base.capacity() >> 10,
-            whole
         );
     }
     if let Some(k) = &driven.killed {

@@ -238,8 +238,8 @@ return {0, ''}
 /// worker's (its lease expired): then nothing is applied.
 /// KEYS: queue, holders, attempts, visited, expanded, stats, the worker's lease, refs.
 /// ARGV: processing list, worker, item, its blob to release or '', blob key prefix, n, n x
-/// (fingerprint, depth, new item or '', its blob, bytes shipped, pages shipped), m, m x
-/// (fingerprint, transitions, violations), violation trace or ''.
+/// (fingerprint, depth, new item or '', its blob, bytes shipped, pages shipped, bytes whole), m,
+/// m x (fingerprint, transitions, violations), violation trace or ''.
 const COMMIT: &str = "
 if redis.call('LREM', ARGV[1], 1, ARGV[3]) == 0 then
   return -1
@@ -253,7 +253,7 @@ local function release(h)
   end
 end
 local i = 7
-local pushed, bytes, pages, transitions, violations = 0, 0, 0, 0, 0
+local pushed, bytes, pages, whole, transitions, violations = 0, 0, 0, 0, 0, 0
 for _ = 1, tonumber(ARGV[6]) do
   local improved = redis.call('ZADD', KEYS[4], 'LT', 'CH', ARGV[i + 1], ARGV[i])
   if ARGV[i + 2] ~= '' then
@@ -262,11 +262,12 @@ for _ = 1, tonumber(ARGV[6]) do
       pushed = pushed + 1
       bytes = bytes + tonumber(ARGV[i + 4])
       pages = pages + tonumber(ARGV[i + 5])
+      whole = whole + tonumber(ARGV[i + 6])
     else
       release(ARGV[i + 3])
     end
   end
-  i = i + 6
+  i = i + 7
 end
 local m = tonumber(ARGV[i])
 i = i + 1
@@ -284,7 +285,8 @@ if ARGV[4] ~= '' then
   release(ARGV[4])
 end
 for k, v in pairs({transitions = transitions, violations = violations, items = 1,
-                   pushed = pushed, shipped_bytes = bytes, shipped_pages = pages}) do
+                   pushed = pushed, shipped_bytes = bytes, shipped_pages = pages,
+                   whole_bytes = whole}) do
   redis.call('HINCRBY', KEYS[6], k, v)
 end
 if redis.call('HDEL', KEYS[3], redis.sha1hex(ARGV[3])) == 1 then
@@ -353,9 +355,11 @@ pub enum Taken {
 pub struct NewItem {
     pub item: Vec<u8>,
     pub blob: ContentHash,
-    /// Bytes of the item and its blob, and the pages the blob's delta stores or zeroes.
+    /// Bytes of the item and its blob, the pages the blob's delta stores or zeroes, and the
+    /// bytes of the state whole (its non-zero pages, in the same format).
     pub bytes: usize,
     pub pages: usize,
+    pub whole: usize,
 }
 
 /// An item's results, for [`Scripts::commit`].
@@ -434,8 +438,9 @@ impl Scripts {
                     .arg(n.item.as_slice())
                     .arg(n.blob.to_string())
                     .arg(n.bytes)
-                    .arg(n.pages),
-                None => call.arg("").arg("").arg(0).arg(0),
+                    .arg(n.pages)
+                    .arg(n.whole),
+                None => call.arg("").arg("").arg(0).arg(0).arg(0),
             };
         }
         call.arg(results.expanded.len());
@@ -567,6 +572,8 @@ pub struct Report {
     /// Bytes of the items pushed, and the pages their deltas store or zero.
     pub shipped_bytes: u64,
     pub shipped_pages: u64,
+    /// Bytes the states pushed would take whole.
+    pub whole_bytes: u64,
     /// Items that ran again after a failure or an expired lease and then succeeded.
     pub recovered: u64,
     /// Redis server time (ms) when an expired lease's items were last requeued, and when an
@@ -611,6 +618,7 @@ pub fn report(con: &mut Connection) -> Res<Report> {
         pushed: num("pushed"),
         shipped_bytes: num("shipped_bytes"),
         shipped_pages: num("shipped_pages"),
+        whole_bytes: num("whole_bytes"),
         recovered: num("recovered"),
         requeued_at: at("requeued_at"),
         recovered_at: at("recovered_at"),

@@ -308,6 +308,8 @@ impl Worker {
                         item,
                         blob: stats.content_hash,
                         pages: stats.pages_written + stats.pages_zeroed,
+                        // For the report only: what sending the state whole would cost.
+                        whole: node.snapshot.full_to(std::io::sink())?.file_bytes as usize,
                     };
                     results.blobs.push((stats.content_hash, delta));
                     Some(new)
