@@ -144,6 +144,21 @@ impl Snapshot {
     /// # Errors
     /// [`Error::Bytes`] with [`FileProblem::Os`] naming `write` if `w` fails (it may hold part of
     /// the bytes then); the errors of [`hash`](Snapshot::hash) when a page cannot be read.
+    ///
+    /// ```
+    /// use cowarena::{Arena, Snapshot};
+    /// let path = std::env::temp_dir().join(format!("cowarena-doc-full-{}", std::process::id()));
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// a.write(8192, b"streamed")?;
+    /// let s = a.snapshot()?;
+    /// let file = std::fs::File::create(&path).unwrap();
+    /// let stats = s.full_to(std::io::BufWriter::new(file))?;
+    /// assert_eq!(stats.pages_written, 1);
+    /// let opened = Snapshot::open(&path)?;                // the file format
+    /// assert_eq!(opened.content_hash(), Some(s.hash()?));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
     pub fn full_to(&self, mut w: impl Write) -> Result<SaveStats> {
         let mut index = Index::new(HashSum::empty(sys::page_size(), self.capacity()));
         for_each_nonzero(self.table(), |p, bytes| index.record(p, bytes))?;
@@ -190,6 +205,20 @@ impl Snapshot {
     /// [`Error::Bytes`] with [`FileProblem::Capacity`] when the capacities differ, or
     /// [`FileProblem::Os`] naming `write` if `w` fails (it may hold part of the bytes then); the
     /// errors of [`hash`](Snapshot::hash) when a page cannot be read.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+    /// a.write(0, b"base")?;
+    /// let base = a.snapshot()?;
+    /// a.write(4096 * 3, b"one page")?;
+    /// a.write(0, &[0; 4])?;                             // page 0 is all zero again
+    /// let mut out = Vec::new();
+    /// let stats = a.snapshot()?.delta_to(&base, &mut out)?;
+    /// assert_eq!((stats.pages_written, stats.pages_zeroed), (1, 1));
+    /// assert_eq!(stats.file_bytes, out.len() as u64);
+    /// assert_eq!(stats.content_hash, a.snapshot()?.hash()?);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
     pub fn delta_to(&self, base: &Snapshot, mut w: impl Write) -> Result<SaveStats> {
         if base.capacity() != self.capacity() {
             return Err(bad(FileProblem::Capacity {
@@ -244,6 +273,21 @@ impl Snapshot {
     /// or capacity, truncated or trailing bytes, damaged metadata or index, a content hash that
     /// does not match, a page that fails its checksum; [`FileProblem::NeedsBase`] for a delta.
     /// [`Error::Os`] if the page store cannot take the pages.
+    ///
+    /// ```
+    /// use cowarena::{Arena, Error, FileProblem, Snapshot};
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// a.write(0, b"sent")?;
+    /// let mut bytes = a.snapshot()?.full_bytes()?;
+    /// assert_eq!(&Snapshot::from_bytes(&bytes)?.as_bytes()[..4], b"sent");
+    /// let last = bytes.len() - 1;
+    /// bytes[last] ^= 1;                                 // damaged on the way
+    /// assert!(matches!(
+    ///     Snapshot::from_bytes(&bytes),
+    ///     Err(Error::Bytes { problem: FileProblem::PageChecksum { page: 0, .. } })
+    /// ));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot> {
         decode(bytes, None)
     }
@@ -260,6 +304,24 @@ impl Snapshot {
     /// [`FileProblem::BaseMismatch`] when `base` is not the delta's base,
     /// [`FileProblem::Capacity`] when its capacity differs, [`FileProblem::NotADelta`] for the
     /// bytes of a whole snapshot.
+    ///
+    /// ```
+    /// use cowarena::{Arena, Error, FileProblem, Snapshot};
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// let base = a.snapshot()?;
+    /// a.write(0, b"next")?;
+    /// let next = a.snapshot()?;
+    /// let delta = next.delta_bytes(&base)?;
+    /// let mut worker = base.to_arena()?;                // holds the base
+    /// let s = Snapshot::from_delta(&delta, &base)?;
+    /// worker.restore(&s)?;                              // O(pages that differ)
+    /// assert_eq!(&worker.as_bytes()[..4], b"next");
+    /// assert!(matches!(
+    ///     Snapshot::from_delta(&delta, &next),          // not its base
+    ///     Err(Error::Bytes { problem: FileProblem::BaseMismatch { .. } })
+    /// ));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
     pub fn from_delta(bytes: &[u8], base: &Snapshot) -> Result<Snapshot> {
         decode(bytes, Some(base))
     }
