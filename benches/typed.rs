@@ -6,11 +6,13 @@
 //! `cargo bench --bench typed -- --warm-up-time 1 --measurement-time 3`
 
 use bytemuck::{Pod, Zeroable};
-use cowarena::collections::VecMut;
-use cowarena::{Arena, ArenaMap, ArenaVec, Ptr};
+use cowarena::{Arena, ArenaMap, ArenaVec, Ptr, VecMut};
 use criterion::{black_box, criterion_group, Criterion, Throughput};
+use slotmap::{DefaultKey, SlotMap};
 use std::collections::HashMap;
-use std::time::Instant;
+
+mod paired;
+use paired::{paired, report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 #[repr(C)]
@@ -45,6 +47,23 @@ fn arena_get_sum(a: &Arena, ptrs: &[Ptr<Point>]) -> i64 {
 #[inline(always)]
 fn ref_sum(refs: &[&Point]) -> i64 {
     black_box(refs).iter().map(|r| r.x).sum()
+}
+
+/// The same through a generational slot map's checked `get` (an index and a version compare),
+/// the usual safe alternative to an arena's checked handle.
+#[inline(always)]
+fn slotmap_sum(map: &SlotMap<DefaultKey, Point>, keys: &[DefaultKey]) -> i64 {
+    let map = black_box(map);
+    keys.iter().map(|&k| map.get(k).expect("live key").x).sum()
+}
+
+/// `OBJECTS` points in a slot map, and their keys.
+fn slotmap_points() -> (SlotMap<DefaultKey, Point>, Vec<DefaultKey>) {
+    let mut map = SlotMap::new();
+    let keys = (0..OBJECTS as i64)
+        .map(|i| map.insert(Point { x: i, y: -i }))
+        .collect();
+    (map, keys)
 }
 
 fn alloc_free(c: &mut Criterion) {
@@ -90,6 +109,8 @@ fn get(c: &mut Criterion) {
     let refs: Vec<&Point> = boxes.iter().map(|b| &**b).collect();
     g.bench_function("cowarena get", |b| b.iter(|| arena_get_sum(&a, &ptrs)));
     g.bench_function("plain reference", |b| b.iter(|| ref_sum(&refs)));
+    let (slots, keys) = slotmap_points();
+    g.bench_function("slotmap get", |b| b.iter(|| slotmap_sum(&slots, &keys)));
     let s = a.snapshot().unwrap();
     g.bench_function("snapshot get", |b| {
         b.iter(|| {
@@ -153,7 +174,7 @@ fn rmw_vec(v: &mut [u32], idx: &[u32]) {
 fn rmw_as_slice_and_set(a: &mut Arena, v: ArenaVec<u32>, idx: &[u32]) {
     for &i in idx {
         let k = v.as_slice(a)[i as usize];
-        v.set(a, i as usize, k + 1).unwrap();
+        v.set(a, i as usize, k + 1);
     }
 }
 
@@ -304,46 +325,6 @@ fn print_dirty_pages() {
     );
 }
 
-/// Nanoseconds per call of `f`, over `calls` calls (inlined into the loop, like criterion's).
-fn time(f: &mut impl FnMut(), calls: u32) -> f64 {
-    let t = Instant::now();
-    for _ in 0..calls {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
-}
-
-/// Nanoseconds per call of `a` and of `b` (medians), and the median of their ratio per round:
-/// rounds alternate the two, so the two halves of a round see the same load on a shared
-/// machine, and the median ratio is stable even when the absolute times are not.
-fn paired(mut a: impl FnMut(), mut b: impl FnMut(), calls: u32) -> (f64, f64, f64) {
-    const ROUNDS: usize = 61;
-    time(&mut a, calls);
-    time(&mut b, calls);
-    let rounds: Vec<(f64, f64)> = (0..ROUNDS)
-        .map(|_| (time(&mut a, calls), time(&mut b, calls)))
-        .collect();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (
-        median(rounds.iter().map(|r| r.0).collect()),
-        median(rounds.iter().map(|r| r.1).collect()),
-        median(rounds.iter().map(|r| r.0 / r.1).collect()),
-    )
-}
-
-/// One goal's line: both timings, their ratio and the goal.
-fn report(what: &str, (ours, base, ratio): (f64, f64, f64), names: (&str, &str), goal: f64) {
-    println!(
-        "{what}: {} {ours:.1} ns, {} {base:.1} ns: {ratio:.2}x (goal: at most {goal}x, {})",
-        names.0,
-        names.1,
-        if ratio <= goal { "met" } else { "MISSED" }
-    );
-}
-
 /// The ratios the project's goals are stated in, each measured within this run.
 fn print_ratios() {
     let mut a = Arena::with_capacity(64 << 20).unwrap();
@@ -374,6 +355,31 @@ fn print_ratios() {
         ("cowarena", "plain references"),
         1.2,
     );
+    let (slots, slot_keys) = slotmap_points();
+    report(
+        &format!("get of {OBJECTS} objects, against a slot map"),
+        paired(
+            || {
+                black_box(arena_get_sum(&a, &ptrs));
+            },
+            || {
+                black_box(slotmap_sum(&slots, &slot_keys));
+            },
+            2_000,
+        ),
+        ("cowarena", "slotmap"),
+        1.2,
+    );
+    let (_, _, ratio) = paired(
+        || {
+            black_box(slotmap_sum(&slots, &slot_keys));
+        },
+        || {
+            black_box(ref_sum(&refs));
+        },
+        2_000,
+    );
+    println!("  slotmap's get against plain references: {ratio:.2}x");
 
     let idx = indices();
     let v = ArenaVec::<u32>::with_len_zeroed(&mut a, ELEMS).unwrap();

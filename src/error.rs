@@ -9,20 +9,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// # One convention for failures
 ///
-/// Each method fails in one of three ways, chosen by what the failure means:
+/// Each method fails in one of these ways, chosen by what the failure means:
 ///
 /// | method | on failure | why |
 /// |---|---|---|
-/// | accessors that read or lend a reference and never allocate: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
-/// | operations that may allocate, free, resize or restore: `alloc`, `free`, `push`, `insert`, `remove`, `resize`, `set`, [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), raw [`write`](crate::Arena::write) and [`read`](crate::Arena::read), ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
-/// | an index into a collection | `Option` from `get`/`get_mut`; indexing a view (`view[i]`) panics like a slice; [`ArenaVec::set`](crate::ArenaVec::set) returns [`Error::IndexOutOfBounds`] | as for `Vec` and slices |
+/// | accessors that read or lend a reference: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), [`View::lend`](crate::View::lend), [`ViewMut::lend_mut`](crate::ViewMut::lend_mut), [`Loan::views`](crate::Loan::views), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, `entry`, [`Snapshot::as_bytes`](crate::Snapshot::as_bytes), ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice; for a snapshot, a view that cannot be mapped), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
+/// | collection operations that neither allocate nor free: [`ArenaVec::set`](crate::ArenaVec::set), [`pop`](crate::ArenaVec::pop), [`truncate`](crate::ArenaVec::truncate), [`clear`](crate::ArenaVec::clear), [`ArenaMap::remove`](crate::ArenaMap::remove), [`ArenaMap::clear`](crate::ArenaMap::clear), [`ArenaBytes::clear`](crate::ArenaBytes::clear) | the plain name **panics**; a `try_` twin returns `Result` | as for accessors: only a handle that names nothing (or, for `set`, an index out of bounds) makes them fail, as `Vec::pop` or `v[i] = x` cannot fail |
+/// | operations that may allocate or free, or make system calls: `alloc`, `free`, `push`, `extend_from_slice`, `insert`, `resize`, `reserve`, `or_insert` (and a view's `push`, `extend_from_slice` and `reserve`), [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), `proxy`, `save`, `open`, `fork_run`, ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
+/// | raw byte access at offsets: [`write`](crate::Arena::write), [`read`](crate::Arena::read), [`bytes_mut`](crate::Arena::bytes_mut); pairing objects: [`Proxy::with`](crate::Proxy::with), `restore` of another arena's snapshot | return `Result` | an offset is plain data, often computed or read from a file, and which objects belong together is known only at run time: the caller decides what a failure means |
+/// | an index into a collection | `Option` from `get`/`get_mut`/`pop`; indexing a view (`view[i]`), `set` and `swap` panic like a slice; [`ArenaVec::try_set`](crate::ArenaVec::try_set) returns [`Error::IndexOutOfBounds`] | as for `Vec` and slices |
 ///
 /// The panics carry the same message as the error (`"cowarena: invalid pointer ..."`). Every
 /// `Result`-returning public function lists its errors in an `# Errors` section. No failure,
 /// whatever the input, is undefined behaviour, and a call that fails with
 /// [`InvalidPtr`](Error::InvalidPtr), [`IndexOutOfBounds`](Error::IndexOutOfBounds),
-/// [`OutOfBounds`](Error::OutOfBounds) or [`CapacityOverflow`](Error::CapacityOverflow) changes
-/// nothing.
+/// [`OutOfBounds`](Error::OutOfBounds), [`CapacityOverflow`](Error::CapacityOverflow) or
+/// [`CannotGrow`](Error::CannotGrow) changes nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -53,6 +55,22 @@ pub enum Error {
         len: usize,
         /// The elements to add.
         additional: usize,
+    },
+    /// A vector's view was asked to grow past its capacity but cannot allocate: it was lent
+    /// with other handles ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut) of several, or a
+    /// [`Loan`](crate::Loan)), whose views stay alive meanwhile. Reserve room beforehand
+    /// ([`ArenaVec::reserve`](crate::ArenaVec::reserve), through the loan between views), or
+    /// lend the vector alone ([`ArenaVec::view_mut`](crate::ArenaVec::view_mut)).
+    #[error(
+        "cannot grow a lent vector: {len} elements plus {additional} exceed its capacity of          {capacity}, and a view lent with others cannot allocate; reserve room before lending"
+    )]
+    CannotGrow {
+        /// The vector's length.
+        len: usize,
+        /// The elements to add.
+        additional: usize,
+        /// The vector's capacity.
+        capacity: usize,
     },
     /// Handles lent mutably at once ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut)) whose
     /// memory overlaps, such as the same handle twice.

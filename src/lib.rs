@@ -19,7 +19,7 @@ pub mod typed;
 
 pub use alloc::AllocStats;
 pub use arena::{Arena, ArenaBuilder, ArenaStats, RawWrites, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
-pub use collections::{ArenaBytes, ArenaMap, ArenaVec};
+pub use collections::{ArenaBytes, ArenaMap, ArenaVec, MapMut, MapRef, VecMut};
 pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use persist::{ContentHash, SaveStats};
@@ -28,7 +28,7 @@ pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;
 pub use sys::page_size;
-pub use typed::{View, ViewMut};
+pub use typed::{Lend, Loan, PtrMut, View, ViewMut};
 
 /// Failure injection for tests (cargo feature `fault-injection`, off by default): makes the n-th
 /// system call of this thread fail as if the kernel had returned an error, so that a test can

@@ -25,6 +25,14 @@ impl PageSet {
         self.bits[page / 64] & (1 << (page % 64)) != 0
     }
 
+    /// The bitmap's words: page `p` is a member when bit `p % 64` of word `p / 64` is set. For
+    /// the typed views, which test membership without holding a borrow of the set between the
+    /// inserts they make through their arena. The words stay where they are for the set's life:
+    /// `insert`, `retain` and `clear` change them in place.
+    pub(crate) fn words(&self) -> *const u64 {
+        self.bits.as_ptr()
+    }
+
     /// Adds `page`; returns whether it was new.
     #[inline]
     pub(crate) fn insert(&mut self, page: usize) -> bool {

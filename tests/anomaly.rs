@@ -1268,6 +1268,8 @@ fn raw() -> Workload {
             "open(/proc/self/pagemap)",
             "pread(/proc/self/pagemap)",
             "userfaultfd(UFFD_USER_MODE_ONLY)",
+            "mmap (shared writable view of a store chunk)",
+            "madvise(MADV_POPULATE_WRITE)",
             "ioctl(UFFDIO_API)",
             "ioctl(UFFDIO_REGISTER)",
             "ioctl(UFFDIO_WRITEPROTECT)",

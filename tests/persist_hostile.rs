@@ -185,3 +185,39 @@ fn save_delta_refuses_a_replaced_or_distant_base() {
     std::fs::remove_dir_all(&d).unwrap();
     std::fs::remove_dir_all(&other).unwrap();
 }
+
+/// A file may claim any capacity up to what an arena can index; the work of opening it and of
+/// the first typed allocation follows the pages it holds, not that claim (the allocator's page
+/// map of 16 TiB would be 4 GiB, and reading it maps a page-table entry per page).
+#[test]
+fn a_huge_claimed_capacity_costs_what_is_used() {
+    let page = cowarena::page_size();
+    let capacity = (u32::MAX as usize) * page;
+    let d = dir("huge");
+    let mut a = Arena::with_capacity(capacity).unwrap();
+    a.write(capacity - 8, b"last").unwrap();
+    a.snapshot().unwrap().save(d.join("huge.snap")).unwrap();
+    drop(a);
+    let pte_kib = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmPTE:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .unwrap()
+    };
+    let before = pte_kib();
+    let s = open_within_time(&d.join("huge.snap")).unwrap();
+    let mut b = s.to_arena().unwrap();
+    let p = b.alloc(42u64).unwrap();
+    assert_eq!(*b.get(p), 42);
+    let mut last = [0u8; 4];
+    b.read(capacity - 8, &mut last).unwrap();
+    assert_eq!(&last, b"last");
+    let grown = pte_kib().saturating_sub(before);
+    assert!(
+        grown < 4096,
+        "page tables grew by {grown} KiB for a few pages used"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

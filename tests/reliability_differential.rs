@@ -1315,12 +1315,12 @@ fn typed_op(a: &mut Arena, t: &mut TModel, rng: &mut Rng, op: usize) -> String {
                 }
                 1 => {
                     let n = rng.range(0, m.len());
-                    h.truncate(a, n).unwrap();
+                    h.truncate(a, n);
                     m.truncate(n);
                     format!("vec {j} truncate {n}")
                 }
                 _ => {
-                    let got = h.pop(a).unwrap();
+                    let got = h.pop(a);
                     assert_eq!(got, m.pop());
                     format!("vec {j} pop")
                 }
@@ -1456,7 +1456,7 @@ fn typed_op(a: &mut Arena, t: &mut TModel, rng: &mut Rng, op: usize) -> String {
                         None => break,
                     }
                 } else {
-                    assert_eq!(h.remove(a, &k).unwrap(), m.remove(&k));
+                    assert_eq!(h.remove(a, &k), m.remove(&k));
                 }
             }
             format!("map {j} {n} inserts/removes")
@@ -1525,7 +1525,7 @@ fn typed_op(a: &mut Arena, t: &mut TModel, rng: &mut Rng, op: usize) -> String {
                     format!("bytes {j} as_mut_slice {s}..{e}")
                 }
                 2 => {
-                    h.clear(a).unwrap();
+                    h.clear(a);
                     m.clear();
                     format!("bytes {j} clear")
                 }
@@ -1542,7 +1542,7 @@ fn typed_op(a: &mut Arena, t: &mut TModel, rng: &mut Rng, op: usize) -> String {
             let jp = rng.below(t.bigs.len());
             let jm = rng.below(t.maps.len());
             let (hv, hb, hp, hm) = (t.vecs[jv].0, t.bigvecs[jb].0, t.bigs[jp].0, t.maps[jm].0);
-            let (mut v, mut bv, p, mut mm) = a.lend_mut((hv, hb, hp, hm));
+            let (mut v, mut bv, mut p, mut mm) = a.lend_mut((hv, hb, hp, hm));
             let x = rng.next() as u32;
             if !t.vecs[jv].1.is_empty() {
                 let i = rng.below(t.vecs[jv].1.len());
@@ -1592,7 +1592,7 @@ fn typed_op(a: &mut Arena, t: &mut TModel, rng: &mut Rng, op: usize) -> String {
         19 if !t.maps.is_empty() => {
             let j = rng.below(t.maps.len());
             if rng.chance(20) {
-                t.maps[j].0.clear(a).unwrap();
+                t.maps[j].0.clear(a);
                 t.maps[j].1.clear();
                 return format!("map {j} clear");
             }

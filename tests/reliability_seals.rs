@@ -159,6 +159,69 @@ fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
     );
 }
 
+/// Once the chunk being filled writes over dead slots, it is written only through the store's
+/// own mapping, made before the chunk was sealed against every other writer
+/// (`F_SEAL_FUTURE_WRITE`): a write through its descriptor or a new shared writable mapping are
+/// refused, and a snapshot's bytes cannot change under a slice it lent.
+#[test]
+fn the_open_chunk_cannot_be_written_by_anyone_else() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let mut a = Arena::with_capacity(MIB).unwrap();
+    a.write(0, b"frozen").unwrap();
+    let s = a.snapshot().unwrap();
+    let view = s.as_bytes();
+    // Page 1 frozen again and again: its old slots die and are written over.
+    for round in 0..4u8 {
+        a.write(page, &[round]).unwrap();
+        drop(a.snapshot().unwrap());
+    }
+    let fds = cowarena_memfds();
+    assert_eq!(fds.len(), 1, "one open chunk");
+    let fd = fds[0];
+    assert!(
+        seals(fd) & libc::F_SEAL_FUTURE_WRITE != 0,
+        "seals {:#x}",
+        seals(fd)
+    );
+    let junk = vec![0xA5u8; page];
+    // SAFETY: `junk` is valid for `page` bytes of reads; the descriptor is open.
+    let n = unsafe { libc::pwrite(fd, junk.as_ptr().cast(), page, 0) };
+    assert_eq!(
+        (n, last_errno()),
+        (-1, libc::EPERM),
+        "pwrite to the open chunk"
+    );
+    // SAFETY: a new mapping at an address the kernel chooses; nothing refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_eq!(
+        p,
+        libc::MAP_FAILED,
+        "a writable shared mapping of the open chunk"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap();
+    let e = std::io::Write::write(&mut f, &junk).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "write through /proc");
+    assert_eq!(&view[..6], b"frozen");
+    // The store itself still writes it.
+    a.write(page, b"second").unwrap();
+    let t = a.snapshot().unwrap();
+    assert_eq!(&t.as_bytes()[page..page + 6], b"second");
+    assert_eq!(&view[..6], b"frozen");
+}
+
 #[test]
 fn files_in_a_backing_directory_are_close_on_exec() {
     let _serial = serial();

@@ -109,6 +109,43 @@ fn never_allocated() {
     assert_eq!(reason(a.try_get(q)), Why::NotAnObject { size: 8 });
 }
 
+/// A `Ptr` forged to name a slab's own header or bitmap, the middle of a slot, or the page's tail
+/// past its last slot, carrying the very bytes that sit where its stamp would be, is refused like
+/// any other: the allocator's metadata and a neighbour's bytes are never lent as an object.
+#[test]
+fn forged_ptrs_into_a_slab_off_its_slots() {
+    let page = cowarena::page_size();
+    let mut a = arena();
+    // 16-byte objects in 24-byte slots: the slab of a fresh arena gives its first slot first.
+    let objects: Vec<Ptr<[u64; 2]>> = (0..2).map(|i| a.alloc([2 * i + 1; 2]).unwrap()).collect();
+    let first = objects[0].offset();
+    let slab = first & !(page - 1);
+    let slot = objects[1].offset() - first;
+    assert_eq!(slot, 24);
+    let slots = (slab + page - first) / slot;
+    // Fill the slab, so that the next page is a slab too and its header follows the tail.
+    for _ in 2..=slots {
+        a.alloc([1u64; 2]).unwrap();
+    }
+    let tail = first + slots * slot;
+    assert!(tail + 8 <= slab + page && tail + slot > slab + page);
+    let header = (slab..first).step_by(8);
+    let middles = [first + 8, first + 16, objects[1].offset() + 8];
+    for at in header.chain(middles).chain([tail]) {
+        let found = &a.as_bytes()[at + 16..at + 24];
+        let p: Ptr<[u64; 2]> = forge(at, u64::from_ne_bytes(found.try_into().unwrap()));
+        let not_an_object = Why::NotAnObject { size: 16 };
+        assert_eq!(reason(a.try_get(p)), not_an_object, "offset {at:#x}");
+        assert_eq!(reason(a.try_get_mut(p)), not_an_object, "offset {at:#x}");
+        let get = catch_unwind(AssertUnwindSafe(|| *a.get(p)));
+        assert!(get.is_err(), "get lends offset {at:#x}");
+        assert_eq!(reason(a.free(p)), not_an_object, "offset {at:#x}");
+    }
+    for (i, &p) in objects.iter().enumerate() {
+        assert_eq!(*a.get(p), [2 * i as u64 + 1; 2]);
+    }
+}
+
 #[test]
 fn uninitialized_allocator() {
     let a = arena();
@@ -298,10 +335,10 @@ fn random_raw_writes_never_cause_panics_in_fallible_calls() {
             }
             let _ = v.try_as_slice(&a);
             let _ = v.push(&mut a, 1);
-            let _ = v.pop(&mut a);
+            let _ = v.try_pop(&mut a);
             let _ = m.try_get(&a, &3);
             let _ = m.insert(&mut a, 1000, 1);
-            let _ = m.remove(&mut a, &5);
+            let _ = m.try_remove(&mut a, &5);
             let _ = s.try_as_slice(&a);
             let _ = s.append(&mut a, b"more");
             let _ = a.alloc_stats();

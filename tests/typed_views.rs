@@ -24,7 +24,7 @@ fn empty_vectors_of_aligned_types_read_as_empty_slices() {
         let fresh = ArenaVec::<T>::new(a).unwrap();
         let reserved = ArenaVec::<T>::with_capacity(a, 10).unwrap();
         let cleared = ArenaVec::<T>::from_elem(a, T::zeroed(), 3).unwrap();
-        cleared.clear(a).unwrap();
+        cleared.clear(a);
         let s = a.snapshot().unwrap();
         for v in [fresh, reserved, cleared] {
             assert_eq!(v.try_as_slice(a).unwrap(), &[] as &[T]);
@@ -39,7 +39,7 @@ fn empty_vectors_of_aligned_types_read_as_empty_slices() {
             assert!(w.is_empty() && w.get_mut(0).is_none() && w.as_mut_slice().is_empty());
             let (w,) = a.lend_mut((v,));
             assert!(w.as_slice().is_empty());
-            assert_eq!(v.pop(a).unwrap(), None);
+            assert_eq!(v.pop(a), None);
         }
     }
     let mut a = Arena::with_capacity(1 << 20).unwrap();
@@ -105,7 +105,7 @@ fn zero_sized_lengths_never_wrap() {
     let mut w = v.view_mut(&mut a);
     w[usize::MAX - 1] = ();
     assert_eq!(w.get_mut(usize::MAX), None);
-    assert_eq!(v.pop(&mut a).unwrap(), Some(()));
+    assert_eq!(v.pop(&mut a), Some(()));
     v.push(&mut a, ()).unwrap();
     // Elements with a size overflow the buffer's size instead.
     let w = ArenaVec::<u64>::new(&mut a).unwrap();
@@ -136,9 +136,9 @@ fn constructors_and_length_changes() {
     assert_eq!(v.len(&a), 10);
     v.resize(&mut a, 12, [0; 3]).unwrap();
     assert_eq!(v.as_slice(&a)[10..], [[0; 3]; 2]);
-    v.truncate(&mut a, 100).unwrap();
+    v.truncate(&mut a, 100);
     assert_eq!(v.len(&a), 12);
-    v.truncate(&mut a, 1).unwrap();
+    v.truncate(&mut a, 1);
     assert_eq!(v.as_slice(&a), &[[1, 2, 3]]);
     let s = ArenaVec::from_slice(&mut a, &[5u64, 6, 7]).unwrap();
     assert_eq!(s.as_slice(&a), &[5, 6, 7]);
@@ -176,7 +176,6 @@ fn view_writes_mark_the_pages_of_straddling_elements() {
     let mut w = v.view_mut(&mut a);
     w[straddling] = [7, 7, 7];
     w[3 * straddling] = [8, 8, 8];
-    drop(w);
     assert_eq!(v.as_slice(&a)[straddling], [7; 3]);
     a.restore(&zero).unwrap();
     assert!(
@@ -199,7 +198,6 @@ fn views_mark_only_the_pages_they_write() {
     *w.get_mut(15 * per_page).unwrap() = 4;
     w.set(1, 5);
     assert_eq!(w.get(1), Some(&5));
-    drop(w);
     assert_eq!(a.stats().dirty_pages, 3);
     v.slice_mut(&mut a, 8 * per_page..8 * per_page + 1)[0] = 6;
     assert_eq!(a.stats().dirty_pages, 4);
@@ -214,7 +212,6 @@ fn views_mark_only_the_pages_they_write() {
     for i in 0..w.len() {
         w[i] = i as u64;
     }
-    drop(w);
     assert_eq!(a.stats().dirty_pages, 16);
     a.restore(&t).unwrap();
     assert_eq!(v.iter(&a).sum::<u64>(), 28);
@@ -250,7 +247,7 @@ fn views_match_a_vec_model_across_snapshots() {
                 let i = rng.below(model.len());
                 *v.get_mut(&mut a, i).unwrap() += 1;
                 model[i] += 1;
-                v.set(&mut a, model.len() - 1 - i, round).unwrap();
+                v.set(&mut a, model.len() - 1 - i, round);
                 let j = model.len() - 1 - i;
                 model[j] = round;
             }
@@ -293,7 +290,7 @@ fn lend_mut_lends_disjoint_collections_and_objects_at_once() {
     let log = ArenaBytes::from_slice(&mut a, b"....").unwrap();
     let s = a.snapshot().unwrap();
     {
-        let ((mut c, mut m), mut n, t) = a.lend_mut(((counts, marks), names, total));
+        let ((mut c, mut m), mut n, mut t) = a.lend_mut(((counts, marks), names, total));
         for i in (0..10_000).step_by(7) {
             c[i] += 1;
             m[i] = 1;
@@ -377,7 +374,7 @@ fn map_fast_paths_match_a_hashmap_across_snapshots() {
                     })
                 );
             }
-            4 => assert_eq!(m.remove(&mut a, &k).unwrap(), model.remove(&k)),
+            4 => assert_eq!(m.remove(&mut a, &k), model.remove(&k)),
             5 => {
                 if let Some(v) = m.get_mut(&mut a, &k) {
                     *v = v.wrapping_mul(7);
@@ -452,7 +449,6 @@ fn map_writes_mark_only_their_pages() {
     for k in [1, 2, 3, 1, 2, 3] {
         w.get_mut(&k).unwrap()[0] = 0;
     }
-    drop(w);
     assert!(
         a.stats().dirty_pages <= pages_of(&a, &[1, 2, 3]),
         "{:?}",

@@ -1,8 +1,10 @@
 //! An explicit-state model checker for the filter lock (Peterson's algorithm for `n`
 //! processes), written once over a [`Strategy`] that keeps the explored state and backtracks it:
 //!
-//! - [`CowArena`]: the state is an [`ArenaVec`] in an arena; the search takes a snapshot at each
-//!   node and restores it after each successor, and steps write through a [`VecMut`] view.
+//! - [`CowArena`]: the state is an [`ArenaVec`] in an arena, lent once through a [`Loan`]; the
+//!   search takes a snapshot at each node and restores it after each successor, and each step
+//!   writes through the [`VecMut`] view the loan lends (checked on the first step and after each
+//!   restore, so a step costs what indexing costs).
 //! - [`VecClone`]: the state is a `Vec<u32>`; the search keeps a copy per node of the path and
 //!   copies it back after each successor (the deep-copy baseline).
 //! - [`Undo`]: the state is a `Vec<u32>` and every write logs the old value; backtracking replays
@@ -21,8 +23,7 @@
 //! at a smaller depth is, so that what lies within the bound behind it is found, but its
 //! transitions are counted once.
 
-use cowarena::collections::VecMut;
-use cowarena::{Arena, ArenaVec, Snapshot};
+use cowarena::{Arena, ArenaVec, Loan, Snapshot, VecMut};
 use std::collections::HashMap;
 
 /// What to check.
@@ -244,10 +245,10 @@ impl Memory for VecMut<'_, u32> {
     }
 }
 
-/// The state in an arena, a snapshot per node.
+/// The state in an arena, a snapshot per node: the loop a search writes with a [`Loan`] (lend the
+/// state once; snapshot, step through its view, restore).
 pub struct CowArena {
-    arena: Arena,
-    words: ArenaVec<u32>,
+    state: Loan<Arena, ArenaVec<u32>>,
     saved: Vec<Snapshot>,
 }
 
@@ -261,27 +262,26 @@ impl Strategy for CowArena {
         let mut arena = Arena::with_capacity(init.len() * 4 + (1 << 20)).unwrap();
         let words = ArenaVec::from_slice(&mut arena, &init).unwrap();
         CowArena {
-            arena,
-            words,
+            state: Loan::new(arena, words),
             saved: Vec::new(),
         }
     }
 
     fn fingerprint(&mut self) -> u64 {
-        fingerprint(self.words.as_slice(&self.arena))
+        fingerprint(&self.state.views())
     }
 
     fn step(&mut self, config: &Config, i: usize) -> Step {
-        step(&mut self.words.view_mut(&mut self.arena), config, i)
+        step(&mut self.state.views(), config, i)
     }
 
     fn save(&mut self) {
-        self.saved.push(self.arena.snapshot().unwrap());
+        self.saved.push(self.state.snapshot().unwrap());
     }
 
     fn back(&mut self) {
         let s = self.saved.last().expect("a saved state");
-        self.arena.restore(s).unwrap();
+        self.state.restore(s).unwrap();
     }
 
     fn forget(&mut self) {

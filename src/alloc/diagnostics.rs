@@ -1,8 +1,10 @@
 //! Diagnostics: why a handle names no object, and what the allocator holds.
 
-use super::layout::*;
-use super::pages::free_run;
-use super::slab::slab_header;
+use super::geometry::{Placement, CLASSES};
+use super::header::{corrupt, header, page_shift, read_u64};
+use super::kinds;
+use super::meta::Meta;
+use super::validity::{off_slot, stamp_offset};
 use crate::error::{Error, InvalidPtrReason, Result};
 
 /// A live stamp at `offset` that the allocator's metadata does not place an object of this
@@ -44,6 +46,9 @@ pub(crate) fn explain(
         }
     } else if header(bytes).magic == 0 {
         InvalidPtrReason::NoAllocator
+    } else if off_slot(bytes, offset, &place) {
+        // A slab's header or bitmap, or no slot's start.
+        InvalidPtrReason::NotAnObject { size: place.size }
     } else if stamp & 1 == 0 {
         InvalidPtrReason::NotFromAlloc
     } else {
@@ -71,36 +76,35 @@ pub(crate) fn explain(
 
 /// Whether the page at `offset` is free (in a free run, or above `top`).
 fn page_is_free(bytes: &[u8], offset: usize) -> bool {
-    let k = page_kind(bytes, offset >> page_shift(bytes));
-    k == 0 || k == kind::FREE_HEAD || k == kind::FREE_LAST
+    kinds::is_free(kinds::at(bytes, offset >> page_shift(bytes)))
 }
 
 /// Whether the page at `offset` holds objects placed as `place`: a slab of its class, or the
 /// head of a large run.
 fn same_page_kind(bytes: &[u8], offset: usize, place: &Placement) -> bool {
-    let k = page_kind(bytes, offset >> page_shift(bytes));
+    let k = kinds::at(bytes, offset >> page_shift(bytes));
     if place.is_large() {
-        k == kind::LARGE_HEAD
+        k == kinds::LARGE_HEAD
     } else {
-        k == kind::SLAB + place.class as u8
+        k == kinds::slab(place.class)
     }
 }
 
 /// Allocation statistics, computed by walking the allocator's metadata.
 pub(crate) fn stats(bytes: &[u8]) -> Result<Option<AllocStats>> {
-    let Some(g) = geometry(bytes)? else {
+    let Some(meta) = Meta::new(bytes)? else {
         return Ok(None);
     };
+    let g = meta.geo();
     let mut u = AllocStats {
         heap_pages: g.top - g.first_page,
         ..AllocStats::default()
     };
-    let h = header(bytes);
-    for &head in &h.bins {
+    for &head in &meta.header().bins {
         let mut s = head as usize;
         let mut guard = g.pages;
         while s != 0 && guard > 0 {
-            let run = free_run(bytes, g, s)?;
+            let run = meta.free_run(s)?;
             u.free_pages += run.pages as usize;
             s = run.next as usize;
             guard -= 1;
@@ -108,17 +112,17 @@ pub(crate) fn stats(bytes: &[u8]) -> Result<Option<AllocStats>> {
     }
     let mut p = g.first_page;
     while p < g.top {
-        let k = page_kind(bytes, p);
-        if k >= kind::SLAB && ((k - kind::SLAB) as usize) < CLASSES {
+        let k = meta.kind(p);
+        if k >= kinds::SLAB && ((k - kinds::SLAB) as usize) < CLASSES {
             u.slab_pages += 1;
-            u.small_objects += slab_header(bytes, g, p).used as usize;
+            u.small_objects += meta.slab_header(p).used as usize;
             p += 1;
-        } else if k == kind::FREE_HEAD {
-            p += free_run(bytes, g, p)?.pages as usize;
-        } else if k == kind::LARGE_HEAD {
+        } else if k == kinds::FREE_HEAD {
+            p += meta.free_run(p)?.pages as usize;
+        } else if k == kinds::LARGE_HEAD {
             u.large_objects += 1;
             let mut q = p + 1;
-            while q < g.top && page_kind(bytes, q) == kind::LARGE_TAIL {
+            while q < g.top && meta.kind(q) == kinds::LARGE_TAIL {
                 q += 1;
             }
             u.large_pages += q - p;

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! offset 0            Header: magic, geometry, top, free-run bins, per-class slab lists, root
-//! offset 1024         page map: one byte per page of the arena (its kind, see `layout::kind`)
+//! offset 1024         page map: one byte per page of the arena (its kind, see `kinds`)
 //! first_page ..top    slabs, large objects and free runs, in pages
 //! top ..capacity      never used since the last time top was lowered
 //! ```
@@ -33,11 +33,12 @@
 //! sets it to `stamp + 1`, and a slot never used holds zero. A [`Ptr`](crate::Ptr) carries the
 //! stamp it was given, and `get` compares it with the one in the arena. A stamp is trusted only
 //! where the page map says a stamp sits: `get` first checks that the object's page is a slab of
-//! its class (a large object's: that its page heads a run and the run ends where its trailer
-//! would be). The page map is current for every page (free pages, and pages above `top`, read
-//! as free), so a page reused for other objects, whose bytes may hold anything at the old
-//! stamp's place (a table of `Ptr`s holds stamps as data), turns a stale `Ptr` away: two
-//! loads and two compares.
+//! its class and that a slot of it starts at the object's offset (a large object's: that its
+//! page heads a run and the run ends where its trailer would be). The page map is current for
+//! every page (free pages, and pages above `top`, read as free), so a page reused for other
+//! objects, whose bytes may hold anything at the old stamp's place (a table of `Ptr`s holds
+//! stamps as data), turns a stale `Ptr` away, and a forged one cannot name a slab's header or
+//! half of a slot: two loads and three compares.
 //! A child made with `fork()` draws its stamps from a range of its own, so a state it sends back
 //! repeats no stamp its parent hands out.
 //!
@@ -49,33 +50,46 @@
 //!
 //! # Files
 //!
-//! - `layout.rs`: the constants, the header, [`Placement`] (where a type's objects go) and the
-//!   checks that turn the header into a trusted geometry; the validity check of a `Ptr`.
-//! - `stamps.rs`: the process-wide stamp counter.
+//! From the top down; each uses only files below it, so one call's data flows one way: an entry
+//! point here takes the metadata view once and hands it down to the slab or page code.
+//!
 //! - `slab.rs`: small objects: the inlined fast paths of `alloc` and `free`, slabs and their
 //!   lists.
 //! - `pages.rs`: large objects and the free-page pool (runs in size bins).
 //! - `diagnostics.rs`: why a handle is invalid, and [`AllocStats`].
-//!
-//! This module's entry points (`alloc`, `free`, `root`, `set_root`) choose between them.
+//! - `meta.rs`: the metadata view of one call (`Meta`, `MetaMut`): it checks every list link it
+//!   reads, and is the only writer of metadata, marking the pages it writes in the arena.
+//! - `validity.rs`: whether `(offset, stamp)` names a live object (the check behind `get`).
+//! - `header.rs`: the on-arena format (the header, a slab's header, a free run's links) and the
+//!   checks that turn the header into a trusted geometry.
+//! - `geometry.rs`: [`Placement`] (where a type's objects go), the size classes, the arena's
+//!   geometry and the positions of slots and trailers.
+//! - `kinds.rs`: the page map's kinds.
+//! - `stamps.rs`: the process-wide stamp counter.
 
 mod diagnostics;
-mod layout;
+mod geometry;
+mod header;
+mod kinds;
+mod meta;
 mod pages;
 mod slab;
 mod stamps;
+mod validity;
 
 pub use diagnostics::AllocStats;
 pub(crate) use diagnostics::{explain, stats};
-pub(crate) use layout::{live_at, stamp_offset, Placement, MAX_ALIGN};
+pub(crate) use geometry::{Placement, MAX_ALIGN};
 pub(crate) use stamps::{after_fork_in_child, stamp_ceiling, stamps_above, MAX_STAMP_CEILING};
+pub(crate) use validity::{live_at, stamp_offset};
 
 use crate::arena::Arena;
 use crate::error::Result;
 use diagnostics::not_an_object;
-use layout::*;
-use pages::free_large;
-use slab::{alloc_fast, alloc_small, free_fast, free_small, relist, FreeFast};
+use header::{header, MAGIC};
+use meta::{Meta, MetaMut};
+use slab::FreeFast;
+use stamps::fresh_stamp;
 
 /// Allocates room for an object placed as `place`, copies `init` (at most `place.size` bytes)
 /// to its start, and returns its offset and stamp.
@@ -86,8 +100,13 @@ use slab::{alloc_fast, alloc_small, free_fast, free_small, relist, FreeFast};
 pub(crate) fn alloc(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
     debug_assert!(init.len() <= place.size);
     if !place.is_large() {
-        if let Some(done) = alloc_fast(arena, place, init) {
-            return Ok(done);
+        // Taken first, while few values are live across the call; one wasted on a fallback to
+        // the slow path costs nothing.
+        let stamp = fresh_stamp();
+        if let Some(mut m) = MetaMut::ready(arena) {
+            if let Some(done) = slab::alloc_fast(&mut m, place, init, stamp) {
+                return Ok(done);
+            }
         }
     }
     alloc_slow(arena, place, init)
@@ -97,11 +116,11 @@ pub(crate) fn alloc(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result
 #[inline(never)]
 fn alloc_slow(arena: &mut Arena, place: &Placement, init: &[u8]) -> Result<(usize, u64)> {
     let place = *place;
-    let g = ensure(arena)?;
+    let mut m = MetaMut::ensure(arena)?;
     if place.is_large() {
-        pages::alloc_large(arena, g, place, init)
+        pages::alloc_large(&mut m, place, init)
     } else {
-        alloc_small(arena, g, place, init)
+        slab::alloc_small(&mut m, place, init)
     }
 }
 
@@ -115,12 +134,14 @@ pub(crate) fn free(
     type_name: &'static str,
 ) -> Result<()> {
     if !place.is_large() {
-        match free_fast(arena, offset, stamp, place) {
-            FreeFast::Done => return Ok(()),
-            FreeFast::Relist { g, s, used, listed } => {
-                return relist(arena, g, place.class, s, used, listed)
+        if let Some(mut m) = MetaMut::ready(arena) {
+            match slab::free_fast(&mut m, offset, stamp, place) {
+                FreeFast::Done => return Ok(()),
+                FreeFast::Relist { s, used, listed } => {
+                    return slab::relist(&mut m, place.class, s, used, listed)
+                }
+                FreeFast::Slow => {}
             }
-            FreeFast::Slow => {}
         }
     }
     free_slow(arena, offset, stamp, place, type_name)
@@ -137,23 +158,20 @@ fn free_slow(
     type_name: &'static str,
 ) -> Result<()> {
     let place = *place;
-    let bytes = arena.as_bytes();
-    let g = match state(bytes) {
-        State::Ready(g) => g,
-        State::Uninit => return Err(explain(bytes, offset, stamp, place, type_name)),
-        State::Corrupt => return Err(corrupt()),
+    let Some(mut m) = MetaMut::open(arena)? else {
+        return Err(explain(arena.as_bytes(), offset, stamp, place, type_name));
     };
+    let bytes = m.read().bytes();
     if stamp & 1 == 0 || !live_at(bytes, offset, stamp, &place) {
         return Err(explain(bytes, offset, stamp, place, type_name));
     }
-    let s = offset >> g.shift;
-    if !g.in_use(s) {
+    if !m.geo().in_use(offset >> m.geo().shift) {
         return Err(not_an_object(offset, type_name, place));
     }
     if place.is_large() {
-        return free_large(arena, g, offset, stamp, place, type_name);
+        return pages::free_large(&mut m, offset, stamp, place, type_name);
     }
-    free_small(arena, g, offset, stamp, place, type_name)
+    slab::free_small(&mut m, offset, stamp, place, type_name)
 }
 
 /// The root, if one of type tag `type_tag` is set.
@@ -167,11 +185,11 @@ pub(crate) fn root(bytes: &[u8], type_tag: u64) -> Option<(usize, u64)> {
 
 /// Sets (or with a zero stamp clears) the root.
 pub(crate) fn set_root(arena: &mut Arena, offset: usize, stamp: u64, type_tag: u64) -> Result<()> {
-    if stamp == 0 && geometry(arena.as_bytes())?.is_none() {
+    if stamp == 0 && Meta::new(arena.as_bytes())?.is_none() {
         return Ok(());
     }
-    ensure(arena)?;
-    let h = header_mut(arena)?;
+    let mut m = MetaMut::ensure(arena)?;
+    let h = m.header_mut()?;
     h.root_offset = offset as u64;
     h.root_stamp = stamp;
     h.root_type = if stamp == 0 { 0 } else { type_tag };

@@ -1,39 +1,42 @@
 //! Slabs: pages of small objects of one size class, each with its header and used-slot bitmap
-//! on the same page, and the per-class lists of slabs with free slots.
+//! on the same page, and the per-class lists of slabs with free slots. Everything here works on
+//! the metadata view the entry points made ([`MetaMut`]).
 
 use super::diagnostics::not_an_object;
-use super::layout::*;
-use super::pages::{alloc_pages, free_pages};
+use super::geometry::{Placement, CLASS_SIZES, SLAB_HEADER};
+use super::header::{corrupt, write_at, SlabHeader, USED};
+use super::kinds;
+use super::meta::{Meta, MetaMut};
+use super::pages::{alloc_pages, free_pages, out_of_memory};
 use super::stamps::fresh_stamp;
-use crate::arena::Arena;
+use super::validity::live_at;
 use crate::error::Result;
 
-/// The common allocation: a free slot in the current slab of the object's class. It makes the
-/// same checks as `alloc_small`, but a failed one returns `None` having written nothing, and
-/// `alloc_slow` starts over (and names the error). Inlined into every typed `alloc`, where the
-/// placement is a constant, so that it costs about what the writes to the slab cost.
+/// The common allocation: a free slot in the current slab of the object's class, stamped with
+/// `stamp`. It makes the same checks as `alloc_small`, but a failed one returns `None` having
+/// written nothing, and `alloc_slow` starts over (and names the error). Inlined into every typed
+/// `alloc`, where the placement is a constant, so that it costs about what the writes to the
+/// slab cost.
 #[inline(always)]
 pub(super) fn alloc_fast(
-    arena: &mut Arena,
+    m: &mut MetaMut<'_>,
     place: &Placement,
     init: &[u8],
+    stamp: u64,
 ) -> Option<(usize, u64)> {
-    // Taken first, while few values are live across the call; one wasted on a fallback to the
-    // slow path costs nothing.
-    let stamp = fresh_stamp();
-    let g = ready(arena)?;
+    let g = m.geo();
     let c = place.class;
     let size = *CLASS_SIZES.get(c)?;
-    let bytes = arena.as_bytes();
-    let s = current_slab(bytes, c)?;
+    let meta = m.read();
+    let s = meta.current_slab(c)?;
     // `&`, not `&&`: one branch for the lot.
-    if !(g.in_use(s) & (page_kind(bytes, s) == kind::SLAB + c as u8)) {
+    if !(g.in_use(s) & (meta.kind(s) == kinds::slab(c))) {
         return None;
     }
     let base = g.page_at(s);
-    // SAFETY: `s < top <= pages` (`in_use`, `ready`), so page `s` lies inside `bytes`, and its
+    // SAFETY: `s < top <= pages` (`in_use`, `ready`), so page `s` lies inside the arena, and its
     // header is within its first 512 bytes (`PAGE_SHIFTS`).
-    let head: SlabHeader = unsafe { read_at(bytes, base) };
+    let head: SlabHeader = unsafe { meta.read(base) };
     if (head.class as usize != c) | (head.used >= head.slots) {
         return None;
     }
@@ -42,9 +45,9 @@ pub(super) fn alloc_fast(
         if w == g.words() {
             return None;
         }
-        // SAFETY: page `s` lies inside `bytes` (above), and word `w < words` ends by
+        // SAFETY: page `s` lies inside the arena (above), and word `w < words` ends by
         // `data_start() <= page()`.
-        let word: u64 = unsafe { read_at(bytes, base + SLAB_HEADER + 8 * w) };
+        let word: u64 = unsafe { meta.read(base + SLAB_HEADER + 8 * w) };
         if word != u64::MAX {
             break word;
         }
@@ -55,15 +58,10 @@ pub(super) fn alloc_fast(
     if (slot + size > g.page()) | (init.len() + 8 > size) {
         return None;
     }
-    let page = arena.page_mut(s)?;
-    debug_assert_eq!(
-        page.len(),
-        g.page(),
-        "`ready` checked the page size is the arena's"
-    );
-    // SAFETY: `page` is page `s`, of `g.page()` bytes (`ready` checked the header's page size
-    // is the arena's); the bitmap word and the slab header end by `data_start()` (above), and
-    // `init` (at most `size - 8` bytes) and the stamp end by `slot + size <= page()` (checked).
+    let page = m.fast_page_mut(s)?;
+    // SAFETY: `page` is page `s`, of `g.page()` bytes (`fast_page_mut`); the bitmap word and the
+    // slab header end by `data_start()` (above), and `init` (at most `size - 8` bytes) and the
+    // stamp end by `slot + size <= page()` (checked).
     unsafe {
         write_at(page, SLAB_HEADER + 8 * w, word | 1 << bit);
         write_at(page, USED, head.used + 1);
@@ -74,19 +72,18 @@ pub(super) fn alloc_fast(
 }
 
 pub(super) fn alloc_small(
-    arena: &mut Arena,
-    g: Geo,
+    m: &mut MetaMut<'_>,
     place: Placement,
     init: &[u8],
 ) -> Result<(usize, u64)> {
     let c = place.class;
     let size = CLASS_SIZES[c];
-    let mut s = header(arena.as_bytes()).classes[c].current as usize;
-    if !slab_has_room(arena.as_bytes(), g, s, c) {
-        s = refill(arena, g, place)?;
+    let mut s = m.read().header().classes[c].current as usize;
+    if !has_room(m.read(), s, c) {
+        s = refill(m, place)?;
     }
-    let base = g.page_at(s);
-    let page = arena.bytes_mut(base..base + g.page())?;
+    let g = m.geo();
+    let page = m.page_mut(s)?;
     let (head, rest) = page.split_at_mut(SLAB_HEADER);
     let (bitmap, _) = rest.split_at_mut(8 * g.words());
     let bitmap: &mut [u64] = bytemuck::cast_slice_mut(bitmap);
@@ -106,45 +103,40 @@ pub(super) fn alloc_small(
     let stamp = fresh_stamp();
     page[slot..slot + init.len()].copy_from_slice(init);
     page[slot + size - 8..slot + size].copy_from_slice(&stamp.to_ne_bytes());
-    Ok((base + slot, stamp))
+    Ok((g.page_at(s) + slot, stamp))
 }
 
 /// Whether `s` is a slab of class `c` with a free slot.
-#[inline]
-pub(super) fn slab_has_room(bytes: &[u8], g: Geo, s: usize, c: usize) -> bool {
-    if check_slab(bytes, g, s, c).is_err() {
-        return false;
-    }
-    let h = slab_header(bytes, g, s);
-    h.used < h.slots
+fn has_room(meta: Meta<'_>, s: usize, c: usize) -> bool {
+    meta.slab(s, c).is_ok_and(|h| h.used < h.slots)
 }
 
 /// Makes a slab with a free slot the class's current one: a partly free slab if there is one,
 /// else a new slab.
 #[cold]
 #[inline(never)]
-pub(super) fn refill(arena: &mut Arena, g: Geo, place: Placement) -> Result<usize> {
+fn refill(m: &mut MetaMut<'_>, place: Placement) -> Result<usize> {
     let c = place.class;
-    let s = header(arena.as_bytes()).classes[c].partial as usize;
+    let s = m.read().header().classes[c].partial as usize;
     let s = if s != 0 {
-        unlink_partial(arena, g, c, s)?;
-        if !slab_has_room(arena.as_bytes(), g, s, c) {
+        unlink_partial(m, c, s)?;
+        if !has_room(m.read(), s, c) {
             return Err(corrupt());
         }
         s
     } else {
-        let s = alloc_pages(arena, g, 1).ok_or_else(|| out_of_memory(arena, place))??;
-        init_slab(arena, g, s, c)?;
+        let s = alloc_pages(m, 1)?.ok_or_else(|| out_of_memory(m.capacity(), place))?;
+        init_slab(m, s, c)?;
         s
     };
-    header_mut(arena)?.classes[c].current = s as u32;
+    m.header_mut()?.classes[c].current = s as u32;
     Ok(s)
 }
 
-pub(super) fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result<()> {
-    let slots = ((g.page() - g.data_start()) / CLASS_SIZES[c]).min(g.words() * 64);
-    let base = g.page_at(s);
-    let page = arena.bytes_mut(base..base + g.page())?;
+fn init_slab(m: &mut MetaMut<'_>, s: usize, c: usize) -> Result<()> {
+    let g = m.geo();
+    let slots = g.slots(c);
+    let page = m.page_mut(s)?;
     // Zeroed stamps read as "never allocated", whatever the page held before.
     page.fill(0);
     let (head, rest) = page.split_at_mut(SLAB_HEADER);
@@ -161,67 +153,37 @@ pub(super) fn init_slab(arena: &mut Arena, g: Geo, s: usize, c: usize) -> Result
     let head: &mut SlabHeader = bytemuck::from_bytes_mut(head);
     head.class = c as u32;
     head.slots = slots as u32;
-    set_kinds(arena, s..s + 1, kind::SLAB + c as u8)
+    m.set_kinds(s..s + 1, kinds::slab(c))
 }
 
-/// A copy of the header of slab `s` (an unaligned read: `s` is page-aligned, but checking that
-/// would cost a branch on the fast paths).
-#[inline(always)]
-pub(super) fn slab_header(bytes: &[u8], g: Geo, s: usize) -> SlabHeader {
-    bytemuck::pod_read_unaligned(&bytes[g.page_at(s)..g.page_at(s) + SLAB_HEADER])
-}
-
-pub(super) fn slab_header_mut(arena: &mut Arena, g: Geo, s: usize) -> Result<&mut SlabHeader> {
-    let base = g.page_at(s);
-    Ok(bytemuck::from_bytes_mut(
-        arena.bytes_mut(base..base + SLAB_HEADER)?,
-    ))
-}
-
-/// Checks that `s` is a slab of class `c` (a list link read from the arena).
-pub(super) fn check_slab(bytes: &[u8], g: Geo, s: usize, c: usize) -> Result<()> {
-    if g.in_use(s)
-        && page_kind(bytes, s) == kind::SLAB + c as u8
-        && slab_header(bytes, g, s).class as usize == c
-    {
-        Ok(())
-    } else {
-        Err(corrupt())
-    }
-}
-
-pub(super) fn push_partial(arena: &mut Arena, g: Geo, c: usize, s: usize) -> Result<()> {
-    let head = header(arena.as_bytes()).classes[c].partial as usize;
+fn push_partial(m: &mut MetaMut<'_>, c: usize, s: usize) -> Result<()> {
+    let head = m.read().header().classes[c].partial as usize;
     if head != 0 {
-        check_slab(arena.as_bytes(), g, head, c)?;
-        slab_header_mut(arena, g, head)?.prev = s as u32;
+        m.slab_mut(head, c)?.prev = s as u32;
     }
-    let h = slab_header_mut(arena, g, s)?;
+    let h = m.slab_mut(s, c)?;
     h.listed = 1;
     h.prev = 0;
     h.next = head as u32;
-    header_mut(arena)?.classes[c].partial = s as u32;
+    m.header_mut()?.classes[c].partial = s as u32;
     Ok(())
 }
 
-pub(super) fn unlink_partial(arena: &mut Arena, g: Geo, c: usize, s: usize) -> Result<()> {
-    check_slab(arena.as_bytes(), g, s, c)?;
-    let h = slab_header(arena.as_bytes(), g, s);
+fn unlink_partial(m: &mut MetaMut<'_>, c: usize, s: usize) -> Result<()> {
+    let h = m.read().slab(s, c)?;
     if h.listed != 1 {
         return Err(corrupt());
     }
     let (prev, next) = (h.prev as usize, h.next as usize);
     if prev != 0 {
-        check_slab(arena.as_bytes(), g, prev, c)?;
-        slab_header_mut(arena, g, prev)?.next = next as u32;
+        m.slab_mut(prev, c)?.next = next as u32;
     } else {
-        header_mut(arena)?.classes[c].partial = next as u32;
+        m.header_mut()?.classes[c].partial = next as u32;
     }
     if next != 0 {
-        check_slab(arena.as_bytes(), g, next, c)?;
-        slab_header_mut(arena, g, next)?.prev = prev as u32;
+        m.slab_mut(next, c)?.prev = prev as u32;
     }
-    let h = slab_header_mut(arena, g, s)?;
+    let h = m.slab_mut(s, c)?;
     h.listed = 0;
     h.prev = 0;
     h.next = 0;
@@ -233,12 +195,7 @@ pub(super) enum FreeFast {
     /// Freed the object.
     Done,
     /// Freed the object; its slab `s` (now with `used` objects) must move lists (`relist`).
-    Relist {
-        g: Geo,
-        s: usize,
-        used: u32,
-        listed: bool,
-    },
+    Relist { s: usize, used: u32, listed: bool },
     /// Nothing: `free_slow` must handle it.
     Slow,
 }
@@ -248,26 +205,26 @@ pub(super) enum FreeFast {
 /// Inlined into every typed `free`, like `alloc_fast`.
 #[inline(always)]
 pub(super) fn free_fast(
-    arena: &mut Arena,
+    m: &mut MetaMut<'_>,
     offset: usize,
     stamp: u64,
     place: &Placement,
 ) -> FreeFast {
-    free_fast_or_none(arena, offset, stamp, place).unwrap_or(FreeFast::Slow)
+    free_fast_or_none(m, offset, stamp, place).unwrap_or(FreeFast::Slow)
 }
 
 #[inline(always)]
-pub(super) fn free_fast_or_none(
-    arena: &mut Arena,
+fn free_fast_or_none(
+    m: &mut MetaMut<'_>,
     offset: usize,
     stamp: u64,
     place: &Placement,
 ) -> Option<FreeFast> {
-    let g = ready(arena)?;
+    let g = m.geo();
     let c = place.class;
     let size = *CLASS_SIZES.get(c)?;
-    let bytes = arena.as_bytes();
-    if stamp & 1 == 0 || !live_at(bytes, offset, stamp, place) {
+    let meta = m.read();
+    if stamp & 1 == 0 || !live_at(meta.bytes(), offset, stamp, place) {
         return None;
     }
     // `live_at` checked that page `s` is a slab of class `c`.
@@ -277,39 +234,30 @@ pub(super) fn free_fast_or_none(
     }
     let base = g.page_at(s);
     // SAFETY: as in `alloc_fast`: `s < top <= pages`, and the header is in the first 512 bytes.
-    let head: SlabHeader = unsafe { read_at(bytes, base) };
-    let rel = (offset - base).wrapping_sub(g.data_start());
-    let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
-    // `|`, not `||`: one branch for the lot; `rel < page()` keeps the sums below from wrapping.
-    if (rel >= g.page())
-        | (index * size != rel)
-        | (g.data_start() + rel + size > g.page())
+    let head: SlabHeader = unsafe { meta.read(base) };
+    let index = g.slot_index(offset, c);
+    // `|`, not `||`: one branch for the lot.
+    if (index >= g.slots(c))
         | (head.class as usize != c)
         | (index >= head.slots as usize)
-        | (index >= g.words() * 64)
         | (head.used == 0)
     {
         return None;
     }
     let word_at = SLAB_HEADER + 8 * (index / 64);
-    // SAFETY: page `s` lies inside `bytes`, and `index < words * 64`, so the word ends by
-    // `data_start() <= page()`.
-    let word: u64 = unsafe { read_at(bytes, base + word_at) };
+    // SAFETY: page `s` lies inside the arena, and `index < slots(c) <= words * 64`, so the word
+    // ends by `data_start() <= page()`.
+    let word: u64 = unsafe { meta.read(base + word_at) };
     let bit = 1u64 << (index % 64);
     if word & bit == 0 {
         return None;
     }
-    let current = current_slab(bytes, c)?;
-    let page = arena.page_mut(s)?;
-    debug_assert_eq!(
-        page.len(),
-        g.page(),
-        "`ready` checked the page size is the arena's"
-    );
+    let current = meta.current_slab(c)?;
+    let page = m.fast_page_mut(s)?;
     let used = head.used - 1;
-    // SAFETY: `page` is page `s`, of `g.page()` bytes (as in `alloc_fast`); the word ends by
-    // `data_start()`, the slot (whose last 8 bytes are the stamp) by `data_start() + rel + size
-    // <= page()`, both checked above.
+    // SAFETY: `page` is page `s`, of `g.page()` bytes (`fast_page_mut`); the word ends by
+    // `data_start()`, and the slot (whose last 8 bytes are the stamp) starts at `offset - base`
+    // and ends by `page()`, as slot `index < slots(c)` does.
     unsafe {
         write_at(page, word_at, word & !bit);
         write_at(page, offset - base + size - 8, stamp + 1);
@@ -319,57 +267,51 @@ pub(super) fn free_fast_or_none(
     Some(if s == current || (used != 0 && listed) {
         FreeFast::Done
     } else {
-        FreeFast::Relist { g, s, used, listed }
+        FreeFast::Relist { s, used, listed }
     })
 }
 
 /// Frees the small object at `offset` (whose stamp `free_slow` checked), or names why the
 /// allocator's metadata places no such object there.
 pub(super) fn free_small(
-    arena: &mut Arena,
-    g: Geo,
+    m: &mut MetaMut<'_>,
     offset: usize,
     stamp: u64,
     place: Placement,
     type_name: &'static str,
 ) -> Result<()> {
-    let bytes = arena.as_bytes();
+    let g = m.geo();
+    let meta = m.read();
     let s = offset >> g.shift;
     let c = place.class;
     let size = CLASS_SIZES[c];
     let base = g.page_at(s);
-    let head = slab_header(bytes, g, s);
-    let rel = (offset - base).wrapping_sub(g.data_start());
-    let index = ((rel as u64).wrapping_mul(RECIPROCALS[c]) >> 32) as usize;
-    if rel >= g.page()
-        || index * size != rel
-        // The slot must end in the slab (a slot count overwritten with a larger one says more).
-        || g.data_start() + rel + size > g.page()
-        || page_kind(bytes, s) != kind::SLAB + c as u8
+    let head = meta.slab_header(s);
+    let index = g.slot_index(offset, c);
+    if index >= g.slots(c)
+        || meta.kind(s) != kinds::slab(c)
         || head.class as usize != c
         || index >= head.slots as usize
-        || index >= g.words() * 64
     {
         return Err(not_an_object(offset, type_name, place));
     }
-    let page = arena.bytes_mut(base..base + g.page())?;
+    let current = meta.header().classes[c].current as usize;
+    let page = m.page_mut(s)?;
     let word_at = SLAB_HEADER + 8 * (index / 64);
-    let mut word = read_u64(page, word_at).unwrap_or(0);
+    let word: &mut u64 = bytemuck::from_bytes_mut(&mut page[word_at..word_at + 8]);
     let bit = 1u64 << (index % 64);
-    if word & bit == 0 || head.used == 0 {
+    if *word & bit == 0 || head.used == 0 {
         return Err(corrupt());
     }
-    word &= !bit;
-    page[word_at..word_at + 8].copy_from_slice(&word.to_ne_bytes());
+    *word &= !bit;
     let at = offset - base + size - 8;
     page[at..at + 8].copy_from_slice(&(stamp + 1).to_ne_bytes());
     let used = head.used - 1;
     bytemuck::from_bytes_mut::<SlabHeader>(&mut page[..SLAB_HEADER]).used = used;
-    let current = header(arena.as_bytes()).classes[c].current as usize;
     if s == current || (used != 0 && head.listed != 0) {
         Ok(())
     } else {
-        relist(arena, g, c, s, used, head.listed != 0)
+        relist(m, c, s, used, head.listed != 0)
     }
 }
 
@@ -378,8 +320,7 @@ pub(super) fn free_small(
 #[cold]
 #[inline(never)]
 pub(super) fn relist(
-    arena: &mut Arena,
-    g: Geo,
+    m: &mut MetaMut<'_>,
     c: usize,
     s: usize,
     used: u32,
@@ -387,10 +328,10 @@ pub(super) fn relist(
 ) -> Result<()> {
     if used == 0 {
         if listed {
-            unlink_partial(arena, g, c, s)?;
+            unlink_partial(m, c, s)?;
         }
-        free_pages(arena, g, s, 1)
+        free_pages(m, s, 1)
     } else {
-        push_partial(arena, g, c, s)
+        push_partial(m, c, s)
     }
 }

@@ -219,4 +219,23 @@ impl Arena {
             std::slice::from_raw_parts_mut(self.mem.base().add(p << self.page_shift), len)
         })
     }
+
+    /// The runs of pages of `pages` that may hold a non-zero byte, in increasing order: pages
+    /// frozen with data and pages written since (through raw pointers too), or all of them where
+    /// the layout does not say (an arena with proxies, or a proxy). Costs the arena's data pages,
+    /// not its capacity.
+    pub(crate) fn maybe_nonzero(&mut self, pages: Range<usize>) -> Vec<Range<usize>> {
+        if !matches!(self.layout, Layout::Own { .. }) {
+            return vec![pages];
+        }
+        self.find_raw_writes(false);
+        let mut found: Vec<usize> = self.dirty.iter().filter(|p| pages.contains(p)).collect();
+        self.content.for_each_run(|first, len, _| {
+            let run = first.max(pages.start)..(first + len).min(pages.end);
+            found.extend(run);
+        });
+        found.sort_unstable();
+        found.dedup();
+        crate::page_set::runs(&found, usize::MAX)
+    }
 }

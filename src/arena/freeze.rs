@@ -41,7 +41,7 @@ impl Arena {
     /// is best effort and never fails a snapshot: pages it leaves private keep their bytes and
     /// are shed after the next snapshot or restore.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        self.find_raw_writes();
+        self.find_raw_writes(false);
         self.leave_shared_if_alone()?;
         let frozen = self.freeze_dirty()?;
         match &self.layout {
@@ -62,7 +62,7 @@ impl Arena {
     /// The pages written since the last snapshot or restore, in increasing order (raw-pointer
     /// writes included).
     pub(crate) fn written_pages(&mut self) -> Vec<usize> {
-        self.find_raw_writes();
+        self.find_raw_writes(false);
         self.dirty_pages().sorted()
     }
 

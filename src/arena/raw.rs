@@ -97,13 +97,16 @@ impl Arena {
     }
 
     /// Marks the pages written through a raw pointer as dirty. Raw pointers are only handed out
-    /// in the own and shared layouts (a proxy offers none).
-    pub(crate) fn find_raw_writes(&mut self) {
+    /// in the own and shared layouts (a proxy offers none). The kernel protects the pages found
+    /// again, unless `for_restore`: a restore is about to write them itself, which would fault
+    /// on each protected page (about 1 us), and protects them once it is done
+    /// ([`forget_restored_writes`](Self::forget_restored_writes)).
+    pub(crate) fn find_raw_writes(&mut self, for_restore: bool) {
         if !self.raw_armed {
             return;
         }
         let tracked = match &self.layout {
-            Layout::Own { .. } => self.mem.take_written(),
+            Layout::Own { .. } => self.mem.take_written(!for_restore),
             _ => None,
         };
         let written = match tracked {
@@ -154,9 +157,9 @@ impl Arena {
         if runs.len() <= PROTECT_RUNS {
             self.mem.forget_written(&runs);
         } else {
-            // Nothing but the restore wrote since the last scan, so this scan finds exactly
-            // the restored pages.
-            let _ = self.mem.take_written();
+            // Nothing but the restore wrote since the pages were found, so this scan protects
+            // exactly the restored pages.
+            let _ = self.mem.take_written(true);
         }
     }
 }

@@ -70,7 +70,7 @@ impl Arena {
             !matches!(self.layout, Layout::Proxy(_)),
             "a proxy's arena is never restored (`Proxy` offers no restore)"
         );
-        self.find_raw_writes();
+        self.find_raw_writes(true);
         self.leave_shared_if_alone()?;
         let target = snapshot.table();
         let dirty = self.dirty_pages();

@@ -119,7 +119,7 @@ impl Arena {
                 (Arc::clone(&shared.live), None)
             }
             Layout::Own { .. } => {
-                self.find_raw_writes();
+                self.find_raw_writes(false);
                 let shared = self.shared_memory()?;
                 (Arc::clone(&shared.live), Some(shared))
             }
@@ -210,7 +210,7 @@ impl Arena {
         }
         // Pages written through `as_mut_ptr` are not marked yet, and their bytes too live only
         // in the shared file.
-        self.find_raw_writes();
+        self.find_raw_writes(false);
         self.freeze_dirty()?;
         let table = self.content.clone();
         self.rebuild_from(&table)

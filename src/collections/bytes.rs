@@ -112,10 +112,19 @@ impl ArenaBytes {
 
     /// Empties the byte string, keeping its buffer.
     ///
-    /// # Errors
-    /// As [`ArenaVec::clear`].
-    pub fn clear(&self, arena: &mut impl ViewMut) -> Result<()> {
+    /// # Panics
+    /// If the handle names no live byte string in `arena` (see [`try_clear`](Self::try_clear)).
+    #[track_caller]
+    pub fn clear(&self, arena: &mut impl ViewMut) {
         self.bytes.clear(arena)
+    }
+
+    /// Empties the byte string, or says why the handle names none.
+    ///
+    /// # Errors
+    /// As [`ArenaVec::try_clear`].
+    pub fn try_clear(&self, arena: &mut impl ViewMut) -> Result<()> {
+        self.bytes.try_clear(arena)
     }
 
     /// Frees the byte string's memory; every copy of the handle becomes invalid.

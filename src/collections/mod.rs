@@ -49,31 +49,41 @@
 //! Every call through a handle checks it (the header's stamp and element type, the buffer's
 //! stamp): a few loads and compares. In a hot loop, check once and keep a borrowed view:
 //!
-//! - [`ArenaVec::view_mut`] gives a [`VecMut`]: indexing (`v[i] += 1`), `get`, `get_mut` and
-//!   `set` cost a bounds check and a test that the element lies on a page already marked as
-//!   written (the view remembers the run of pages it marked, so a sequential loop pays one
-//!   compare per element and a page's marking once).
+//! - [`ArenaVec::view_mut`] gives a [`VecMut`]: it reads as a slice, and indexing for writing
+//!   (`v[i] += 1`), `get_mut` and `set` cost a bounds check and a test that the element's page
+//!   is marked as written; `push`, `pop`, `truncate` and `extend_from_slice` change the length
+//!   (and a view lent alone grows the buffer).
 //! - [`ArenaVec::as_mut_slice`] and [`ArenaVec::slice_mut`] lend a plain `&mut [T]`, marking
 //!   exactly the pages they lend as written: the fastest way to rewrite a range, but each page
 //!   lent is frozen by the next snapshot even if it was not changed.
 //! - [`ArenaMap::get_mut`], [`ArenaMap::entry`] and [`ArenaMap::view_mut`] do the same for maps.
 //! - [`ViewMut::lend_mut`](crate::ViewMut::lend_mut) lends several collections and objects
-//!   mutably at once, after checking that their memory does not overlap.
+//!   mutably at once, after checking that their memory does not overlap, and
+//!   [`View::lend`](crate::View::lend) lends them for reading.
+//! - A [`Loan`](crate::Loan) holds the arena and lends those views again and again, with
+//!   snapshots and restores in between, checking the handles only after a restore (see
+//!   [`crate::typed::loan`]).
 //!
-//! Measured on the machine of `BENCHMARKS.md` (`cargo bench --bench typed`, ratios within one
-//! run): a read-modify-write loop over 4096 scattered elements of a `VecMut` runs at 1.2x the
-//! same loop over a `Vec` (through `as_slice` + `set` per element: 10x); a pass through
-//! `slice_mut` at 1.03x. A view tests one byte per 4 KiB block it writes; keeping that byte map
-//! behind a `Box`, so that marking a block passes no pointer into the view, let the compiler keep
-//! the view's fields in registers and took the loop from 1.3x to 1.1x (and the first design, a
-//! cached run of pages with divisions to update it, ran at 9x on scattered indices).
+//! A view marks a page on its first write there, in the arena's own bitmap of written pages, so
+//! lending costs the same for a vector of any size (a 1 GiB vector within 1.05x of a 4 KiB one,
+//! about 40 ns with the check) and a snapshot freezes only the pages written. A write tests the
+//! page's bit (a shift, a load, a bit test), or, once every page of a buffer of up to 4 MiB is
+//! marked, a flag of the view alone; the first write to a page is a call. Measured on the
+//! machine of `BENCHMARKS.md` (ratios within one run): a read-modify-write loop over 4096
+//! scattered elements of a `VecMut` runs at about 1.1x the same loop over a `Vec` (through
+//! `as_slice` + `set` per element: 15x); a solver-shaped loop over five vectors and an object
+//! lent by a loan and held behind one `&mut self`, with an undo trail, at 1.05–1.21x the same
+//! code over `Vec`s, 1.10x in the median run (`cargo bench --bench solver`; 1.28x with the bit
+//! test alone, without the flag).
+//! Views hold raw pointers and no destructor, and the first write to a page is a call given no
+//! pointer into the view, so the compiler keeps a view's fields in registers across a loop.
 
 mod bytes;
 mod lend;
 mod map;
 mod vec;
 
-pub use self::map::{Entry, MapIter, MapMut};
+pub use self::map::{Entry, MapIter, MapMut, MapRef};
 pub use self::vec::VecMut;
 pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaVec};
 pub use crate::typed::lend::Lend;
@@ -82,10 +92,8 @@ use crate::alloc::{self, Placement};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
 use bytemuck::{Pod, Zeroable};
-use std::cell::RefCell;
 use std::ops::Range;
 use std::ptr::NonNull;
-use std::rc::Rc;
 
 /// A collection's buffer: a raw allocation whose size its owner knows (capacity times element
 /// size). The null buffer (all zeros) is an empty one.
@@ -281,152 +289,5 @@ fn expect<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => crate::ptr::fail(e),
-    }
-}
-
-/// How a view reaches its arena to mark the pages it writes.
-enum Marker<'a> {
-    /// The view's own borrow of the arena.
-    Own(&'a mut Arena),
-    /// A borrow shared by the views of one [`lend_mut`](crate::ViewMut::lend_mut). Only the
-    /// views' marking borrows it, never across a call out, so the borrow never fails.
-    Shared(Rc<RefCell<&'a mut Arena>>),
-}
-
-/// Views track writes in blocks of this many bytes at arena offsets that are multiples of it:
-/// the smallest page size the crate supports, so a block lies within one page.
-const BLOCK: usize = alloc::MAX_ALIGN;
-
-/// The page-marking side of a mutable view: before a write, it makes sure the pages of the
-/// bytes written are marked as written in the arena, remembering per block (one byte each)
-/// which it has marked, so that a write to a marked block costs two byte loads and a test.
-///
-/// The marks stay true for the view's life: pages become unmarked only at a snapshot or restore,
-/// which need the arena, borrowed by the view.
-///
-/// The view keeps the fields the test reads ([`Marks`]) itself and this part behind a `Box`, so
-/// that the out-of-line marking receives no pointer into the view: the compiler can then keep
-/// the view's fields in registers across a loop of writes.
-struct Tracker<'a> {
-    marker: Marker<'a>,
-    /// The region the view writes: arena offset and length.
-    start: usize,
-    len: usize,
-    /// `start % BLOCK`, so that the block of the region's byte `r` is `(r + lead) / BLOCK`.
-    lead: usize,
-    marked: MarkBytes,
-}
-
-/// One byte per block of a view's region, non-zero once the block's pages are marked: an owned
-/// `Box<[u8]>` kept as a raw pointer, since [`Marks`] reads it while [`Tracker`] writes it. (Its
-/// own type, without the view's lifetime, so that dropping a view does not count as a use of the
-/// arena it borrowed.)
-struct MarkBytes(NonNull<[u8]>);
-
-impl Drop for MarkBytes {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::leak` in `Tracker::new` and is dropped only here.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-/// The view's copy of what a write's test reads (see [`Tracker`]).
-#[derive(Clone, Copy)]
-struct Marks {
-    /// `Tracker::marked`'s first byte.
-    marked: NonNull<u8>,
-    lead: usize,
-    /// Added to an item's first byte to find the block of its last byte: 0 when no item the
-    /// view writes crosses a block boundary (so one byte is tested twice), else `size - 1`.
-    tail: usize,
-}
-
-impl<'a> Tracker<'a> {
-    /// A tracker of the region at `start` of `len` bytes, whose items are `size` bytes written
-    /// at `first + k * stride` in it.
-    fn new(
-        marker: Marker<'a>,
-        (start, len): (usize, usize),
-        (first, stride, size): (usize, usize, usize),
-    ) -> (Box<Self>, Marks) {
-        let lead = start % BLOCK;
-        let blocks = if len == 0 {
-            0
-        } else {
-            (lead + len).div_ceil(BLOCK)
-        };
-        let marked = NonNull::from(Box::leak(vec![0u8; blocks].into_boxed_slice()));
-        let aligned = stride > 0 && BLOCK % stride == 0 && (lead + first) % stride + size <= stride;
-        let marks = Marks {
-            marked: marked.cast(),
-            lead,
-            tail: if aligned { 0 } else { size.saturating_sub(1) },
-        };
-        let tracker = Tracker {
-            marker,
-            start,
-            len,
-            lead,
-            marked: MarkBytes(marked),
-        };
-        (Box::new(tracker), marks)
-    }
-
-    /// Marks the pages of the blocks overlapping bytes `at..at + size` of the region.
-    #[cold]
-    #[inline(never)]
-    fn mark(&mut self, at: usize, size: usize) {
-        if size == 0 {
-            return;
-        }
-        debug_assert!(at + size <= self.len);
-        let (first, last) = (
-            (at + self.lead) / BLOCK,
-            (at + size - 1 + self.lead) / BLOCK,
-        );
-        // SAFETY: the allocation is owned by `self` and read elsewhere only through `Marks`,
-        // whose reads never overlap this borrow (the view is borrowed mutably here).
-        let marked = unsafe { self.marked.0.as_mut() };
-        for (b, mark) in marked.iter_mut().enumerate().take(last + 1).skip(first) {
-            if *mark != 0 {
-                continue;
-            }
-            // The block's bytes within the region: within one page, which the write touches.
-            let from = (b * BLOCK).saturating_sub(self.lead);
-            let to = ((b + 1) * BLOCK - self.lead).min(self.len);
-            match &mut self.marker {
-                Marker::Own(arena) => mark_written(arena, self.start + from, to - from),
-                Marker::Shared(arena) => {
-                    mark_written(&mut arena.borrow_mut(), self.start + from, to - from)
-                }
-            }
-            *mark = 1;
-        }
-    }
-}
-
-impl Marks {
-    /// Whether the item of `size` bytes at `at` (inside the region) needs [`Tracker::mark`]
-    /// before a write. Zero-sized items live on no page. An item larger than a block may span
-    /// blocks between its first and last, which the two-byte test does not see, so it is always
-    /// marked (`mark` skips the blocks already marked); `size` is a constant where this inlines,
-    /// so smaller items pay nothing for the test.
-    #[inline(always)]
-    fn need_marking(&self, at: usize, size: usize) -> bool {
-        size > 0 && (size > BLOCK || !self.marked(at))
-    }
-
-    /// Whether the first and last blocks of an item at `at` of at most `BLOCK` bytes (inside the
-    /// region) are marked.
-    #[inline(always)]
-    fn marked(&self, at: usize) -> bool {
-        let x = at + self.lead;
-        // SAFETY: the caller's bytes lie inside the region, so both blocks are below the
-        // number of blocks `Tracker::new` allocated, and the allocation lives as long as the
-        // view that holds these marks.
-        unsafe {
-            let base = self.marked.as_ptr();
-            *base.add(x / BLOCK) & *base.add((x + self.tail) / BLOCK) != 0
-        }
     }
 }

@@ -26,11 +26,11 @@ pub(crate) enum Header {}
 ///     v.push(&mut a, i)?;
 /// }
 /// let s = a.snapshot()?;
-/// v.set(&mut a, 0, 42)?;
+/// v.set(&mut a, 0, 42);
 /// assert_eq!(v.get(&a, 0), Some(&42));
 /// assert_eq!(v.get(&s, 0), Some(&0));
 /// assert_eq!(v.iter(&s).sum::<u32>(), 4950);
-/// assert_eq!(v.pop(&mut a)?, Some(99));
+/// assert_eq!(v.pop(&mut a), Some(99));
 /// assert_eq!(v.len(&a), 99);
 ///
 /// // In a hot loop, check the handle once and index a view.
@@ -102,7 +102,7 @@ unsafe impl<T: 'static> Pod for ArenaVec<T> {}
 /// m.insert(&mut a, 1, *b"one ")?;
 /// m.insert(&mut a, 2, *b"two ")?;
 /// let s = a.snapshot()?;
-/// assert_eq!(m.remove(&mut a, &1)?, Some(*b"one "));
+/// assert_eq!(m.remove(&mut a, &1), Some(*b"one "));
 /// assert_eq!(m.get(&a, &1), None);
 /// assert_eq!(m.get(&s, &1), Some(b"one "));
 /// assert_eq!(m.len(&s), 2);

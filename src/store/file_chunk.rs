@@ -48,6 +48,7 @@ impl Store {
             file: Arc::new(file),
             view: None,
             writer: None,
+            writer_ready: 0,
             refs: vec![1; slots],
             used: slots,
             live: slots,

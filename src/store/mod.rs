@@ -59,8 +59,9 @@ pub struct StoreStats {
     /// Bytes of memory (or disk) the store occupies, including dead pages kept for reuse and
     /// dead pages in sealed chunks.
     pub held_bytes: usize,
-    /// Of `held_bytes`, dead pages of the chunk being filled, kept to be written over by later
-    /// snapshots (at most a chunk: 16 MiB); given back when the store is dropped.
+    /// Of `held_bytes`, dead pages of the chunk being filled, and pages allocated ahead for it,
+    /// kept to be written over by later snapshots (at most a chunk: 16 MiB); given back when the
+    /// store is dropped.
     pub reusable_bytes: usize,
     /// Open chunk files (file descriptors).
     pub chunk_files: usize,
@@ -152,6 +153,14 @@ impl Store {
             let (chunk, free, slots) = self.chunk_with_room(&mut st, &runs, reuse_below)?;
             let c = st.chunks[chunk].as_mut().expect("current chunk is open");
             let reused = c.free.len - free.len;
+            if reused > 0 && self.dir.is_none() {
+                c.start_writer(page);
+            }
+            let end = slots.iter().max().map_or(0, |&i| i + 1);
+            // A chunk's writer has its slots allocated ahead, a step at a time; those count as
+            // held from then on, so fresh slots below the mark add nothing.
+            let prepared = c.prepare_writer(end, self.chunk_pages, page)?;
+            let fresh_held = if c.writer.is_some() { 0 } else { pages };
             c.free = free;
             for &i in &slots {
                 c.refs[i] = 1;
@@ -162,7 +171,7 @@ impl Store {
             let file = Arc::clone(&c.file);
             let writer = c.writer.clone();
             st.live_slots += pages;
-            st.held_slots += pages - reused;
+            st.held_slots += prepared + fresh_held.saturating_sub(reused);
             let slots = slots
                 .into_iter()
                 .map(|i| SlotId::new(chunk as u32, i as u32));
@@ -298,7 +307,7 @@ impl Store {
                 .chunks
                 .iter()
                 .flatten()
-                .map(|c| c.free.len)
+                .map(|c| c.free.len + c.ready_unused())
                 .sum::<usize>()
                 * self.page,
             chunk_files: st.chunks.iter().flatten().count(),

@@ -331,12 +331,18 @@ pub(super) mod scan {
         }
 
         /// Pages in `[start, end)` written since they were write-protected (userfaultfd, async
-        /// mode), which the call protects again.
-        pub(super) fn written_pages(start: u64, end: u64, regions: &'a mut [PageRegion]) -> Self {
+        /// mode), which the call protects again if `protect`.
+        pub(super) fn written_pages(
+            start: u64,
+            end: u64,
+            protect: bool,
+            regions: &'a mut [PageRegion],
+        ) -> Self {
+            let matching = if protect { PM_SCAN_WP_MATCHING } else { 0 };
             Request {
                 arg: PmScanArg {
                     size: size_of::<PmScanArg>() as u64,
-                    flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+                    flags: matching | PM_SCAN_CHECK_WPASYNC,
                     start,
                     end,
                     vec: regions.as_mut_ptr() as u64,

@@ -113,7 +113,12 @@ pub(crate) mod write_tracker {
             match *self {}
         }
 
-        pub(crate) fn take_written(&self, _addr: usize, _len: usize) -> Result<Vec<Range<usize>>> {
+        pub(crate) fn take_written(
+            &self,
+            _addr: usize,
+            _len: usize,
+            _protect: bool,
+        ) -> Result<Vec<Range<usize>>> {
             match *self {}
         }
     }

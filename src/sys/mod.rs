@@ -266,31 +266,45 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    /// Allocates the first `len` bytes of `file` (so that a write through the mapping can never
-    /// fault for want of memory: that would be SIGBUS, where this returns an error), and maps
-    /// them shared and writable, every page mapped ahead (`MADV_POPULATE_WRITE`, Linux 5.14).
+    /// Maps the first `len` bytes of `file` shared and writable. Nothing may be written through
+    /// it before [`prepare`](Self::prepare) made the range ready.
     ///
     /// # Errors
-    /// [`Error::Os`] naming `fallocate`, `mmap` or `madvise` (out of memory, say).
+    /// [`Error::Os`] naming `mmap` (out of address space, say).
     pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
-        file.allocate(0, len)?;
         const OP: &str = "mmap (shared writable view of a store chunk)";
         fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         let map = memmap2::MmapOptions::new()
             .len(len)
             .map_raw(file.owned_fd())
             .map_err(|e| Error::Os { op: OP, source: e })?;
+        Ok(FileWriter { map })
+    }
+
+    /// Allocates `[offset, offset + len)` of `file` (the file this maps), so that a write through
+    /// the mapping can never fault for want of memory (that would be SIGBUS, where this returns
+    /// an error), and maps its pages now (`MADV_POPULATE_WRITE`, Linux 5.14), so that writing
+    /// them later takes no fault.
+    ///
+    /// # Errors
+    /// [`Error::Os`] naming `fallocate` or `madvise` (out of memory, say).
+    pub(crate) fn prepare(&self, file: &BackingFile, offset: usize, len: usize) -> Result<()> {
+        assert!(offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len()));
+        file.allocate(offset, len)?;
         #[cfg(target_os = "linux")]
         {
             const OP: &str = "madvise(MADV_POPULATE_WRITE)";
             retry_interrupted(|| {
                 fault::point(OP, Call::Interruptible)?;
-                map.advise(memmap2::Advice::PopulateWrite)
+                self.map
+                    .advise_range(memmap2::Advice::PopulateWrite, offset, len)
                     .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
             })
             .map_err(|e| os_error(OP, e))?;
         }
-        Ok(FileWriter { map })
+        Ok(())
     }
 
     /// Copies `src` into the file at `offset`.
@@ -536,16 +550,18 @@ impl Reservation {
         }
     }
 
-    /// The runs of pages (indices from the base) written since the last call, or since the
-    /// pages were last protected; they are protected again. `None` when the reservation does not
-    /// track writes (see [`track_writes`](Self::track_writes)) or the kernel failed to answer
-    /// (then some pages may have been protected again: use another way to find the writes).
-    pub(crate) fn take_written(&self) -> Option<Vec<std::ops::Range<usize>>> {
+    /// The runs of pages (indices from the base) written since they were last protected; with
+    /// `protect`, they are protected again (without, the caller protects them once it has
+    /// written them itself: see [`forget_written`](Self::forget_written)). `None` when the
+    /// reservation does not track writes (see [`track_writes`](Self::track_writes)) or the kernel
+    /// failed to answer (then some pages may have been protected again: use another way to find
+    /// the writes).
+    pub(crate) fn take_written(&self, protect: bool) -> Option<Vec<std::ops::Range<usize>>> {
         if !self.tracks_writes() {
             return None;
         }
         let tracker = self.tracker.as_ref().expect("checked above");
-        match tracker.take_written(self.base() as usize, self.len) {
+        match tracker.take_written(self.base() as usize, self.len, protect) {
             Ok(runs) => Some(runs),
             Err(_) => {
                 self.untracked_mapping.store(true, Ordering::Relaxed);

@@ -201,20 +201,25 @@ impl WriteTracker {
     }
 
     /// The runs of pages of `[addr, addr + len)` written since they were last protected (as
-    /// page-index ranges relative to `addr`), protecting them again: one `PAGEMAP_SCAN` per 512
-    /// runs found.
+    /// page-index ranges relative to `addr`), protecting them again if `protect`: one
+    /// `PAGEMAP_SCAN` per 512 runs found.
     ///
     /// # Errors
     /// [`Error::Os`](crate::Error::Os) naming the ioctl (a part of the range may have been
     /// protected again before it failed, so the caller must find the written pages another way).
-    pub(crate) fn take_written(&self, addr: usize, len: usize) -> Result<Vec<Range<usize>>> {
+    pub(crate) fn take_written(
+        &self,
+        addr: usize,
+        len: usize,
+        protect: bool,
+    ) -> Result<Vec<Range<usize>>> {
         let page = crate::sys::page_size();
         let mut regions = vec![PageRegion::default(); 512];
         let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
         let mut out = Vec::new();
         let (mut start, end) = (addr as u64, (addr + len) as u64);
         while start < end {
-            let request = Request::written_pages(start, end, &mut regions);
+            let request = Request::written_pages(start, end, protect, &mut regions);
             let (found, walk_end) = request.run(&self.pagemap).map_err(|e| {
                 SUPPORT.refused(e);
                 os_error("ioctl(PAGEMAP_SCAN, PM_SCAN_WP_MATCHING)", e)

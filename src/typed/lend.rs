@@ -1,51 +1,67 @@
-//! [`Lend`]: handles that [`ViewMut::lend_mut`](crate::ViewMut::lend_mut) lends mutably at
-//! once.
+//! [`Lend`]: handles that [`ViewMut::lend_mut`](crate::ViewMut::lend_mut),
+//! [`View::lend`](crate::View::lend) and a [`Loan`](super::loan::Loan) lend at once, and
+//! [`PtrMut`], what an object is lent mutably as.
 //!
 //! Lending happens in two steps so that no reference exists while handles are checked: first
-//! every handle is checked against the arena's bytes and reports the span of memory it will
-//! lend ([`Lend::check`]); the spans are checked to be disjoint; only then are the references and
-//! views made ([`Lend::lend`]). What a check found travels to its lend in the handle's own
-//! `Checked` type, so a loan allocates nothing but the list of spans. The views of one loan share
-//! the arena through an `Rc<RefCell<_>>`, which they borrow only to mark pages.
+//! every handle is checked against the arena's bytes and reports the spans of memory it will
+//! lend ([`Lend::check`]); the spans are checked to be disjoint; only then are the views made
+//! ([`Lend::lend`]). What a check found travels to its lend in the handle's own `Checked` type, so
+//! a loan keeps it and lends again without checking while nothing but its views changed the
+//! arena. Views hold raw pointers and no borrow of each other: each reaches the arena only to
+//! mark a page on its first write there (see [`marks`](super::marks)).
 //!
 //! This floor lends objects (`Ptr<T>`) and tuples; the collections implement [`Lend`] for their
 //! handles in their own module.
 
+use super::marks::Marker;
 use super::sealed::{Token, TOKEN};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::ptr::{self, Ptr};
 use bytemuck::Pod;
-use std::cell::RefCell;
-use std::ops::Range;
-use std::rc::Rc;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut, Range};
+use std::ptr::NonNull;
 
 pub(crate) mod sealed {
     /// Keeps [`Lend`](super::Lend) to the crate's handle types.
     pub trait Sealed {}
 }
 
-/// Handles that [`ViewMut::lend_mut`](crate::ViewMut::lend_mut) can lend mutably at once: a
-/// [`Ptr<T>`] (lent as `&mut T`), an [`ArenaVec<T>`](crate::ArenaVec) or
-/// [`ArenaBytes`](crate::ArenaBytes) (a [`VecMut`](crate::collections::VecMut)), an
-/// [`ArenaMap<K, V>`](crate::ArenaMap) (a [`MapMut`](crate::collections::MapMut)), and tuples of
-/// up to twelve of them (a tuple of the same shape). Tuples nest, so a state of more parts is
-/// lent as a tuple of tuples.
+/// Handles that can be lent at once: a [`Ptr<T>`] (lent as a [`PtrMut`], read as `&T`), an
+/// [`ArenaVec<T>`](crate::ArenaVec) or [`ArenaBytes`](crate::ArenaBytes) (a
+/// [`VecMut`](crate::VecMut), read as a slice), an [`ArenaMap<K, V>`](crate::ArenaMap) (a
+/// [`MapMut`](crate::MapMut), read as a [`MapRef`](crate::collections::MapRef)), and tuples of up
+/// to twelve of them (a tuple of the same shape). Tuples nest, so a state of more parts is lent as
+/// a tuple of tuples.
 pub trait Lend: sealed::Sealed + Copy {
-    /// What the handles are lent as, borrowing the arena for `'a`.
+    /// What the handles are lent as mutably, borrowing the arena for `'a`.
     type Out<'a>;
+
+    /// What the handles are lent as for reading, borrowing the arena for `'a`.
+    type Ref<'a>;
 
     /// What [`check`](Lend::check) found, for [`lend`](Lend::lend) (crate-internal).
     #[doc(hidden)]
-    type Checked;
+    type Checked: Copy;
 
     /// Checks the handles against `bytes` and records the spans they will lend (crate-internal).
     #[doc(hidden)]
     fn check(&self, bytes: &[u8], spans: &mut Spans, token: Token) -> Result<Self::Checked>;
 
-    /// Makes the references from what `check` found (crate-internal).
+    /// Makes the views from what `check` found (crate-internal).
+    ///
+    /// # Safety
+    /// `checked` came from [`check`](Lend::check) of these handles against the bytes of the
+    /// arena `lent` lends from, whose spans were found disjoint; since then the arena's bytes
+    /// were changed only through views lent from `checked`, and none of those is alive.
     #[doc(hidden)]
-    fn lend<'a>(checked: Self::Checked, lent: &Lent<'a>, token: Token) -> Self::Out<'a>;
+    unsafe fn lend<'a>(checked: Self::Checked, lent: &Lent<'a>, token: Token) -> Self::Out<'a>;
+
+    /// Checks the handles against `bytes` and lends them for reading (crate-internal).
+    #[doc(hidden)]
+    fn lend_ref<'a>(&self, bytes: &'a [u8], token: Token) -> Result<Self::Ref<'a>>;
 }
 
 /// The memory a loan's handles will lend (crate-internal; it cannot be made outside the crate).
@@ -75,47 +91,86 @@ impl Spans {
     }
 }
 
-/// What the references of one loan are made from (crate-internal).
+/// What the views of one loan are made from (crate-internal): the arena's memory, its marker,
+/// and whether a view may allocate.
 pub struct Lent<'a> {
     base: *mut u8,
-    arena: Rc<RefCell<&'a mut Arena>>,
+    marker: Marker,
+    /// The loan is one collection, lent alone by a borrow of the arena (`view_mut`, or
+    /// `lend_mut` of one handle): its view may allocate, since no other view can be alive.
+    exclusive: bool,
+    _arena: PhantomData<&'a mut Arena>,
 }
 
-impl std::fmt::Debug for Lent<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Lent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lent").finish_non_exhaustive()
     }
 }
 
 impl<'a> Lent<'a> {
+    /// Lends from `arena` for `'a`.
+    pub(crate) fn new(arena: &'a mut Arena, exclusive: bool) -> Self {
+        let base = arena.base_mut();
+        let arena = NonNull::from(arena);
+        Lent {
+            base,
+            // SAFETY: the arena stays borrowed mutably for `'a`, and every use of the marker is
+            // by a view of this loan, whose lifetime is at most `'a`; views are not `Send`.
+            marker: unsafe { Marker::new(arena) },
+            exclusive,
+            _arena: PhantomData,
+        }
+    }
+
     /// The arena's first byte, writable for `'a`.
     pub(crate) fn base(&self) -> *mut u8 {
         self.base
     }
 
-    /// The arena, shared by the views of the loan to mark the pages they write.
-    pub(crate) fn arena(&self) -> Rc<RefCell<&'a mut Arena>> {
-        Rc::clone(&self.arena)
+    /// The marker the views of the loan share.
+    pub(crate) fn marker(&self) -> Marker {
+        self.marker
+    }
+
+    /// Whether the view made from this may allocate (see the field).
+    pub(crate) fn exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    /// The same, for one part of a tuple: never exclusive.
+    fn part(&self) -> Lent<'a> {
+        Lent {
+            exclusive: false,
+            ..*self
+        }
     }
 }
 
-/// Checks `handles` and lends them (see [`ViewMut::lend_mut`](crate::ViewMut::lend_mut)).
-pub(crate) fn lend<L: Lend>(arena: &mut Arena, handles: L) -> Result<L::Out<'_>> {
+/// Checks `handles` against `arena` and the disjointness of their spans.
+pub(crate) fn check<L: Lend>(arena: &Arena, handles: &L) -> Result<L::Checked> {
     let mut spans = Spans(Vec::new());
     let checked = handles.check(arena.as_bytes(), &mut spans, TOKEN)?;
     spans.check_disjoint()?;
+    Ok(checked)
+}
+
+/// Checks `handles` and lends them (see [`ViewMut::lend_mut`](crate::ViewMut::lend_mut)): a
+/// single collection lent this way may allocate.
+pub(crate) fn lend<L: Lend>(arena: &mut Arena, handles: L) -> Result<L::Out<'_>> {
+    let checked = check(arena, &handles)?;
     arena.check_writable()?;
-    let lent = Lent {
-        base: arena.base_mut(),
-        arena: Rc::new(RefCell::new(arena)),
-    };
-    Ok(L::lend(checked, &lent, TOKEN))
+    let lent = Lent::new(arena, true);
+    // SAFETY: `checked` was just found against this arena, its spans disjoint, and nothing
+    // changed the arena since.
+    Ok(unsafe { L::lend(checked, &lent, TOKEN) })
 }
 
 impl<T: Pod> sealed::Sealed for Ptr<T> {}
 
 impl<T: Pod> Lend for Ptr<T> {
-    type Out<'a> = &'a mut T;
+    type Out<'a> = PtrMut<'a, T>;
+    type Ref<'a> = &'a T;
     type Checked = usize;
 
     fn check(&self, bytes: &[u8], spans: &mut Spans, _: Token) -> Result<usize> {
@@ -125,14 +180,79 @@ impl<T: Pod> Lend for Ptr<T> {
         Ok(at)
     }
 
-    fn lend<'a>(at: usize, lent: &Lent<'a>, _: Token) -> &'a mut T {
-        if let Err(e) = lent.arena.borrow_mut().mark_dirty(at, size_of::<T>()) {
-            ptr::fail(e);
+    unsafe fn lend<'a>(at: usize, lent: &Lent<'a>, _: Token) -> PtrMut<'a, T> {
+        // SAFETY: `check` found a live, aligned `T` at `at`, inside the arena (so the address is
+        // not null); its span is disjoint from every other view of the loan, and the arena stays
+        // borrowed for `'a` (the caller's contract).
+        let value = unsafe { NonNull::new_unchecked(lent.base().add(at).cast::<T>()) };
+        PtrMut {
+            value,
+            at,
+            marked: false,
+            marker: lent.marker(),
+            _value: PhantomData,
         }
-        // SAFETY: `ptr::check` found a live, aligned `T` at `at` inside the arena; its span is
-        // disjoint from every other reference of the loan, and the arena stays borrowed for
-        // `'a`, so the memory stays mapped and nothing else refers to it.
-        unsafe { &mut *lent.base.add(at).cast::<T>() }
+    }
+
+    fn lend_ref<'a>(&self, bytes: &'a [u8], _: Token) -> Result<&'a T> {
+        ptr::check(bytes, *self)
+    }
+}
+
+/// An object lent mutably by [`ViewMut::lend_mut`](crate::ViewMut::lend_mut) or a
+/// [`Loan`](crate::Loan): reading it (`*p`, `p.field`) costs what a reference does; the first
+/// write through it (`*p = x`, `p.field += 1`, `&mut *p`) marks its pages as written, so an object
+/// lent and only read leaves nothing for the next snapshot to freeze.
+///
+/// ```
+/// use cowarena::{Arena, ViewMut};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let (p, q) = (a.alloc(1u64)?, a.alloc(2u64)?);
+/// a.snapshot()?;
+/// let (mut p_w, q_w) = a.lend_mut((p, q));
+/// *p_w += *q_w;
+/// assert_eq!(a.stats().dirty_pages, 1);   // p's page; q was only read
+/// assert_eq!(*a.get(p), 3);
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+pub struct PtrMut<'a, T> {
+    value: NonNull<T>,
+    /// The object's offset in the arena.
+    at: usize,
+    /// Whether this `PtrMut` marked the object's pages: they stay marked for its life, since a
+    /// snapshot or restore needs the arena it borrows.
+    marked: bool,
+    marker: Marker,
+    _value: PhantomData<&'a mut T>,
+}
+
+impl<T> Deref for PtrMut<'_, T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: the object lent (see `lend`), borrowed from this `PtrMut`.
+        unsafe { self.value.as_ref() }
+    }
+}
+
+impl<T> DerefMut for PtrMut<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        if !self.marked {
+            // SAFETY: the object lies inside the arena (see `lend`).
+            unsafe { self.marker.touch_span(self.at, size_of::<T>()) };
+            self.marked = true;
+        }
+        // SAFETY: the object lent (see `lend`), its pages marked; the reference borrows this
+        // `PtrMut` mutably, so it is the only one.
+        unsafe { self.value.as_mut() }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for PtrMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
     }
 }
 
@@ -142,6 +262,7 @@ macro_rules! lend_tuple {
 
         impl<$($name: Lend),+> Lend for ($($name,)+) {
             type Out<'a> = ($($name::Out<'a>,)+);
+            type Ref<'a> = ($($name::Ref<'a>,)+);
             type Checked = ($($name::Checked,)+);
 
             #[allow(non_snake_case)]
@@ -151,9 +272,18 @@ macro_rules! lend_tuple {
             }
 
             #[allow(non_snake_case)]
-            fn lend<'a>(checked: Self::Checked, lent: &Lent<'a>, token: Token) -> Self::Out<'a> {
+            unsafe fn lend<'a>(checked: Self::Checked, lent: &Lent<'a>, token: Token) -> Self::Out<'a> {
                 let ($($name,)+) = checked;
-                ($($name::lend($name, lent, token),)+)
+                let part = lent.part();
+                // SAFETY: each part's `checked` came from its `check` within the tuple's, whose
+                // spans were all found disjoint together (the caller's contract).
+                unsafe { ($($name::lend($name, &part, token),)+) }
+            }
+
+            #[allow(non_snake_case)]
+            fn lend_ref<'a>(&self, bytes: &'a [u8], token: Token) -> Result<Self::Ref<'a>> {
+                let ($($name,)+) = self;
+                Ok(($($name.lend_ref(bytes, token)?,)+))
             }
         }
     };

@@ -106,6 +106,12 @@
 //! [`Snapshot`] or a `Branch`). Failures follow one convention, tabled in the [`Error`] docs:
 //! accessors panic and have a `try_` twin, operations that may allocate or free return `Result`.
 //!
+//! Several objects and collections are lent at once, each checked once, by
+//! [`ViewMut::lend_mut`] (mutably, their memory checked disjoint) and [`View::lend`] (for
+//! reading). A search that snapshots and restores between batches of writes lends its state
+//! through a [`Loan`], which holds the arena and lends the views again after each snapshot or
+//! restore (see the [`loan`] module).
+//!
 //! # Sizing an arena
 //!
 //! [`Arena::with_capacity`] reserves address space, not memory: pages are used as they are
@@ -128,6 +134,8 @@
 //! may be invisible to the other.
 
 pub(crate) mod lend;
+pub mod loan;
+pub(crate) mod marks;
 
 use crate::alloc::{self, AllocStats};
 use crate::arena::Arena;
@@ -138,7 +146,8 @@ use crate::ptr::handles::ArenaVec;
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
 use bytemuck::Pod;
-use lend::Lend;
+pub use lend::{Lend, PtrMut};
+pub use loan::{Lender, Loan};
 use std::ops::Range;
 
 /// What keeps [`View`] and [`ViewMut`] to the crate's own types, and [`ViewMut::arena_mut`] to
@@ -215,6 +224,44 @@ pub trait View: sealed::Sealed {
     fn root<T: Pod>(&self) -> Option<Ptr<T>> {
         let (offset, stamp) = alloc::root(self.try_bytes().ok()?, type_tag::<T>())?;
         Some(Ptr::from_raw(offset, stamp))
+    }
+
+    /// Lends several objects and collections for reading at once, each checked once: the
+    /// read-only twin of [`ViewMut::lend_mut`], with the same shapes of `handles`; a [`Ptr`] is
+    /// lent as `&T`, an [`ArenaVec`] or [`ArenaBytes`](crate::ArenaBytes) as a slice, an
+    /// [`ArenaMap`](crate::ArenaMap) as a [`MapRef`](crate::collections::MapRef). Handles may
+    /// overlap (nothing is written).
+    ///
+    /// ```
+    /// use cowarena::{Arena, ArenaMap, ArenaVec, View};
+    /// let mut a = Arena::with_capacity(1 << 20)?;
+    /// let order = ArenaVec::from_slice(&mut a, &[3u16, 1, 4])?;
+    /// let names = ArenaMap::<u16, u8>::new(&mut a)?;
+    /// names.insert(&mut a, 4, b'd')?;
+    /// let total = a.alloc(8u64)?;
+    /// let s = a.snapshot()?;
+    /// let (order, names, total) = s.lend((order, names, total));
+    /// assert_eq!((order, names.get(&4), *total), (&[3, 1, 4][..], Some(&b'd'), 8));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If a handle names nothing here (see [`try_lend`](Self::try_lend)).
+    #[track_caller]
+    fn lend<L: Lend>(&self, handles: L) -> L::Ref<'_> {
+        match self.try_lend(handles) {
+            Ok(refs) => refs,
+            Err(e) => ptr::fail(e),
+        }
+    }
+
+    /// Like [`lend`](Self::lend), but returns why the handles cannot be lent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPtr`] for a handle that names no live object or collection here; for a
+    /// snapshot, the errors of [`try_bytes`](View::try_bytes).
+    fn try_lend<L: Lend>(&self, handles: L) -> Result<L::Ref<'_>> {
+        handles.lend_ref(self.try_bytes()?, TOKEN)
     }
 }
 
@@ -362,13 +409,16 @@ pub trait ViewMut: View {
 
     /// Lends several objects and collections mutably at once: `handles` is a [`Ptr`], an
     /// [`ArenaVec`], an [`ArenaMap`](crate::ArenaMap), an [`ArenaBytes`](crate::ArenaBytes), or a
-    /// tuple of up to four of them, and the result has the same shape: `&mut T` for a `Ptr`,
-    /// [`VecMut`](crate::collections::VecMut) for a vector or byte string,
-    /// [`MapMut`](crate::collections::MapMut) for a map. The views mark the pages they write as
-    /// they go, so lending a large vector costs nothing until it is written.
+    /// tuple of up to twelve of them (tuples nest), and the result has the same shape: a
+    /// [`PtrMut`] for a `Ptr`, a [`VecMut`](crate::VecMut) for a vector or byte string, a
+    /// [`MapMut`](crate::MapMut) for a map. The views mark the pages they write as they go, so
+    /// lending costs the same for a vector of any size, and a page only read is not frozen by
+    /// the next snapshot. For a loop with snapshots and restores in between, lend through a
+    /// [`Loan`] instead.
     ///
     /// Every handle is checked, and their memory must not overlap (the same handle twice is
-    /// refused), so the references never alias.
+    /// refused), so the views never alias. A vector lent alone may grow; one lent with others
+    /// pushes within its capacity.
     ///
     /// ```
     /// use cowarena::{Arena, ArenaVec, ViewMut};
@@ -376,8 +426,8 @@ pub trait ViewMut: View {
     /// let counts = ArenaVec::from_elem(&mut a, 0u32, 100)?;
     /// let order = ArenaVec::from_slice(&mut a, &[3u16, 1, 4, 1, 5])?;
     /// let total = a.alloc(0u64)?;
-    /// let (mut counts_w, order_w, total_w) = a.lend_mut((counts, order, total));
-    /// for &i in order_w.as_slice() {
+    /// let (mut counts_w, order_w, mut total_w) = a.lend_mut((counts, order, total));
+    /// for &i in order_w.iter() {
     ///     counts_w[usize::from(i)] += 1;
     ///     *total_w += 1;
     /// }

@@ -10,7 +10,7 @@ mod view;
 
 pub use self::entry::Entry;
 pub use self::iter::MapIter;
-pub use self::view::MapMut;
+pub use self::view::{MapMut, MapRef};
 
 use super::{expect, layout_sig, lend_slice, Buf};
 use crate::arena::Arena;
@@ -331,9 +331,18 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
 
     /// Removes `key`; returns its value.
     ///
+    /// # Panics
+    /// If the handle names no live map in `arena` (see [`try_remove`](Self::try_remove)).
+    #[track_caller]
+    pub fn remove(&self, arena: &mut impl ViewMut, key: &K) -> Option<V> {
+        expect(self.try_remove(arena, key))
+    }
+
+    /// Removes `key` and returns its value, or says why the handle names no map.
+    ///
     /// # Errors
     /// [`Error::InvalidPtr`] when the handle names no live map.
-    pub fn remove(&self, arena: &mut impl ViewMut, key: &K) -> Result<Option<V>> {
+    pub fn try_remove(&self, arena: &mut impl ViewMut, key: &K) -> Result<Option<V>> {
         let arena = arena.arena_mut(TOKEN);
         let bytes = arena.as_bytes();
         let t = self.table(bytes)?;
@@ -382,9 +391,18 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
 
     /// Removes every entry, keeping the table (whose pages it writes).
     ///
+    /// # Panics
+    /// If the handle names no live map in `arena` (see [`try_clear`](Self::try_clear)).
+    #[track_caller]
+    pub fn clear(&self, arena: &mut impl ViewMut) {
+        expect(self.try_clear(arena))
+    }
+
+    /// Removes every entry, or says why the handle names no map.
+    ///
     /// # Errors
     /// [`Error::InvalidPtr`] when the handle names no live map.
-    pub fn clear(&self, arena: &mut impl ViewMut) -> Result<()> {
+    pub fn try_clear(&self, arena: &mut impl ViewMut) -> Result<()> {
         let arena = arena.arena_mut(TOKEN);
         let t = self.table(arena.as_bytes())?;
         if t.head.len > 0 {
@@ -410,9 +428,15 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         arena.free(self.head_ptr())
     }
 
-    /// For `lend_mut`: the table, checked, and its span.
+    /// For lending: the table, checked, and its span.
     pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<(Table, usize)> {
         let t = self.table(bytes)?;
         Ok((t, t.cap() * Self::STRIDE))
+    }
+
+    /// For lending to read: the map in `bytes`, checked.
+    pub(super) fn ref_in<'a>(&self, bytes: &'a [u8]) -> Result<MapRef<'a, K, V>> {
+        let t = self.table(bytes)?;
+        Ok(MapRef::new(Self::table_bytes(bytes, &t), t))
     }
 }

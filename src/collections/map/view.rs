@@ -1,10 +1,12 @@
 //! [`MapMut`]: a mutable view of an [`ArenaMap`]'s values with the handle checked once, which
-//! marks the pages of the values it lends as written.
+//! marks the pages of the values it lends as written; and [`MapRef`], its read-only twin.
 
 use super::{MapIter, Table};
-use crate::collections::{expect, Marker, Marks, Tracker};
+use crate::collections::expect;
 use crate::error::Result;
 use crate::ptr::handles::ArenaMap;
+use crate::typed::lend::{self, Lent};
+use crate::typed::marks::Marker;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
 use bytemuck::Pod;
@@ -18,13 +20,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     /// # Errors
     /// As [`try_get`](Self::try_get).
     pub fn try_view_mut<'a>(&self, arena: &'a mut impl ViewMut) -> Result<MapMut<'a, K, V>> {
-        let arena = arena.arena_mut(TOKEN);
-        let t = self.table(arena.as_bytes())?;
-        arena.check_writable()?;
-        let base = arena.base_mut();
-        // SAFETY: `table` checked that the table lies inside the arena, aligned; the view keeps
-        // the arena borrowed, so the memory stays mapped and no other reference into it exists.
-        Ok(unsafe { MapMut::new(base, t, Marker::Own(arena)) })
+        lend::lend(arena.arena_mut(TOKEN), *self)
     }
 
     /// A mutable view of the map's values, with the handle checked once (see [`MapMut`]).
@@ -35,13 +31,25 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     pub fn view_mut<'a>(&self, arena: &'a mut impl ViewMut) -> MapMut<'a, K, V> {
         expect(self.try_view_mut(arena))
     }
+
+    /// The slot of table `t` (whose bytes are `table`) holding `key`, if any.
+    fn slot_in(table: &[u8], t: &Table, key: &K) -> Option<usize> {
+        if t.head.len == 0 {
+            return None;
+        }
+        let tag = Self::tag_of(t.head.seed, key);
+        match Self::find(table, t.cap(), tag, key) {
+            Some((i, true)) => Some(i),
+            _ => None,
+        }
+    }
 }
 
-/// A mutable view of an [`ArenaMap`]'s values, from [`ArenaMap::view_mut`] or
-/// [`ViewMut::lend_mut`]: the handle was checked once, and the arena stays borrowed while the
-/// view lives, so no entry can be added or removed. A lookup costs the hash and the probe;
-/// [`get_mut`](Self::get_mut) marks the value's pages as written (once per run of pages, as
-/// [`VecMut`](crate::collections::VecMut) does).
+/// A mutable view of an [`ArenaMap`]'s values, from [`ArenaMap::view_mut`],
+/// [`ViewMut::lend_mut`] or a [`Loan`](crate::Loan): the handle was checked once, and the arena
+/// stays borrowed while the view lives, so no entry can be added or removed. A lookup costs the
+/// hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
+/// the arena's bit for the page, as [`VecMut`](crate::VecMut) does).
 ///
 /// ```
 /// use cowarena::{Arena, ArenaMap};
@@ -61,37 +69,27 @@ pub struct MapMut<'a, K, V> {
     /// The table's first byte (dangling when there is no table).
     table: NonNull<u8>,
     t: Table,
-    marks: Marks,
-    tracker: Box<Tracker<'a>>,
+    marker: Marker,
     _table: PhantomData<&'a mut [u8]>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
     /// # Safety
-    /// `base + t.start` must hold the table of `t`, aligned, inside memory that stays mapped
-    /// and is referenced by nothing else for `'a`.
-    pub(in crate::collections) unsafe fn new(base: *mut u8, t: Table, marker: Marker<'a>) -> Self {
+    /// As [`Lend::lend`](crate::collections::Lend): `t` was checked against the arena `lent`
+    /// lends from, unchanged since but through views of this map, and the table is lent to this
+    /// view alone for `'a`.
+    pub(in crate::collections) unsafe fn new(t: Table, lent: &Lent<'a>) -> Self {
         let table = if t.cap() == 0 {
             NonNull::dangling()
         } else {
-            // SAFETY: in bounds of the arena (forwarded to the caller), so not null.
-            unsafe { NonNull::new_unchecked(base.add(t.start)) }
+            // SAFETY: in bounds of the arena (the caller's contract), so not null.
+            unsafe { NonNull::new_unchecked(lent.base().add(t.start)) }
         };
-        let (tracker, marks) = Tracker::new(
-            marker,
-            (t.start, t.cap() * ArenaMap::<K, V>::STRIDE),
-            (
-                ArenaMap::<K, V>::VALUE_AT,
-                ArenaMap::<K, V>::STRIDE,
-                size_of::<V>(),
-            ),
-        );
         MapMut {
             table,
             t,
-            marks,
-            tracker,
+            marker: lent.marker(),
             _table: PhantomData,
             _types: PhantomData,
         }
@@ -115,38 +113,25 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
         self.len() == 0
     }
 
-    /// The slot holding `key`, if any.
-    fn slot(&self, key: &K) -> Option<usize> {
-        if self.t.head.len == 0 {
-            return None;
-        }
-        let tag = ArenaMap::<K, V>::tag_of(self.t.head.seed, key);
-        match ArenaMap::<K, V>::find(self.bytes(), self.t.cap(), tag, key) {
-            Some((i, true)) => Some(i),
-            _ => None,
-        }
-    }
-
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        let i = self.slot(key)?;
+        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
         Some(ArenaMap::<K, V>::value_at(self.bytes(), i))
     }
 
     /// Whether the map holds `key`.
     pub fn contains_key(&self, key: &K) -> bool {
-        self.slot(key).is_some()
+        ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key).is_some()
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = self.slot(key)?;
+        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-        if self.marks.need_marking(at, size_of::<V>()) {
-            self.tracker.mark(at, size_of::<V>());
-        }
-        // SAFETY: slot `i < cap` of the table (see `new`), whose values are aligned for `V`;
-        // the reference borrows the view mutably, so it is the only one.
+        // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
+        unsafe { self.marker.touch::<V>(self.t.start + at) };
+        // SAFETY: as above, and values sit aligned for `V` in the table; the reference borrows
+        // the view mutably, so it is the only one.
         Some(unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() })
     }
 
@@ -159,6 +144,71 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
 impl<K, V> fmt::Debug for MapMut<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapMut")
+            .field("len", &self.t.head.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`ArenaMap`] lent for reading with its handle checked once, by
+/// [`View::lend`](crate::View::lend): lookups cost the hash and the probe.
+///
+/// ```
+/// use cowarena::{Arena, ArenaMap, View};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let m = ArenaMap::<u32, u32>::new(&mut a)?;
+/// m.insert(&mut a, 1, 10)?;
+/// let r = a.lend(m);
+/// assert_eq!((r.get(&1), r.contains_key(&2), r.len()), (Some(&10), false, 1));
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct MapRef<'a, K, V> {
+    /// The table's bytes.
+    table: &'a [u8],
+    t: Table,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
+    /// The map whose table `t` (checked) has the bytes `table`.
+    pub(super) fn new(table: &'a [u8], t: Table) -> Self {
+        MapRef {
+            table,
+            t,
+            _types: PhantomData,
+        }
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.t.head.len as usize
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &K) -> Option<&'a V> {
+        let i = ArenaMap::<K, V>::slot_in(self.table, &self.t, key)?;
+        Some(ArenaMap::<K, V>::value_at(self.table, i))
+    }
+
+    /// Whether the map holds `key`.
+    pub fn contains_key(&self, key: &K) -> bool {
+        ArenaMap::<K, V>::slot_in(self.table, &self.t, key).is_some()
+    }
+
+    /// Iterates over the entries, in no particular order.
+    pub fn iter(&self) -> MapIter<'a, K, V> {
+        MapIter::new(self.table)
+    }
+}
+
+impl<K, V> fmt::Debug for MapRef<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapRef")
             .field("len", &self.t.head.len)
             .finish_non_exhaustive()
     }

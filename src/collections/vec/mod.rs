@@ -33,10 +33,19 @@ struct VecHead {
 
 /// Where a vector's elements are: their offset in the arena and their number.
 #[derive(Clone, Copy, Debug)]
+struct Elems {
+    start: usize,
+    len: usize,
+}
+
+/// What lending a vector needs, checked: where its header and its buffer of `cap` elements are
+/// (arena offsets; `start` is 0 when there is no buffer).
+#[derive(Clone, Copy, Debug)]
 #[doc(hidden)]
-pub struct Elems {
+pub struct Buffer {
+    pub(super) head: usize,
     pub(super) start: usize,
-    pub(super) len: usize,
+    pub(super) cap: usize,
 }
 
 impl<T> ArenaVec<T> {
@@ -47,6 +56,8 @@ impl<T> ArenaVec<T> {
 }
 
 impl<T: Pod> ArenaVec<T> {
+    /// The header's size, which a view lends with the buffer (it writes the length).
+    pub(super) const HEAD_SIZE: usize = size_of::<VecHead>();
     const ELEM: u64 = layout_sig(size_of::<T>(), align_of::<T>(), 0x7665_6374);
 
     /// A new, empty vector in `arena`.
@@ -183,10 +194,7 @@ impl<T: Pod> ArenaVec<T> {
     /// snapshot, the errors of [`View::try_bytes`]).
     #[inline]
     pub fn try_as_slice<'a>(&self, view: &'a impl View) -> Result<&'a [T]> {
-        let bytes = view.try_bytes()?;
-        let e = self.elems(bytes)?;
-        // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned.
-        Ok(unsafe { elements(bytes, e.start, e.len) })
+        self.slice_in(view.try_bytes()?)
     }
 
     /// The elements.
@@ -372,12 +380,33 @@ impl<T: Pod> ArenaVec<T> {
         expect(self.try_slice_mut(arena, range))
     }
 
-    /// Replaces the element at `index`.
+    /// Replaces the element at `index`; its pages are marked as written.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+    /// let v = cowarena::ArenaVec::from_slice(&mut a, &[1u32, 2, 3])?;
+    /// v.set(&mut a, 0, 7);
+    /// assert!(v.try_set(&mut a, 3, 0).is_err());
+    /// assert_eq!(v.as_slice(&a), &[7, 2, 3]);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If the handle names no live vector in `arena`, or `index` is out of bounds (see
+    /// [`try_set`](Self::try_set)).
+    #[track_caller]
+    #[inline]
+    pub fn set(&self, arena: &mut impl ViewMut, index: usize, value: T) {
+        expect(self.try_set(arena, index, value))
+    }
+
+    /// Replaces the element at `index`, or says why it cannot.
     ///
     /// # Errors
     /// [`Error::IndexOutOfBounds`] if `index` is not less than the length; [`Error::InvalidPtr`]
-    /// when the handle names no live vector.
-    pub fn set(&self, arena: &mut impl ViewMut, index: usize, value: T) -> Result<()> {
+    /// when the handle names no live vector. Nothing changes then.
+    #[inline]
+    pub fn try_set(&self, arena: &mut impl ViewMut, index: usize, value: T) -> Result<()> {
         let arena = arena.arena_mut(TOKEN);
         let e = self.elems(arena.as_bytes())?;
         if index >= e.len {
@@ -400,9 +429,27 @@ impl<T: Pod> ArenaVec<T> {
         arena.free(self.head_ptr())
     }
 
-    /// For `lend_mut`: where the elements are, checked.
-    pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<Elems> {
-        self.elems(bytes)
+    /// For lending: where the header and the whole buffer are, checked (a view may push up to
+    /// the capacity).
+    pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<Buffer> {
+        let h = self.head(bytes)?;
+        let cap = usize::try_from(h.cap).unwrap_or(usize::MAX);
+        let start = h
+            .buf
+            .start(bytes, cap.saturating_mul(size_of::<T>()), align_of::<T>())?;
+        Ok(Buffer {
+            head: self.head_ptr().offset(),
+            start,
+            cap,
+        })
+    }
+
+    /// The elements in `bytes`, checked.
+    #[inline(always)]
+    pub(super) fn slice_in<'a>(&self, bytes: &'a [u8]) -> Result<&'a [T]> {
+        let e = self.elems(bytes)?;
+        // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned.
+        Ok(unsafe { elements(bytes, e.start, e.len) })
     }
 }
 

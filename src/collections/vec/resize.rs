@@ -1,9 +1,11 @@
 //! The operations that change an [`ArenaVec`]'s length: appending (growing the buffer when it
-//! is full), resizing, reserving, popping and truncating.
+//! is full), resizing and reserving, which may allocate and so return `Result`; popping and
+//! truncating, which only write the header and so panic on a handle that names nothing, with a
+//! `try_` twin.
 
 use super::VecHead;
 use crate::arena::Arena;
-use crate::collections::copy_within;
+use crate::collections::{copy_within, expect};
 use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaVec;
 use crate::typed::sealed::TOKEN;
@@ -84,7 +86,7 @@ impl<T: Pod> ArenaVec<T> {
         let arena = arena.arena_mut(TOKEN);
         let len = self.head(arena.as_bytes())?.len as usize;
         if new_len <= len {
-            return self.truncate(arena, new_len);
+            return self.try_truncate(arena, new_len);
         }
         if bytemuck::bytes_of(&value).iter().all(|&b| b == 0) {
             return self.extend_zeroed(arena, new_len - len);
@@ -144,9 +146,25 @@ impl<T: Pod> ArenaVec<T> {
 
     /// Removes and returns the last element.
     ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+    /// let v = cowarena::ArenaVec::from_slice(&mut a, &[1u8, 2])?;
+    /// assert_eq!((v.pop(&mut a), v.pop(&mut a), v.pop(&mut a)), (Some(2), Some(1), None));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If the handle names no live vector in `arena` (see [`try_pop`](Self::try_pop)).
+    #[track_caller]
+    pub fn pop(&self, arena: &mut impl ViewMut) -> Option<T> {
+        expect(self.try_pop(arena))
+    }
+
+    /// Removes and returns the last element, or says why the handle names no vector.
+    ///
     /// # Errors
     /// [`Error::InvalidPtr`] when the handle names no live vector.
-    pub fn pop(&self, arena: &mut impl ViewMut) -> Result<Option<T>> {
+    pub fn try_pop(&self, arena: &mut impl ViewMut) -> Result<Option<T>> {
         let arena = arena.arena_mut(TOKEN);
         let Some(&last) = self.try_as_slice(arena)?.last() else {
             return Ok(None);
@@ -158,9 +176,18 @@ impl<T: Pod> ArenaVec<T> {
     /// Shortens the vector to `len` elements (nothing happens if it is not longer), keeping the
     /// buffer.
     ///
+    /// # Panics
+    /// If the handle names no live vector in `arena` (see [`try_truncate`](Self::try_truncate)).
+    #[track_caller]
+    pub fn truncate(&self, arena: &mut impl ViewMut, len: usize) {
+        expect(self.try_truncate(arena, len))
+    }
+
+    /// Shortens the vector to `len` elements, or says why the handle names no vector.
+    ///
     /// # Errors
     /// [`Error::InvalidPtr`] when the handle names no live vector.
-    pub fn truncate(&self, arena: &mut impl ViewMut, len: usize) -> Result<()> {
+    pub fn try_truncate(&self, arena: &mut impl ViewMut, len: usize) -> Result<()> {
         let arena = arena.arena_mut(TOKEN);
         if (self.head(arena.as_bytes())?.len as usize) > len {
             arena.get_mut(self.head_ptr()).len = len as u64;
@@ -170,10 +197,19 @@ impl<T: Pod> ArenaVec<T> {
 
     /// Removes every element, keeping the buffer.
     ///
+    /// # Panics
+    /// If the handle names no live vector in `arena` (see [`try_clear`](Self::try_clear)).
+    #[track_caller]
+    pub fn clear(&self, arena: &mut impl ViewMut) {
+        self.truncate(arena, 0)
+    }
+
+    /// Removes every element, or says why the handle names no vector.
+    ///
     /// # Errors
     /// [`Error::InvalidPtr`] when the handle names no live vector.
-    pub fn clear(&self, arena: &mut impl ViewMut) -> Result<()> {
-        self.truncate(arena, 0)
+    pub fn try_clear(&self, arena: &mut impl ViewMut) -> Result<()> {
+        self.try_truncate(arena, 0)
     }
 }
 
