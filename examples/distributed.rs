@@ -44,7 +44,6 @@ mod server;
 mod worker;
 
 use checker::{check, replay, Config, CowArena, Outcome, Step};
-use cowarena::{Arena, ArenaVec};
 use queue::{Report, Res, Run, Scripts, Taken};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -165,20 +164,9 @@ fn describe(run: &Run) -> String {
     )
 }
 
-/// The initial state as the base of the run, and its fingerprint.
-fn initial(config: &Config) -> Res<(cowarena::Snapshot, u64)> {
-    let words = checker::initial(config);
-    // As `CowArena::new`: the allocator's metadata takes a few pages beyond the words.
-    let mut arena = Arena::with_capacity(words.len() * 4 + (1 << 20))?;
-    let vec = ArenaVec::from_slice(&mut arena, &words)?;
-    let root = arena.alloc(vec)?;
-    arena.set_root(root);
-    Ok((arena.snapshot()?, checker::fingerprint(&words)))
-}
-
 fn seed(url: &str, run: &Run) -> Res<()> {
     let mut con = queue::connect(url)?;
-    let (base, fp) = initial(&run.config)?;
+    let (base, fp) = queue::initial(&run.config)?;
     queue::seed(&mut con, run, &base, fp)?;
     println!("{}", describe(run));
     println!(
@@ -276,7 +264,7 @@ fn coordinate(args: &Args) -> Res<bool> {
     let start = Instant::now();
     let single: Outcome = check::<CowArena>(&run.config);
     let single_secs = start.elapsed().as_secs_f64();
-    let (base, fp) = initial(&run.config)?;
+    let (base, fp) = queue::initial(&run.config)?;
     let whole = base.full_bytes()?.len();
     let mut con = queue::connect(&url)?;
     let exe = std::env::current_exe()?;

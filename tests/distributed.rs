@@ -22,7 +22,6 @@ mod server;
 mod worker;
 
 use checker::{check, replay, Config, CowArena, Step};
-use cowarena::{Arena, ArenaVec};
 use queue::{Item, Run};
 use server::RedisServer;
 use std::process::{Command, Stdio};
@@ -48,14 +47,9 @@ fn small_run(broken: bool) -> Run {
 }
 
 fn seed(url: &str, run: &Run) {
-    let words = checker::initial(&run.config);
-    let mut arena = Arena::with_capacity(words.len() * 4 + (1 << 20)).unwrap();
-    let vec = ArenaVec::from_slice(&mut arena, &words).unwrap();
-    let root = arena.alloc(vec).unwrap();
-    arena.set_root(root);
-    let base = arena.snapshot().unwrap();
+    let (base, fp) = queue::initial(&run.config).unwrap();
     let mut con = queue::connect(url).unwrap();
-    queue::seed(&mut con, run, &base, checker::fingerprint(&words)).unwrap();
+    queue::seed(&mut con, run, &base, fp).unwrap();
 }
 
 fn worker_command(url: &str, id: &str, items: Option<u64>) -> Command {

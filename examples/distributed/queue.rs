@@ -41,8 +41,8 @@
 //! the search is bounded by depth, and a state reached again at a smaller depth is explored again
 //! (as the single-process search does), or the states within the bound behind it would be lost.
 
-use crate::checker::Config;
-use cowarena::{ContentHash, Snapshot};
+use crate::checker::{self, Config};
+use cowarena::{Arena, ArenaVec, ContentHash, Snapshot};
 use redis::{Connection, Script};
 use std::collections::HashMap;
 use xxhash_rust::xxh3::xxh3_64;
@@ -524,6 +524,18 @@ pub fn begin(con: &mut Connection, worker: &str, lease_ms: u64, item: &Item) -> 
         .arg(blob_key(item.state))
         .query(con)?;
     Ok(held.then_some(Begun { known, blob }))
+}
+
+/// The initial state of the model, as the base of a run (its root is the state's words), and its
+/// fingerprint.
+pub fn initial(config: &Config) -> Res<(Snapshot, u64)> {
+    let words = checker::initial(config);
+    // As `CowArena::new`: the allocator's metadata takes a few pages beyond the words.
+    let mut arena = Arena::with_capacity(words.len() * 4 + (1 << 20))?;
+    let vec = ArenaVec::from_slice(&mut arena, &words)?;
+    let root = arena.alloc(vec)?;
+    arena.set_root(root);
+    Ok((arena.snapshot()?, checker::fingerprint(&words)))
 }
 
 /// Starts a run: clears what an earlier run left under the prefix, stores the run's settings and
