@@ -13,16 +13,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// | method | on failure | why |
 /// |---|---|---|
-/// | accessors that read or lend a reference: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), [`View::lend`](crate::View::lend), [`ViewMut::lend_mut`](crate::ViewMut::lend_mut), [`Loan::views`](crate::Loan::views), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, `entry`, [`Snapshot::as_bytes`](crate::Snapshot::as_bytes), ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice; for a snapshot, a view that cannot be mapped), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
+/// | accessors that read or lend a reference: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), [`View::lend`](crate::View::lend), [`ViewMut::lend_mut`](crate::ViewMut::lend_mut), [`Loan::views`](crate::Loan::views), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, `entry`, [`Snapshot::as_bytes`](crate::Snapshot::as_bytes), ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice; for a snapshot, a view that cannot be mapped) or bytes that raw writes made an invalid value ([`Error::InvalidValue`]), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
 /// | collection operations that neither allocate nor free: [`ArenaVec::set`](crate::ArenaVec::set), [`pop`](crate::ArenaVec::pop), [`truncate`](crate::ArenaVec::truncate), [`clear`](crate::ArenaVec::clear), [`ArenaMap::remove`](crate::ArenaMap::remove), [`ArenaMap::clear`](crate::ArenaMap::clear), [`ArenaBytes::clear`](crate::ArenaBytes::clear) | the plain name **panics**; a `try_` twin returns `Result` | as for accessors: only a handle that names nothing (or, for `set`, an index out of bounds) makes them fail, as `Vec::pop` or `v[i] = x` cannot fail |
 /// | operations that may allocate or free, or make system calls: `alloc`, `free`, `push`, `extend_from_slice`, `insert`, `resize`, `reserve`, `or_insert` (and a view's `push`, `extend_from_slice` and `reserve`), [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), `proxy`, `save`, `open`, `fork_run`, ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
 /// | raw byte access at offsets: [`write`](crate::Arena::write), [`read`](crate::Arena::read), [`bytes_mut`](crate::Arena::bytes_mut); pairing objects: [`Proxy::with`](crate::Proxy::with), `restore` of another arena's snapshot | return `Result` | an offset is plain data, often computed or read from a file, and which objects belong together is known only at run time: the caller decides what a failure means |
 /// | an index into a collection | `Option` from `get`/`get_mut`/`pop`; indexing a view (`view[i]`), `set` and `swap` panic like a slice; [`ArenaVec::try_set`](crate::ArenaVec::try_set) returns [`Error::IndexOutOfBounds`] | as for `Vec` and slices |
 ///
-/// The panics carry the same message as the error (`"cowarena: invalid pointer ..."`). Every
+/// The panics carry the same message as the error (`"cowarena: invalid pointer ..."`,
+/// `"cowarena: invalid value ..."`). Every
 /// `Result`-returning public function lists its errors in an `# Errors` section. No failure,
 /// whatever the input, is undefined behaviour, and a call that fails with
-/// [`InvalidPtr`](Error::InvalidPtr), [`IndexOutOfBounds`](Error::IndexOutOfBounds),
+/// [`InvalidPtr`](Error::InvalidPtr), [`InvalidValue`](Error::InvalidValue),
+/// [`IndexOutOfBounds`](Error::IndexOutOfBounds),
 /// [`OutOfBounds`](Error::OutOfBounds), [`CapacityOverflow`](Error::CapacityOverflow) or
 /// [`CannotGrow`](Error::CannotGrow) changes nothing.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,19 @@ pub enum Error {
         type_name: &'static str,
         /// Why it is not valid.
         reason: InvalidPtrReason,
+    },
+    /// The bytes of a value do not form a valid value of its type (a `bool` that is neither 0
+    /// nor 1, an enum tag no variant has, ...): raw writes or a file changed them (see
+    /// [`Value`](crate::Value)). Nothing was read or changed.
+    #[error(
+        "invalid value at offset {offset:#x}: its bytes are not a valid {type_name} (changed by \
+         raw writes or a file?)"
+    )]
+    InvalidValue {
+        /// Where the value starts in the arena.
+        offset: usize,
+        /// The value's type.
+        type_name: &'static str,
     },
     /// The arena has no free space for an allocation.
     #[error("out of memory: no room for {requested} bytes (alignment {align}) in an arena of {capacity} bytes")]

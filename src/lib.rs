@@ -19,11 +19,12 @@ pub mod typed;
 
 pub use alloc::AllocStats;
 pub use arena::{Arena, ArenaBuilder, ArenaStats, RawWrites, MAX_REMAPPED_RUNS, REMAP_MIN_RUN};
-pub use collections::{ArenaBytes, ArenaMap, ArenaVec, MapMut, MapRef, VecMut};
+pub use collections::{ArenaBytes, ArenaMap, ArenaString, ArenaVec, MapMut, MapRef, VecMut};
 pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use persist::{ContentHash, SaveStats};
 pub use proxy::{Proxy, ProxyMut, ProxyRef};
+pub use ptr::value::{Pad, Value};
 pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;

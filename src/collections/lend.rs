@@ -6,13 +6,13 @@ use super::map::Table;
 use super::vec::Buffer;
 use super::{ArenaBytes, ArenaMap, ArenaVec, MapMut, MapRef, VecMut};
 use crate::error::Result;
+use crate::ptr::value::Value;
 use crate::typed::lend::{sealed::Sealed, Lend, Lent, Spans};
 use crate::typed::sealed::Token;
-use bytemuck::Pod;
 
-impl<T: Pod> Sealed for ArenaVec<T> {}
+impl<T: Value> Sealed for ArenaVec<T> {}
 
-impl<T: Pod> Lend for ArenaVec<T> {
+impl<T: Value> Lend for ArenaVec<T> {
     type Out<'a> = VecMut<'a, T>;
     type Ref<'a> = &'a [T];
     type Checked = (Buffer, ArenaVec<T>);
@@ -59,9 +59,9 @@ impl Lend for ArenaBytes {
     }
 }
 
-impl<K: Pod + Eq, V: Pod> Sealed for ArenaMap<K, V> {}
+impl<K: Value + Eq, V: Value> Sealed for ArenaMap<K, V> {}
 
-impl<K: Pod + Eq, V: Pod> Lend for ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> Lend for ArenaMap<K, V> {
     type Out<'a> = MapMut<'a, K, V>;
     type Ref<'a> = MapRef<'a, K, V>;
     type Checked = Table;

@@ -1,4 +1,5 @@
-//! Collections that live inside the arena: [`ArenaVec`], [`ArenaMap`] and [`ArenaBytes`].
+//! Collections that live inside the arena: [`ArenaVec`], [`ArenaMap`], [`ArenaBytes`] and
+//! [`ArenaString`].
 //!
 //! Each is a small `Pod` handle (a [`Ptr`](crate::Ptr) to a header in the arena) that can be
 //! stored anywhere a value can: as the [root](crate::Arena::set_root), or as a field of another
@@ -81,16 +82,18 @@
 mod bytes;
 mod lend;
 mod map;
+mod string;
 mod vec;
 
 pub use self::map::{Entry, MapIter, MapMut, MapRef};
 pub use self::vec::VecMut;
-pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaVec};
+pub use crate::ptr::handles::{ArenaBytes, ArenaMap, ArenaString, ArenaVec};
 pub use crate::typed::lend::Lend;
 
 use crate::alloc::{self, Placement};
 use crate::arena::Arena;
 use crate::error::{Error, InvalidPtrReason, Result};
+use crate::ptr::value::{first_invalid, invalid_value, Value};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -215,22 +218,43 @@ const fn layout_sig(size: usize, align: usize, salt: u64) -> u64 {
     ((size as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (align as u64)).rotate_left(17) ^ salt
 }
 
-/// `len` values of `T` starting at `start` in `all` (an empty slice needs no memory).
+/// `len` values of `T` starting at `start` in `all` (an empty slice needs no memory), or the
+/// error naming the first whose bytes are not a valid `T`.
 ///
 /// # Safety
 /// If `len > 0`, `all[start..]` holds `len` values of `T`, at an address aligned for `T` (what
 /// `Buf::start` checks).
 #[inline(always)]
-unsafe fn elements<T: Pod>(all: &[u8], start: usize, len: usize) -> &[T] {
+unsafe fn elements<T: Value>(all: &[u8], start: usize, len: usize) -> Result<&[T]> {
     if len == 0 || size_of::<T>() == 0 {
+        // SAFETY: zero-sized values read no memory, and a dangling pointer is aligned.
+        if let Some(i) =
+            unsafe { first_invalid::<T>(NonNull::<T>::dangling().as_ptr().cast(), len) }
+        {
+            return Err(invalid_value::<T>(start + i * size_of::<T>()));
+        }
         // SAFETY: a slice of zero-sized values, or an empty one, reads no memory; it needs only a
-        // non-null, aligned pointer, which `dangling` is.
-        return unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) };
+        // non-null, aligned pointer, which `dangling` is; the values are valid (checked).
+        return Ok(unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) });
     }
     let bytes = &all[start..start + len * size_of::<T>()];
     // SAFETY: `bytes` holds exactly `len` values of `T` at an address aligned for `T` (the
-    // caller's contract), every bit pattern is a `T` (Pod), and the slice borrows `all`.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len) }
+    // caller's contract).
+    if let Some(i) = unsafe { first_invalid::<T>(bytes.as_ptr(), len) } {
+        return Err(invalid_value::<T>(start + i * size_of::<T>()));
+    }
+    // SAFETY: as above, and every value is a valid `T` (checked); the slice borrows `all`.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len) })
+}
+
+/// Checks that the `len` values of `T` at `start` in `all` are valid.
+///
+/// # Safety
+/// As [`elements`].
+#[inline(always)]
+unsafe fn validate<T: Value>(all: &[u8], start: usize, len: usize) -> Result<()> {
+    // SAFETY: the caller's contract.
+    unsafe { elements::<T>(all, start, len) }.map(drop)
 }
 
 /// Marks `len` bytes at `at` (inside the arena) as written, for a reference about to be lent.
@@ -248,24 +272,45 @@ fn mark_written(arena: &mut Arena, at: usize, len: usize) {
     }
 }
 
-/// `count` values of `T` at offset `at`, for writing; their pages are marked as written.
+/// `count` values of `T` at offset `at`, for writing; their pages are marked as written. The
+/// error names the first value whose bytes are not a valid `T` (nothing is marked then).
 ///
 /// # Safety
 /// The values lie inside the arena, aligned for `T` (unchecked here: the hot paths that lend
 /// one element have checked the whole collection already).
 #[inline(always)]
-unsafe fn lend_slice<T: Pod>(arena: &mut Arena, at: usize, count: usize) -> &mut [T] {
+unsafe fn lend_slice<T: Value>(arena: &mut Arena, at: usize, count: usize) -> Result<&mut [T]> {
+    // SAFETY: the caller's contract.
+    unsafe { validate::<T>(arena.as_bytes(), at, count)? };
     let size = size_of::<T>();
     if size == 0 || count == 0 {
         // SAFETY: an empty slice, or one of zero-sized values, touches no memory; `dangling` is
-        // non-null and aligned.
-        return unsafe { std::slice::from_raw_parts_mut(NonNull::<T>::dangling().as_ptr(), count) };
+        // non-null and aligned; the values are valid (checked).
+        return Ok(unsafe {
+            std::slice::from_raw_parts_mut(NonNull::<T>::dangling().as_ptr(), count)
+        });
     }
     mark_written(arena, at, count * size);
-    // SAFETY: the values lie inside the arena, aligned for `T` (the caller's contract); the
-    // memory is mapped writable while `arena` is borrowed, which the slice's lifetime extends,
-    // so no other reference into it exists; every bit pattern is a `T`.
-    unsafe { std::slice::from_raw_parts_mut(arena.base_mut().add(at).cast::<T>(), count) }
+    // SAFETY: the values lie inside the arena, aligned for `T` (the caller's contract), and are
+    // valid (checked); the memory is mapped writable while `arena` is borrowed, which the
+    // slice's lifetime extends, so no other reference into it exists.
+    Ok(unsafe { std::slice::from_raw_parts_mut(arena.base_mut().add(at).cast::<T>(), count) })
+}
+
+/// Writes `value` at offset `at`, whose pages are marked as written; the bytes there before
+/// need not be a valid `T`.
+///
+/// # Safety
+/// As [`lend_slice`] for one value.
+#[inline(always)]
+unsafe fn store<T: Value>(arena: &mut Arena, at: usize, value: T) {
+    if size_of::<T>() == 0 {
+        return;
+    }
+    mark_written(arena, at, size_of::<T>());
+    // SAFETY: inside the arena, aligned for `T` (the caller's contract), mapped writable while
+    // `arena` is borrowed; a write through a raw pointer reads nothing of the old bytes.
+    unsafe { arena.base_mut().add(at).cast::<T>().write(value) };
 }
 
 /// Copies `len` bytes from `from` to `to` (ranges that do not overlap) within the arena, a page

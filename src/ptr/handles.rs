@@ -91,8 +91,9 @@ unsafe impl<T: 'static> Pod for ArenaVec<T> {}
 /// A hash map from `K` to `V` stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the root or a
 /// field of another arena object (see the [module docs](crate::collections)).
 ///
-/// Keys are hashed by their bytes (with a per-map random seed), so keys that are equal must have
-/// equal bytes, as they do for `Pod` types with a derived `Eq`. An entry is a 4-byte hash tag,
+/// Keys are hashed and compared by their bytes (with a per-map random seed), so keys that are
+/// equal must have equal bytes, as they do for [`Value`](crate::Value) types with a derived
+/// `Eq` (padding made explicit with [`Pad`](crate::Pad) is always zero). An entry is a 4-byte hash tag,
 /// the key and the value, side by side, so an insert writes one entry and the map's header.
 ///
 /// ```
@@ -179,5 +180,31 @@ unsafe impl<K: 'static, V: 'static> Pod for ArenaMap<K, V> {}
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct ArenaBytes {
+    pub(crate) bytes: ArenaVec<u8>,
+}
+
+/// UTF-8 text stored in an [`Arena`](crate::Arena): a `Pod` handle, so it can be the root or a
+/// field of another arena object. Its bytes are an [`ArenaVec<u8>`], so raw writes can make
+/// them invalid UTF-8: [`try_as_str`](Self::try_as_str) checks them, and returns
+/// [`Error::InvalidValue`](crate::Error::InvalidValue) for bytes that are not UTF-8.
+///
+/// As a key of an [`ArenaMap`] it is hashed and compared by its text, not by its handle (see
+/// [`ArenaMap::get_str`]).
+///
+/// ```
+/// use cowarena::{Arena, ArenaString};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let name = ArenaString::from_str(&mut a, "path")?;
+/// let s = a.snapshot()?;
+/// name.push_str(&mut a, " 17")?;
+/// assert_eq!(name.as_str(&a), "path 17");
+/// assert_eq!(name.as_str(&s), "path");
+/// a.write(name.as_vec().as_slice(&a).as_ptr() as usize - a.as_bytes().as_ptr() as usize, &[0xFF])?;
+/// assert!(name.try_as_str(&a).is_err()); // not UTF-8
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ArenaString {
     pub(crate) bytes: ArenaVec<u8>,
 }

@@ -1,6 +1,7 @@
 //! [`Ptr<T>`]: an offset into an arena plus the stamp that proves which allocation it names.
 
 pub(crate) mod handles;
+pub(crate) mod value;
 
 use crate::alloc::{self, Placement, MAX_ALIGN};
 use crate::error::{Error, Result};
@@ -8,6 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use value::{invalid_value, is_valid, Value};
 
 /// A typed reference to a value allocated in an [`Arena`](crate::Arena) with
 /// [`alloc`](crate::Arena::alloc).
@@ -92,7 +94,7 @@ impl<T> Ptr<T> {
     }
 }
 
-impl<T: Pod> Ptr<T> {
+impl<T: Value> Ptr<T> {
     /// Where objects of type `T` sit in the allocator's layout, computed at compile time. Using
     /// it for a type aligned above [`MAX_ALIGN`] fails to compile: such a value could not be
     /// placed aligned in a page of every supported platform.
@@ -107,40 +109,50 @@ impl<T: Pod> Ptr<T> {
 
 /// Whether `p` names a live object in `bytes` (an arena's or snapshot's memory).
 #[inline(always)]
-pub(crate) fn is_live<T: Pod>(bytes: &[u8], p: Ptr<T>) -> bool {
+pub(crate) fn is_live<T: Value>(bytes: &[u8], p: Ptr<T>) -> bool {
     alloc::live_at(bytes, p.offset(), p.stamp, &Ptr::<T>::PLACE)
 }
 
-/// The object at `p`'s offset.
+/// The object at `p`'s offset, or the error saying its bytes are not a valid `T`.
 ///
 /// # Safety
 /// `is_live(bytes, p)` must hold.
 #[inline(always)]
-unsafe fn object<T: Pod>(bytes: &[u8], p: Ptr<T>) -> &T {
+unsafe fn object<T: Value>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
     // SAFETY: `is_live` checked `offset + size_of::<T>() <= offset + stamp_at < bytes.len()`, so
     // the object lies inside `bytes`, and that its address is a multiple of `PLACE.mask + 1`,
-    // itself a multiple of T's alignment; every bit pattern is a valid `T` (Pod); the reference
-    // borrows `bytes`, so it cannot outlive the memory.
-    unsafe { &*bytes.as_ptr().add(p.offset()).cast::<T>() }
+    // itself a multiple of T's alignment.
+    let data = unsafe { bytes.as_ptr().add(p.offset()) };
+    // SAFETY: as above, `size_of::<T>()` bytes, aligned for `T`.
+    if !unsafe { is_valid::<T>(data) } {
+        return Err(invalid_value::<T>(p.offset()));
+    }
+    // SAFETY: in bounds and aligned (above), and the bytes are a valid `T` (checked); the
+    // reference borrows `bytes`, so it cannot outlive the memory.
+    Ok(unsafe { &*data.cast::<T>() })
 }
 
-/// The object `p` names in `bytes`; panics with the reason if `p` is not live there.
+/// The object `p` names in `bytes`; panics with the reason if `p` is not live there or its bytes
+/// are not a valid `T`.
 #[inline(always)]
 #[track_caller]
-pub(crate) fn get<T: Pod>(bytes: &[u8], p: Ptr<T>) -> &T {
+pub(crate) fn get<T: Value>(bytes: &[u8], p: Ptr<T>) -> &T {
     if !is_live(bytes, p) {
         fail(invalid(bytes, p));
     }
     // SAFETY: `is_live` holds.
-    unsafe { object(bytes, p) }
+    match unsafe { object(bytes, p) } {
+        Ok(v) => v,
+        Err(e) => fail(e),
+    }
 }
 
-/// The object `p` names in `bytes`, or why `p` is not live there.
+/// The object `p` names in `bytes`, or why `p` is not live there or its bytes are not a `T`.
 #[inline(always)]
-pub(crate) fn check<T: Pod>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
+pub(crate) fn check<T: Value>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
     if is_live(bytes, p) {
         // SAFETY: `is_live` holds.
-        Ok(unsafe { object(bytes, p) })
+        unsafe { object(bytes, p) }
     } else {
         Err(invalid(bytes, p))
     }
@@ -149,7 +161,7 @@ pub(crate) fn check<T: Pod>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
 /// Why `p` does not name a live object in `bytes`.
 #[cold]
 #[inline(never)]
-pub(crate) fn invalid<T: Pod>(bytes: &[u8], p: Ptr<T>) -> Error {
+pub(crate) fn invalid<T: Value>(bytes: &[u8], p: Ptr<T>) -> Error {
     alloc::explain(
         bytes,
         p.offset(),

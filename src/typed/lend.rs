@@ -17,8 +17,8 @@ use super::marks::Marker;
 use super::sealed::{Token, TOKEN};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::ptr::value::Value;
 use crate::ptr::{self, Ptr};
-use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut, Range};
@@ -166,9 +166,9 @@ pub(crate) fn lend<L: Lend>(arena: &mut Arena, handles: L) -> Result<L::Out<'_>>
     Ok(unsafe { L::lend(checked, &lent, TOKEN) })
 }
 
-impl<T: Pod> sealed::Sealed for Ptr<T> {}
+impl<T: Value> sealed::Sealed for Ptr<T> {}
 
-impl<T: Pod> Lend for Ptr<T> {
+impl<T: Value> Lend for Ptr<T> {
     type Out<'a> = PtrMut<'a, T>;
     type Ref<'a> = &'a T;
     type Checked = usize;

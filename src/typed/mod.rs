@@ -1,7 +1,9 @@
 //! Typed values inside the arena: [`Arena::alloc`], [`Ptr`], [`Arena::get`], and the
 //! collections built on them.
 //!
-//! Values of any [`bytemuck::Pod`] type can live in an arena. Because the allocator keeps *all*
+//! Values of any [`Value`] type can live in an arena: every [`bytemuck::Pod`] type, and types
+//! with invalid bit patterns (`bool`, `char`, enums, ...) whose reads are checked (see
+//! [`Value`] for what a check costs, and how to declare an enum that carries data). Because the allocator keeps *all*
 //! of its state inside the arena too, everything the arena does to its pages it does to the
 //! values and to the allocator at once: [`restore`](Arena::restore) brings back the values and
 //! the allocator (objects allocated after the snapshot are gone and their space is free again),
@@ -94,6 +96,9 @@
 //! # Ok::<(), cowarena::Error>(())
 //! ```
 //!
+//! A type with padding bytes does not compile either (see [`Value`]): its bytes could not be
+//! copied, hashed or saved.
+//!
 //! Alignment is also checked on the address at every access (not on the offset alone), so even
 //! a `Ptr` made from raw bytes never yields a misaligned reference.
 //!
@@ -143,9 +148,10 @@ use crate::arena::Arena;
 use crate::error::Error;
 use crate::error::Result;
 use crate::ptr::handles::ArenaVec;
+use crate::ptr::value::Value;
 use crate::ptr::{self, Ptr};
 use crate::snapshot::Snapshot;
-use bytemuck::Pod;
+use bytemuck::Zeroable;
 pub use lend::{Lend, PtrMut};
 pub use loan::{Lender, Loan};
 use std::ops::Range;
@@ -203,7 +209,7 @@ pub trait View: sealed::Sealed {
     /// [`Error::InvalidPtr`] saying why `p` names no live object here;
     /// for a snapshot, the errors of [`try_bytes`](View::try_bytes).
     #[inline]
-    fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
+    fn try_get<T: Value>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.try_bytes()?, p)
     }
 
@@ -213,7 +219,7 @@ pub trait View: sealed::Sealed {
     /// If `p` names no live object here (see [`try_get`](View::try_get)).
     #[inline]
     #[track_caller]
-    fn get<T: Pod>(&self, p: Ptr<T>) -> &T {
+    fn get<T: Value>(&self, p: Ptr<T>) -> &T {
         match self.try_get(p) {
             Ok(v) => v,
             Err(e) => ptr::fail(e),
@@ -221,7 +227,7 @@ pub trait View: sealed::Sealed {
     }
 
     /// The root object set with [`Arena::set_root`], if there is one of type `T`.
-    fn root<T: Pod>(&self) -> Option<Ptr<T>> {
+    fn root<T: Value>(&self) -> Option<Ptr<T>> {
         let (offset, stamp) = alloc::root(self.try_bytes().ok()?, type_tag::<T>())?;
         Some(Ptr::from_raw(offset, stamp))
     }
@@ -342,7 +348,7 @@ pub trait ViewMut: View {
     /// # Errors
     /// As [`Arena::alloc`].
     #[inline(always)]
-    fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
+    fn alloc<T: Value>(&mut self, value: T) -> Result<Ptr<T>> {
         self.arena_mut(TOKEN).alloc(value)
     }
 
@@ -350,7 +356,7 @@ pub trait ViewMut: View {
     ///
     /// # Errors
     /// As [`Arena::alloc_zeroed`].
-    fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
+    fn alloc_zeroed<T: Value + Zeroable>(&mut self) -> Result<Ptr<T>> {
         self.arena_mut(TOKEN).alloc_zeroed()
     }
 
@@ -358,7 +364,7 @@ pub trait ViewMut: View {
     ///
     /// # Errors
     /// As [`Arena::alloc_slice_zeroed`].
-    fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+    fn alloc_slice_zeroed<T: Value + Zeroable>(&mut self, len: usize) -> Result<ArenaVec<T>> {
         self.arena_mut(TOKEN).alloc_slice_zeroed(len)
     }
 
@@ -368,7 +374,7 @@ pub trait ViewMut: View {
     /// If `p` names no live object here.
     #[inline]
     #[track_caller]
-    fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+    fn get_mut<T: Value>(&mut self, p: Ptr<T>) -> &mut T {
         self.arena_mut(TOKEN).get_mut(p)
     }
 
@@ -377,7 +383,7 @@ pub trait ViewMut: View {
     /// # Errors
     /// [`Error::InvalidPtr`] saying why `p` names no live object here.
     #[inline]
-    fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
+    fn try_get_mut<T: Value>(&mut self, p: Ptr<T>) -> Result<&mut T> {
         self.arena_mut(TOKEN).try_get_mut(p)
     }
 
@@ -386,7 +392,7 @@ pub trait ViewMut: View {
     /// # Errors
     /// As [`Arena::free`].
     #[inline(always)]
-    fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+    fn free<T: Value>(&mut self, p: Ptr<T>) -> Result<()> {
         self.arena_mut(TOKEN).free(p)
     }
 
@@ -395,7 +401,7 @@ pub trait ViewMut: View {
     /// # Panics
     /// If `p` is neither null nor a live object here.
     #[track_caller]
-    fn set_root<T: Pod>(&mut self, p: Ptr<T>) {
+    fn set_root<T: Value>(&mut self, p: Ptr<T>) {
         self.arena_mut(TOKEN).set_root(p)
     }
 
@@ -403,7 +409,7 @@ pub trait ViewMut: View {
     ///
     /// # Errors
     /// As [`Arena::try_set_root`].
-    fn try_set_root<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+    fn try_set_root<T: Value>(&mut self, p: Ptr<T>) -> Result<()> {
         self.arena_mut(TOKEN).try_set_root(p)
     }
 
@@ -512,7 +518,7 @@ impl Arena {
     /// header (see the [module docs](crate::typed#where-the-allocator-lives-and-raw-bytes));
     /// [`Error::Corrupt`] when raw writes damaged its metadata.
     #[inline(always)]
-    pub fn alloc<T: Pod>(&mut self, value: T) -> Result<Ptr<T>> {
+    pub fn alloc<T: Value>(&mut self, value: T) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, bytemuck::bytes_of(&value))?;
         Ok(Ptr::from_raw(offset, stamp))
     }
@@ -530,7 +536,7 @@ impl Arena {
     ///
     /// # Errors
     /// As [`alloc`](Arena::alloc).
-    pub fn alloc_zeroed<T: Pod>(&mut self) -> Result<Ptr<T>> {
+    pub fn alloc_zeroed<T: Value + Zeroable>(&mut self) -> Result<Ptr<T>> {
         let (offset, stamp) = alloc::alloc(self, &Ptr::<T>::PLACE, &[])?;
         self.bytes_mut(offset..offset + size_of::<T>())?.fill(0);
         Ok(Ptr::from_raw(offset, stamp))
@@ -551,7 +557,7 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] when the arena has no room.
-    pub fn alloc_slice_zeroed<T: Pod>(&mut self, len: usize) -> Result<ArenaVec<T>> {
+    pub fn alloc_slice_zeroed<T: Value + Zeroable>(&mut self, len: usize) -> Result<ArenaVec<T>> {
         ArenaVec::with_len_zeroed(self, len)
     }
 
@@ -562,7 +568,7 @@ impl Arena {
     /// [`try_get`](Arena::try_get)).
     #[inline]
     #[track_caller]
-    pub fn get<T: Pod>(&self, p: Ptr<T>) -> &T {
+    pub fn get<T: Value>(&self, p: Ptr<T>) -> &T {
         ptr::get(self.as_bytes(), p)
     }
 
@@ -586,7 +592,7 @@ impl Arena {
     /// range, misaligned, null, never allocated, freed, from another arena, or from a state a
     /// [`restore`](Arena::restore) undid.
     #[inline]
-    pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
+    pub fn try_get<T: Value>(&self, p: Ptr<T>) -> Result<&T> {
         ptr::check(self.as_bytes(), p)
     }
 
@@ -596,7 +602,7 @@ impl Arena {
     /// If `p` names no live object in this arena (see [`try_get`](Arena::try_get)).
     #[inline]
     #[track_caller]
-    pub fn get_mut<T: Pod>(&mut self, p: Ptr<T>) -> &mut T {
+    pub fn get_mut<T: Value>(&mut self, p: Ptr<T>) -> &mut T {
         match self.try_get_mut(p) {
             Ok(v) => v,
             Err(e) => ptr::fail(e),
@@ -616,13 +622,14 @@ impl Arena {
     /// # Errors
     /// As [`try_get`](Arena::try_get).
     #[inline]
-    pub fn try_get_mut<T: Pod>(&mut self, p: Ptr<T>) -> Result<&mut T> {
-        if !ptr::is_live(self.as_bytes(), p) {
-            return Err(ptr::invalid(self.as_bytes(), p));
-        }
+    pub fn try_get_mut<T: Value>(&mut self, p: Ptr<T>) -> Result<&mut T> {
+        ptr::check(self.as_bytes(), p)?;
         let offset = p.offset();
         let bytes = self.bytes_mut(offset..offset + size_of::<T>())?;
-        Ok(bytemuck::from_bytes_mut(bytes))
+        // SAFETY: `check` found a live `T` at `offset`, in bounds, aligned for `T` (in memory),
+        // whose bytes are a valid `T`; `bytes` is exactly its bytes, borrowed mutably from the
+        // arena for the reference's life. Only valid values can be written through it.
+        Ok(unsafe { &mut *bytes.as_mut_ptr().cast::<T>() })
     }
 
     /// Frees the object `p` names; its space is reused by later allocations. Every copy of `p`
@@ -643,7 +650,7 @@ impl Arena {
     /// free included); [`Error::Corrupt`] when raw writes damaged the
     /// allocator's metadata. Nothing is freed then.
     #[inline(always)]
-    pub fn free<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+    pub fn free<T: Value>(&mut self, p: Ptr<T>) -> Result<()> {
         alloc::free(
             self,
             p.offset(),
@@ -661,7 +668,7 @@ impl Arena {
     /// If `p` is neither null nor a live object of this arena (see
     /// [`try_set_root`](Arena::try_set_root)).
     #[track_caller]
-    pub fn set_root<T: Pod>(&mut self, p: Ptr<T>) {
+    pub fn set_root<T: Value>(&mut self, p: Ptr<T>) {
         if let Err(e) = self.try_set_root(p) {
             ptr::fail(e)
         }
@@ -688,7 +695,7 @@ impl Arena {
     /// assert_eq!(a.root::<u64>(), None);
     /// # Ok::<(), cowarena::Error>(())
     /// ```
-    pub fn try_set_root<T: Pod>(&mut self, p: Ptr<T>) -> Result<()> {
+    pub fn try_set_root<T: Value>(&mut self, p: Ptr<T>) -> Result<()> {
         if !p.is_null() {
             ptr::check(self.as_bytes(), p)?;
         }
@@ -696,7 +703,7 @@ impl Arena {
     }
 
     /// The root set with [`set_root`](Arena::set_root), if there is one of type `T`.
-    pub fn root<T: Pod>(&self) -> Option<Ptr<T>> {
+    pub fn root<T: Value>(&self) -> Option<Ptr<T>> {
         View::root(self)
     }
 
@@ -728,7 +735,7 @@ impl Snapshot {
     /// [`try_get`](Snapshot::try_get)).
     #[inline]
     #[track_caller]
-    pub fn get<T: Pod>(&self, p: Ptr<T>) -> &T {
+    pub fn get<T: Value>(&self, p: Ptr<T>) -> &T {
         View::get(self, p)
     }
 
@@ -748,12 +755,12 @@ impl Snapshot {
     /// # Errors
     /// As [`Arena::try_get`], and the errors of [`try_as_bytes`](Snapshot::try_as_bytes).
     #[inline]
-    pub fn try_get<T: Pod>(&self, p: Ptr<T>) -> Result<&T> {
+    pub fn try_get<T: Value>(&self, p: Ptr<T>) -> Result<&T> {
         View::try_get(self, p)
     }
 
     /// The root of the arena when this snapshot was taken, if it is of type `T`.
-    pub fn root<T: Pod>(&self) -> Option<Ptr<T>> {
+    pub fn root<T: Value>(&self) -> Option<Ptr<T>> {
         View::root(self)
     }
 

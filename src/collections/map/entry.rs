@@ -6,12 +6,12 @@ use crate::arena::Arena;
 use crate::collections::{expect, lend_slice};
 use crate::error::Result;
 use crate::ptr::handles::ArenaMap;
+use crate::ptr::value::Value;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
-use bytemuck::Pod;
 use std::fmt;
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// The entry for `key`, for reading, updating or inserting in place with one lookup.
     ///
     /// # Errors
@@ -20,12 +20,16 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         let arena = arena.arena_mut(TOKEN);
         let bytes = arena.as_bytes();
         let t = self.table(bytes)?;
-        let tag = Self::tag_of(t.head.seed, &key);
+        let probe = Self::probe(bytes, t.head.seed, &key)?;
+        let tag = probe.tag;
         let slot = if t.cap() > 0 {
-            Some(self.find_in(bytes, &t, tag, &key)?)
+            Some(self.find_in(bytes, &t, &probe)?)
         } else {
             None
         };
+        if let Some((i, true)) = slot {
+            Self::check_value(bytes, &t, i)?;
+        }
         Ok(Entry {
             map: *self,
             arena,
@@ -68,7 +72,7 @@ pub struct Entry<'a, K, V> {
     slot: Option<(usize, bool)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
+impl<'a, K: Value + Eq, V: Value> Entry<'a, K, V> {
     /// The key.
     pub fn key(&self) -> &K {
         &self.key
@@ -86,8 +90,8 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
         };
         let at = self.table.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
         // SAFETY: an entry holds a checked table and a slot of it that `find_in` returned; the
-        // arena has stayed borrowed since.
-        Some(unsafe { &mut lend_slice::<V>(self.arena, at, 1)[0] })
+        // arena has stayed borrowed since, and `try_entry` checked the value valid.
+        expect(unsafe { lend_slice::<V>(self.arena, at, 1) }).first_mut()
     }
 
     /// Calls `f` with the value if the map holds the key.
@@ -95,7 +99,9 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
         if let Some((i, true)) = self.slot {
             let at = self.table.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
             // SAFETY: as in `get_mut`.
-            f(unsafe { &mut lend_slice::<V>(self.arena, at, 1)[0] });
+            if let Some(v) = expect(unsafe { lend_slice::<V>(self.arena, at, 1) }).first_mut() {
+                f(v);
+            }
         }
         self
     }
@@ -127,7 +133,8 @@ impl<'a, K: Pod + Eq, V: Pod> Entry<'a, K, V> {
             Some((i, true)) => {
                 let at = t.start + i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
                 // SAFETY: as in `get_mut`.
-                Ok(unsafe { &mut lend_slice::<V>(arena, at, 1)[0] })
+                let value = unsafe { lend_slice::<V>(arena, at, 1)? };
+                Ok(&mut value[0])
             }
             Some((i, false)) if (t.head.len + 1) * 4 <= t.head.cap * 3 => {
                 // `f` runs before anything changes: if it panics, the map is as it was.

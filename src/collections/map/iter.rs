@@ -1,7 +1,7 @@
 //! [`MapIter`]: the entries of an [`ArenaMap`], read from its table in slot order.
 
 use crate::ptr::handles::ArenaMap;
-use bytemuck::Pod;
+use crate::ptr::value::Value;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -13,8 +13,13 @@ pub struct MapIter<'a, K, V> {
     _type: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> MapIter<'a, K, V> {
-    pub(super) fn new(table: &'a [u8]) -> Self {
+impl<'a, K: Value + Eq, V: Value> MapIter<'a, K, V> {
+    /// The entries of `table`.
+    ///
+    /// # Safety
+    /// Every occupied slot of `table` holds a valid key and value
+    /// ([`ArenaMap::check_entries`]), unchanged for `'a` but through a `&mut V`.
+    pub(super) unsafe fn new(table: &'a [u8]) -> Self {
         MapIter {
             table,
             next: 0,
@@ -23,7 +28,7 @@ impl<'a, K: Pod + Eq, V: Pod> MapIter<'a, K, V> {
     }
 }
 
-impl<'a, K: Pod + Eq, V: Pod> Iterator for MapIter<'a, K, V> {
+impl<'a, K: Value + Eq, V: Value> Iterator for MapIter<'a, K, V> {
     type Item = (&'a K, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -32,10 +37,14 @@ impl<'a, K: Pod + Eq, V: Pod> Iterator for MapIter<'a, K, V> {
             let i = self.next;
             self.next += 1;
             if ArenaMap::<K, V>::tag_at(self.table, i) != 0 {
-                return Some((
-                    ArenaMap::<K, V>::key_at(self.table, i),
-                    ArenaMap::<K, V>::value_at(self.table, i),
-                ));
+                // SAFETY: slot `i` is occupied and below the capacity, so its entry is valid
+                // (`new`'s contract).
+                return Some(unsafe {
+                    (
+                        ArenaMap::<K, V>::key_at(self.table, i),
+                        ArenaMap::<K, V>::value_at(self.table, i),
+                    )
+                });
             }
         }
         None

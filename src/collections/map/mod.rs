@@ -6,16 +6,20 @@
 mod entry;
 mod iter;
 mod table;
+mod text;
 mod view;
 
 pub use self::entry::Entry;
 pub use self::iter::MapIter;
 pub use self::view::{MapMut, MapRef};
 
-use super::{expect, layout_sig, lend_slice, Buf};
+use self::table::Probe;
+
+use super::{expect, layout_sig, lend_slice, store, Buf};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaMap;
+use crate::ptr::value::Value;
 use crate::ptr::Ptr;
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
@@ -76,7 +80,7 @@ impl<K, V> ArenaMap<K, V> {
     }
 }
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     const ALIGN: usize = max(4, max(align_of::<K>(), align_of::<V>()));
     const KEY_AT: usize = round_up(4, align_of::<K>());
     const VALUE_AT: usize = round_up(Self::KEY_AT + size_of::<K>(), align_of::<V>());
@@ -162,8 +166,22 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         if t.head.len == 0 {
             return Ok(None);
         }
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
-        Ok(found.then(|| Self::value_at(Self::table_bytes(bytes, &t), i)))
+        let probe = Self::probe(bytes, t.head.seed, key)?;
+        self.value_in(bytes, &t, &probe)
+    }
+
+    /// The value of the key `probe` looks for in the table `t` (checked, in `bytes`).
+    fn value_in<'a>(&self, bytes: &'a [u8], t: &Table, probe: &Probe<'_>) -> Result<Option<&'a V>> {
+        let (i, found) = self.find_in(bytes, t, probe)?;
+        if !found {
+            return Ok(None);
+        }
+        Self::check_value(bytes, t, i)?;
+        // SAFETY: slot `i` of the checked table, its value checked valid; keys are compared by
+        // their bytes (or text), so the key is valid too.
+        Ok(Some(unsafe {
+            Self::value_at(Self::table_bytes(bytes, t), i)
+        }))
     }
 
     /// The value for `key`.
@@ -221,7 +239,9 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     pub fn try_iter<'a>(&self, view: &'a impl View) -> Result<MapIter<'a, K, V>> {
         let bytes = view.try_bytes()?;
         let t = self.table(bytes)?;
-        Ok(MapIter::new(Self::table_bytes(bytes, &t)))
+        Self::check_entries(bytes, &t)?;
+        // SAFETY: every entry checked valid.
+        Ok(unsafe { MapIter::new(Self::table_bytes(bytes, &t)) })
     }
 
     /// Iterates over the entries, in no particular order.
@@ -243,11 +263,14 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         let arena = arena.arena_mut(TOKEN);
         let bytes = arena.as_bytes();
         let t = self.table(bytes)?;
-        let tag = Self::tag_of(t.head.seed, &key);
+        let probe = Self::probe(bytes, t.head.seed, &key)?;
+        let tag = probe.tag;
         if t.cap() > 0 {
-            let (i, found) = self.find_in(bytes, &t, tag, &key)?;
+            let (i, found) = self.find_in(bytes, &t, &probe)?;
             if found {
-                let old = *Self::value_at(Self::table_bytes(bytes, &t), i);
+                Self::check_value(bytes, &t, i)?;
+                // SAFETY: as in `try_get`.
+                let old = unsafe { *Self::value_at(Self::table_bytes(bytes, &t), i) };
                 // SAFETY: `table` checked `t`, and `find_in` returns a slot below `t.cap()`.
                 unsafe { Self::write_slot(arena, &t, i, None, value) };
                 return Ok(Some(old));
@@ -275,7 +298,8 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         value: V,
     ) -> Result<&'a mut V> {
         let t = self.grow(arena)?;
-        let (i, _) = self.find_in(arena.as_bytes(), &t, tag, key)?;
+        let bytes = arena.as_bytes();
+        let (i, _) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         // SAFETY: `grow` returns the table checked anew, and `find_in` a slot below its cap.
         unsafe {
             self.set_len(arena, t.head.len + 1);
@@ -299,14 +323,15 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         if t.head.len == 0 {
             return Ok(None);
         }
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
+        let (i, found) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         if !found {
             return Ok(None);
         }
         let at = t.start + i * Self::STRIDE + Self::VALUE_AT;
         // SAFETY: `table` checked the table, and `find_in` returns a slot below its cap; values
         // sit at `VALUE_AT` in aligned slots.
-        Ok(Some(unsafe { &mut lend_slice::<V>(arena, at, 1)[0] }))
+        let value = unsafe { lend_slice::<V>(arena, at, 1)? };
+        Ok(value.first_mut())
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
@@ -350,12 +375,14 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             return Ok(None);
         }
         let cap = t.cap();
-        let (i, found) = self.find_in(bytes, &t, Self::tag_of(t.head.seed, key), key)?;
+        let (i, found) = self.find_in(bytes, &t, &Self::probe(bytes, t.head.seed, key)?)?;
         if !found {
             return Ok(None);
         }
+        Self::check_value(bytes, &t, i)?;
         let table = Self::table_bytes(bytes, &t);
-        let value = *Self::value_at(table, i);
+        // SAFETY: as in `try_get`.
+        let value = unsafe { *Self::value_at(table, i) };
         // Backward shift: move each later entry of the probe run into the hole if the hole lies
         // between its home slot and its slot, so lookups never need tombstones. The moves are
         // found first and then made entry by entry, so only the entries moved are written.
@@ -383,7 +410,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         // SAFETY: `table` checked the table and the header, and `hole` is a slot below the cap
         // (masked); a tag starts its aligned slot.
         unsafe {
-            lend_slice::<u32>(arena, t.start + hole * Self::STRIDE, 1)[0] = 0;
+            store(arena, t.start + hole * Self::STRIDE, 0u32);
             self.set_len(arena, t.head.len - 1);
         }
         Ok(Some(value))
@@ -428,15 +455,26 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         arena.free(self.head_ptr())
     }
 
-    /// For lending: the table, checked, and its span.
+    /// For lending: the table and its entries, checked, and its span. A map keyed by
+    /// [`ArenaString`](crate::ArenaString) is refused: its view would read the keys' text,
+    /// outside the memory lent to it.
     pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<(Table, usize)> {
+        if Self::text_keys() {
+            return Err(Error::Unsupported(
+                "a map keyed by ArenaString is not lent mutably (its lookups read the keys' \
+                 text); use its methods, or lend it for reading",
+            ));
+        }
         let t = self.table(bytes)?;
+        Self::check_entries(bytes, &t)?;
         Ok((t, t.cap() * Self::STRIDE))
     }
 
     /// For lending to read: the map in `bytes`, checked.
     pub(super) fn ref_in<'a>(&self, bytes: &'a [u8]) -> Result<MapRef<'a, K, V>> {
         let t = self.table(bytes)?;
-        Ok(MapRef::new(Self::table_bytes(bytes, &t), t))
+        Self::check_entries(bytes, &t)?;
+        // SAFETY: every entry checked valid.
+        Ok(unsafe { MapRef::new(bytes, t) })
     }
 }

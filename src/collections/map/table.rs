@@ -3,13 +3,15 @@
 
 use super::{MapHead, Table, MIN_CAP};
 use crate::arena::Arena;
-use crate::collections::{lend_slice, type_mismatch};
+use crate::collections::{store, type_mismatch, validate};
 use crate::error::{Error, InvalidPtrReason, Result};
 use crate::ptr;
-use crate::ptr::handles::ArenaMap;
-use bytemuck::Pod;
+use crate::ptr::handles::{ArenaMap, ArenaString};
+use crate::ptr::value::Value;
+use bytemuck::bytes_of;
+use std::any::TypeId;
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// The header, checked to be live and of these key and value types.
     #[inline(always)]
     pub(super) fn head(&self, bytes: &[u8]) -> Result<MapHead> {
@@ -41,9 +43,25 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         &bytes[t.start..t.start + t.cap() * Self::STRIDE]
     }
 
+    /// Whether the keys are [`ArenaString`]s, hashed and compared by their text.
+    #[inline(always)]
+    pub(super) fn text_keys() -> bool {
+        TypeId::of::<K>() == TypeId::of::<ArenaString>()
+    }
+
+    /// What a lookup of `key` compares slots with: its tag and its bytes, or for an
+    /// [`ArenaString`] key its text, read from `all` (the arena's bytes).
     #[inline]
-    pub(super) fn tag_of(seed: u64, key: &K) -> u32 {
-        ((hash_bytes(bytemuck::bytes_of(key), seed) >> 32) as u32) | 1 << 31
+    pub(super) fn probe<'k>(all: &'k [u8], seed: u64, key: &'k K) -> Result<Probe<'k>> {
+        if Self::text_keys() {
+            let text: ArenaString = bytemuck::pod_read_unaligned(bytes_of(key));
+            return Ok(Probe::text(text.bytes.slice_in(all)?, seed, all));
+        }
+        Ok(Probe {
+            tag: tag(bytes_of(key), seed),
+            key: bytes_of(key),
+            all: None,
+        })
     }
 
     #[inline]
@@ -52,23 +70,67 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         u32::from_ne_bytes(table[at..at + 4].try_into().unwrap_or_default())
     }
 
+    /// The key and the value of slot `i`, unchecked.
+    ///
+    /// # Safety
+    /// `table` is a table's bytes (aligned to `ALIGN`), `i` below its capacity, and the slot's
+    /// key and value were checked valid ([`check_entries`](Self::check_entries) or
+    /// [`check_value`](Self::check_value) for the value alone), their bytes unchanged since
+    /// but through a `&mut V`.
     #[inline]
-    pub(super) fn key_at(table: &[u8], i: usize) -> &K {
+    pub(super) unsafe fn key_at(table: &[u8], i: usize) -> &K {
         let at = i * Self::STRIDE + Self::KEY_AT;
-        bytemuck::from_bytes(&table[at..at + size_of::<K>()])
+        let key = &table[at..at + size_of::<K>()];
+        // SAFETY: in bounds (indexed above), aligned (the table and `STRIDE` are aligned to
+        // `ALIGN`, `KEY_AT` to `K`), and a valid `K` (the caller's contract).
+        unsafe { &*key.as_ptr().cast::<K>() }
     }
 
+    /// The value of slot `i`, unchecked.
+    ///
+    /// # Safety
+    /// As [`key_at`](Self::key_at).
     #[inline]
-    pub(super) fn value_at(table: &[u8], i: usize) -> &V {
+    pub(super) unsafe fn value_at(table: &[u8], i: usize) -> &V {
         let at = i * Self::STRIDE + Self::VALUE_AT;
-        bytemuck::from_bytes(&table[at..at + size_of::<V>()])
+        let value = &table[at..at + size_of::<V>()];
+        // SAFETY: as in `key_at`, at `VALUE_AT`, aligned for `V`.
+        unsafe { &*value.as_ptr().cast::<V>() }
     }
 
-    /// The slot holding `key`, or the empty slot where it would go; `None` if the table (of
-    /// `cap` entries, a power of two) has no empty slot, which only raw writes can cause.
+    /// Checks that slot `i` of the table `t` (in `bytes`, the arena's) holds a valid value.
     #[inline]
-    pub(super) fn find(table: &[u8], cap: usize, tag: u32, key: &K) -> Option<(usize, bool)> {
+    pub(super) fn check_value(bytes: &[u8], t: &Table, i: usize) -> Result<()> {
+        let at = t.start + i * Self::STRIDE + Self::VALUE_AT;
+        // SAFETY: `table` checked the table inside `bytes`, aligned; slot `i` is below its cap
+        // (the callers' `find`).
+        unsafe { validate::<V>(bytes, at, 1) }
+    }
+
+    /// Checks that every occupied slot of the table `t` (in `bytes`) holds a valid key and
+    /// value: what iterating and the views rely on. Costs nothing for `Pod` keys and values.
+    pub(super) fn check_entries(bytes: &[u8], t: &Table) -> Result<()> {
+        let table = Self::table_bytes(bytes, t);
+        for i in 0..t.cap() {
+            if Self::tag_at(table, i) != 0 {
+                let at = t.start + i * Self::STRIDE;
+                // SAFETY: the slot lies in the checked table, key and value aligned in it.
+                unsafe {
+                    validate::<K>(bytes, at + Self::KEY_AT, 1)?;
+                    validate::<V>(bytes, at + Self::VALUE_AT, 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot holding the key `probe` looks for, or the empty slot where it would go; `None`
+    /// if the table (of `cap` entries, a power of two) has no empty slot, which only raw writes
+    /// can cause.
+    #[inline]
+    pub(super) fn find(table: &[u8], cap: usize, probe: &Probe<'_>) -> Option<(usize, bool)> {
         let mask = cap.wrapping_sub(1);
+        let tag = probe.tag;
         let mut i = tag as usize & mask;
         for _ in 0..cap {
             let entry = &table[i * Self::STRIDE..(i + 1) * Self::STRIDE];
@@ -76,11 +138,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             if t == 0 {
                 return Some((i, false));
             }
-            if t == tag
-                && bytemuck::pod_read_unaligned::<K>(
-                    &entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()],
-                ) == *key
-            {
+            if t == tag && probe.matches(&entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()]) {
                 return Some((i, true));
             }
             i = (i + 1) & mask;
@@ -94,11 +152,9 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         &self,
         bytes: &[u8],
         t: &Table,
-        tag: u32,
-        key: &K,
+        probe: &Probe<'_>,
     ) -> Result<(usize, bool)> {
-        Self::find(Self::table_bytes(bytes, t), t.cap(), tag, key)
-            .ok_or_else(|| self.no_empty_slot())
+        Self::find(Self::table_bytes(bytes, t), t.cap(), probe).ok_or_else(|| self.no_empty_slot())
     }
 
     #[cold]
@@ -128,14 +184,14 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
             // table and `STRIDE` are aligned to `ALIGN`, and the tag and key offsets to their
             // types.
             unsafe {
-                lend_slice::<u32>(arena, at, 1)[0] = tag;
-                lend_slice::<K>(arena, at + Self::KEY_AT, 1)[0] = *key;
+                store(arena, at, tag);
+                store(arena, at + Self::KEY_AT, *key);
             }
         }
         // SAFETY: as above, for the value at its aligned offset `VALUE_AT`.
-        let v = unsafe { &mut lend_slice::<V>(arena, at + Self::VALUE_AT, 1)[0] };
-        *v = value;
-        v
+        unsafe { store(arena, at + Self::VALUE_AT, value) };
+        // SAFETY: as above; the value was just written, so it is valid.
+        unsafe { &mut *arena.base_mut().add(at + Self::VALUE_AT).cast::<V>() }
     }
 
     /// Sets the header's length.
@@ -145,7 +201,7 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
     pub(super) unsafe fn set_len(&self, arena: &mut Arena, len: u64) {
         let at = self.head_ptr().offset() + std::mem::offset_of!(MapHead, len);
         // SAFETY: the header is live (the caller's contract), so it lies in the arena, aligned.
-        unsafe { lend_slice::<u64>(arena, at, 1)[0] = len };
+        unsafe { store(arena, at, len) };
     }
 
     /// Moves the entries to a table twice as large (or the first table).
@@ -180,6 +236,44 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         head.buf = buf;
         self.table(arena.as_bytes())
     }
+}
+
+/// A key looked up: its tag, and the bytes a slot's key must equal (for text keys, the text the
+/// slot's [`ArenaString`] must hold, in `all`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Probe<'k> {
+    pub(super) tag: u32,
+    key: &'k [u8],
+    all: Option<&'k [u8]>,
+}
+
+impl<'k> Probe<'k> {
+    /// A lookup of `text` among [`ArenaString`] keys stored in `all`.
+    pub(super) fn text(text: &'k [u8], seed: u64, all: &'k [u8]) -> Self {
+        Probe {
+            tag: tag(text, seed),
+            key: text,
+            all: Some(all),
+        }
+    }
+
+    /// Whether a slot whose key has the bytes `stored` holds the key looked for.
+    #[inline(always)]
+    fn matches(&self, stored: &[u8]) -> bool {
+        match self.all {
+            None => stored == self.key,
+            Some(all) => {
+                let text: ArenaString = bytemuck::pod_read_unaligned(stored);
+                text.bytes.slice_in(all).is_ok_and(|t| t == self.key)
+            }
+        }
+    }
+}
+
+/// The tag of a key whose bytes (or text) are `bytes`: never 0, the tag of an empty slot.
+#[inline]
+fn tag(bytes: &[u8], seed: u64) -> u32 {
+    ((hash_bytes(bytes, seed) >> 32) as u32) | 1 << 31
 }
 
 /// A 64-bit hash of `bytes`: one folded multiply per 8 bytes. Fast for the small keys maps

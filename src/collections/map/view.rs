@@ -5,16 +5,16 @@ use super::{MapIter, Table};
 use crate::collections::expect;
 use crate::error::Result;
 use crate::ptr::handles::ArenaMap;
+use crate::ptr::value::Value;
 use crate::typed::lend::{self, Lent};
 use crate::typed::marks::Marker;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
-use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// A mutable view of the map's values, with the handle checked once (see [`MapMut`]).
     ///
     /// # Errors
@@ -32,13 +32,15 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
         expect(self.try_view_mut(arena))
     }
 
-    /// The slot of table `t` (whose bytes are `table`) holding `key`, if any.
-    fn slot_in(table: &[u8], t: &Table, key: &K) -> Option<usize> {
+    /// The slot of table `t` (whose bytes are `table`) holding `key`, if any; `all` is the
+    /// arena's bytes, where [`ArenaString`](crate::ArenaString) keys' text is read (maps with
+    /// other keys read nothing there).
+    fn slot_in(all: &[u8], table: &[u8], t: &Table, key: &K) -> Option<usize> {
         if t.head.len == 0 {
             return None;
         }
-        let tag = Self::tag_of(t.head.seed, key);
-        match Self::find(table, t.cap(), tag, key) {
+        let probe = Self::probe(all, t.head.seed, key).ok()?;
+        match Self::find(table, t.cap(), &probe) {
             Some((i, true)) => Some(i),
             _ => None,
         }
@@ -47,8 +49,9 @@ impl<K: Pod + Eq, V: Pod> ArenaMap<K, V> {
 
 /// A mutable view of an [`ArenaMap`]'s values, from [`ArenaMap::view_mut`],
 /// [`ViewMut::lend_mut`] or a [`Loan`](crate::Loan): the handle was checked once, and the arena
-/// stays borrowed while the view lives, so no entry can be added or removed. A lookup costs the
-/// hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
+/// stays borrowed while the view lives, so no entry can be added or removed. Making it checks
+/// every entry once when keys or values have invalid bit patterns (see
+/// [`Value`](crate::Value); nothing for `Pod` types). A lookup costs the hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
 /// the arena's bit for the page, as [`VecMut`](crate::VecMut) does).
 ///
 /// ```
@@ -74,7 +77,7 @@ pub struct MapMut<'a, K, V> {
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
+impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
     /// # Safety
     /// As [`Lend::lend`](crate::collections::Lend): `t` was checked against the arena `lent`
     /// lends from, unchanged since but through views of this map, and the table is lent to this
@@ -115,29 +118,32 @@ impl<'a, K: Pod + Eq, V: Pod> MapMut<'a, K, V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
-        Some(ArenaMap::<K, V>::value_at(self.bytes(), i))
+        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
+        // SAFETY: the entries were checked when the view was lent (`lend_plan`), and changed
+        // since only through `get_mut`'s `&mut V`.
+        Some(unsafe { ArenaMap::<K, V>::value_at(self.bytes(), i) })
     }
 
     /// Whether the map holds `key`.
     pub fn contains_key(&self, key: &K) -> bool {
-        ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key).is_some()
+        ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key).is_some()
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = ArenaMap::<K, V>::slot_in(self.bytes(), &self.t, key)?;
+        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
         let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
         // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
         unsafe { self.marker.touch::<V>(self.t.start + at) };
-        // SAFETY: as above, and values sit aligned for `V` in the table; the reference borrows
-        // the view mutably, so it is the only one.
+        // SAFETY: as above, and values sit aligned for `V` in the table, valid (checked when the
+        // view was lent); the reference borrows the view mutably, so it is the only one.
         Some(unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() })
     }
 
     /// Iterates over the entries, in no particular order.
     pub fn iter(&self) -> MapIter<'_, K, V> {
-        MapIter::new(self.bytes())
+        // SAFETY: as in `get`; the iterator borrows the view.
+        unsafe { MapIter::new(self.bytes()) }
     }
 }
 
@@ -165,15 +171,21 @@ impl<K, V> fmt::Debug for MapMut<'_, K, V> {
 pub struct MapRef<'a, K, V> {
     /// The table's bytes.
     table: &'a [u8],
+    /// The arena's bytes, where text keys are read.
+    all: &'a [u8],
     t: Table,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
-    /// The map whose table `t` (checked) has the bytes `table`.
-    pub(super) fn new(table: &'a [u8], t: Table) -> Self {
+impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
+    /// The map whose table `t` (checked) lies in `all`, the arena's bytes.
+    ///
+    /// # Safety
+    /// Its entries were checked valid ([`ArenaMap::check_entries`]).
+    pub(super) unsafe fn new(all: &'a [u8], t: Table) -> Self {
         MapRef {
-            table,
+            table: ArenaMap::<K, V>::table_bytes(all, &t),
+            all,
             t,
             _types: PhantomData,
         }
@@ -191,18 +203,20 @@ impl<'a, K: Pod + Eq, V: Pod> MapRef<'a, K, V> {
 
     /// The value for `key`.
     pub fn get(&self, key: &K) -> Option<&'a V> {
-        let i = ArenaMap::<K, V>::slot_in(self.table, &self.t, key)?;
-        Some(ArenaMap::<K, V>::value_at(self.table, i))
+        let i = ArenaMap::<K, V>::slot_in(self.all, self.table, &self.t, key)?;
+        // SAFETY: the entries were checked (`new`), and `table` is borrowed immutably.
+        Some(unsafe { ArenaMap::<K, V>::value_at(self.table, i) })
     }
 
     /// Whether the map holds `key`.
     pub fn contains_key(&self, key: &K) -> bool {
-        ArenaMap::<K, V>::slot_in(self.table, &self.t, key).is_some()
+        ArenaMap::<K, V>::slot_in(self.all, self.table, &self.t, key).is_some()
     }
 
     /// Iterates over the entries, in no particular order.
     pub fn iter(&self) -> MapIter<'a, K, V> {
-        MapIter::new(self.table)
+        // SAFETY: as in `get`.
+        unsafe { MapIter::new(self.table) }
     }
 }
 

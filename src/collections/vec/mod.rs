@@ -7,10 +7,11 @@ mod view;
 
 pub use self::view::VecMut;
 
-use super::{elements, expect, layout_sig, lend_slice, type_mismatch, Buf};
+use super::{elements, expect, layout_sig, lend_slice, store, type_mismatch, validate, Buf};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaVec;
+use crate::ptr::value::Value;
 use crate::ptr::{self, Ptr};
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
@@ -55,7 +56,7 @@ impl<T> ArenaVec<T> {
     }
 }
 
-impl<T: Pod> ArenaVec<T> {
+impl<T: Value> ArenaVec<T> {
     /// The header's size, which a view lends with the buffer (it writes the length).
     pub(super) const HEAD_SIZE: usize = size_of::<VecHead>();
     const ELEM: u64 = layout_sig(size_of::<T>(), align_of::<T>(), 0x7665_6374);
@@ -130,27 +131,6 @@ impl<T: Pod> ArenaVec<T> {
         Ok(v)
     }
 
-    /// A new vector of `len` zeroed elements, allocated at its exact size (the same as
-    /// [`Arena::alloc_slice_zeroed`]). Pages the buffer takes fresh from the arena are zero
-    /// already and are not written, so a large table costs only the pages it later writes.
-    ///
-    /// ```
-    /// let mut a = cowarena::Arena::with_capacity(256 << 20)?;
-    /// let table = cowarena::ArenaVec::<u64>::with_len_zeroed(&mut a, 8 << 20)?; // 64 MiB
-    /// assert_eq!(table.len(&a), 8 << 20);
-    /// assert!(a.stats().dirty_pages < 16);
-    /// # Ok::<(), cowarena::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::OutOfMemory`] when the arena has no room for them.
-    pub fn with_len_zeroed(arena: &mut impl ViewMut, len: usize) -> Result<Self> {
-        let arena = arena.arena_mut(TOKEN);
-        let v = Self::make(arena, len)?;
-        v.extend_zeroed(arena, len)?;
-        Ok(v)
-    }
-
     fn alloc_buf(arena: &mut Arena, cap: usize) -> Result<Buf> {
         let size = cap.checked_mul(size_of::<T>()).ok_or(Error::OutOfMemory {
             requested: usize::MAX,
@@ -190,8 +170,10 @@ impl<T: Pod> ArenaVec<T> {
     /// The elements.
     ///
     /// # Errors
-    /// [`Error::InvalidPtr`] when the handle names no live vector of `T` in `view` (and, for a
-    /// snapshot, the errors of [`View::try_bytes`]).
+    /// [`Error::InvalidPtr`] when the handle names no live vector of `T` in `view`;
+    /// [`Error::InvalidValue`] naming the first element whose bytes are not a valid `T` (see
+    /// [`Value`]: each element is checked, which costs nothing for a `Pod` type); for a
+    /// snapshot, the errors of [`View::try_bytes`].
     #[inline]
     pub fn try_as_slice<'a>(&self, view: &'a impl View) -> Result<&'a [T]> {
         self.slice_in(view.try_bytes()?)
@@ -241,7 +223,15 @@ impl<T: Pod> ArenaVec<T> {
     /// As [`try_as_slice`](Self::try_as_slice).
     #[inline]
     pub fn try_get<'a>(&self, view: &'a impl View, index: usize) -> Result<Option<&'a T>> {
-        Ok(self.try_as_slice(view)?.get(index))
+        let bytes = view.try_bytes()?;
+        let e = self.elems(bytes)?;
+        if index >= e.len {
+            return Ok(None);
+        }
+        // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned, and
+        // `index < len`.
+        let one = unsafe { elements(bytes, e.start + index * size_of::<T>(), 1)? };
+        Ok(one.first())
     }
 
     /// The element at `index`, if there is one.
@@ -251,7 +241,7 @@ impl<T: Pod> ArenaVec<T> {
     #[track_caller]
     #[inline]
     pub fn get<'a>(&self, view: &'a impl View, index: usize) -> Option<&'a T> {
-        self.as_slice(view).get(index)
+        expect(self.try_get(view, index))
     }
 
     /// Iterates over the elements (`try_as_slice(view)?.iter()` is the fallible form).
@@ -281,9 +271,8 @@ impl<T: Pod> ArenaVec<T> {
         }
         // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and
         // `index < len`.
-        Ok(Some(unsafe {
-            &mut lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0]
-        }))
+        let one = unsafe { lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)? };
+        Ok(one.first_mut())
     }
 
     /// The element at `index`, for writing; its pages are marked as written.
@@ -352,7 +341,7 @@ impl<T: Pod> ArenaVec<T> {
         let r = bounds(range, e.len)?;
         // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and `bounds`
         // that `r` lies within `0..len`.
-        Ok(unsafe { lend_slice::<T>(arena, e.start + r.start * size_of::<T>(), r.len()) })
+        unsafe { lend_slice::<T>(arena, e.start + r.start * size_of::<T>(), r.len()) }
     }
 
     /// Elements `range` as a mutable slice, marked as written (see
@@ -414,7 +403,7 @@ impl<T: Pod> ArenaVec<T> {
         }
         // SAFETY: `elems` checked that the `len` elements lie in the arena, aligned, and
         // `index < len`.
-        unsafe { lend_slice::<T>(arena, e.start + index * size_of::<T>(), 1)[0] = value };
+        unsafe { store(arena, e.start + index * size_of::<T>(), value) };
         Ok(())
     }
 
@@ -430,13 +419,16 @@ impl<T: Pod> ArenaVec<T> {
     }
 
     /// For lending: where the header and the whole buffer are, checked (a view may push up to
-    /// the capacity).
+    /// the capacity), and its elements checked valid.
     pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<Buffer> {
         let h = self.head(bytes)?;
         let cap = usize::try_from(h.cap).unwrap_or(usize::MAX);
         let start = h
             .buf
             .start(bytes, cap.saturating_mul(size_of::<T>()), align_of::<T>())?;
+        // SAFETY: `start` checked the buffer's `cap` elements, of which the `len` lie in `bytes`,
+        // aligned (`head` checked `len <= cap`).
+        unsafe { validate::<T>(bytes, start, h.len as usize)? };
         Ok(Buffer {
             head: self.head_ptr().offset(),
             start,
@@ -449,7 +441,30 @@ impl<T: Pod> ArenaVec<T> {
     pub(super) fn slice_in<'a>(&self, bytes: &'a [u8]) -> Result<&'a [T]> {
         let e = self.elems(bytes)?;
         // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned.
-        Ok(unsafe { elements(bytes, e.start, e.len) })
+        unsafe { elements(bytes, e.start, e.len) }
+    }
+}
+
+impl<T: Value + Zeroable> ArenaVec<T> {
+    /// A new vector of `len` zeroed elements, allocated at its exact size (the same as
+    /// [`Arena::alloc_slice_zeroed`]). Pages the buffer takes fresh from the arena are zero
+    /// already and are not written, so a large table costs only the pages it later writes.
+    ///
+    /// ```
+    /// let mut a = cowarena::Arena::with_capacity(256 << 20)?;
+    /// let table = cowarena::ArenaVec::<u64>::with_len_zeroed(&mut a, 8 << 20)?; // 64 MiB
+    /// assert_eq!(table.len(&a), 8 << 20);
+    /// assert!(a.stats().dirty_pages < 16);
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the arena has no room for them.
+    pub fn with_len_zeroed(arena: &mut impl ViewMut, len: usize) -> Result<Self> {
+        let arena = arena.arena_mut(TOKEN);
+        let v = Self::make(arena, len)?;
+        v.extend_zeroed(arena, len)?;
+        Ok(v)
     }
 }
 

@@ -8,12 +8,25 @@ use crate::arena::Arena;
 use crate::collections::{copy_within, expect};
 use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaVec;
+use crate::ptr::value::Value;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
-use bytemuck::Pod;
+use bytemuck::Zeroable;
 use std::ops::Range;
 
-impl<T: Pod> ArenaVec<T> {
+impl<T: Value + Zeroable> ArenaVec<T> {
+    /// Appends `additional` zeroed elements. Pages of the buffer that are zero already (fresh
+    /// from the arena, or never written) are not written, so they cost no page copy and the
+    /// next snapshot does not freeze them.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn extend_zeroed(&self, arena: &mut impl ViewMut, additional: usize) -> Result<()> {
+        self.grow_zeroed(arena.arena_mut(TOKEN), additional)
+    }
+}
+
+impl<T: Value> ArenaVec<T> {
     /// Appends `value`, growing the buffer (to twice its size) when it is full.
     ///
     /// # Errors
@@ -50,24 +63,6 @@ impl<T: Pod> ArenaVec<T> {
         Ok(())
     }
 
-    /// Appends `additional` zeroed elements. Pages of the buffer that are zero already (fresh
-    /// from the arena, or never written) are not written, so they cost no page copy and the
-    /// next snapshot does not freeze them.
-    ///
-    /// # Errors
-    /// As [`push`](Self::push).
-    pub fn extend_zeroed(&self, arena: &mut impl ViewMut, additional: usize) -> Result<()> {
-        let arena = arena.arena_mut(TOKEN);
-        let (h, range) = self.grow_by(arena, additional)?;
-        let size = size_of::<T>();
-        if size > 0 && !range.is_empty() {
-            let start = h.buf.check(arena.as_bytes(), range.end * size)?;
-            zero(arena, start + range.start * size..start + range.end * size)?;
-        }
-        arena.get_mut(self.head_ptr()).len = range.end as u64;
-        Ok(())
-    }
-
     /// Makes the length `new_len`: truncates, or appends copies of `value`.
     ///
     /// ```
@@ -89,7 +84,7 @@ impl<T: Pod> ArenaVec<T> {
             return self.try_truncate(arena, new_len);
         }
         if bytemuck::bytes_of(&value).iter().all(|&b| b == 0) {
-            return self.extend_zeroed(arena, new_len - len);
+            return self.grow_zeroed(arena, new_len - len);
         }
         let (h, range) = self.grow_by(arena, new_len - len)?;
         let size = size_of::<T>();
@@ -97,8 +92,23 @@ impl<T: Pod> ArenaVec<T> {
             let bytes = h
                 .buf
                 .bytes_mut(arena, range.start * size..range.end * size)?;
-            let slice: &mut [T] = bytemuck::cast_slice_mut(bytes);
-            slice.fill(value);
+            for slot in bytes.chunks_exact_mut(size) {
+                slot.copy_from_slice(bytemuck::bytes_of(&value));
+            }
+        }
+        arena.get_mut(self.head_ptr()).len = range.end as u64;
+        Ok(())
+    }
+
+    /// Appends `additional` elements of zero bytes, writing only the pages that are not zero
+    /// already (see [`extend_zeroed`](Self::extend_zeroed)); the caller knows zero bytes are a
+    /// valid `T`.
+    fn grow_zeroed(&self, arena: &mut Arena, additional: usize) -> Result<()> {
+        let (h, range) = self.grow_by(arena, additional)?;
+        let size = size_of::<T>();
+        if size > 0 && !range.is_empty() {
+            let start = h.buf.check(arena.as_bytes(), range.end * size)?;
+            zero(arena, start + range.start * size..start + range.end * size)?;
         }
         arena.get_mut(self.head_ptr()).len = range.end as u64;
         Ok(())

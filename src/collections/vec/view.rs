@@ -5,24 +5,27 @@ use super::{bounds, Buffer, VecHead};
 use crate::collections::expect;
 use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaVec;
+use crate::ptr::value::Value;
 use crate::typed::lend::{self, Lent};
 use crate::typed::marks::Marker;
 use crate::typed::sealed::TOKEN;
 use crate::typed::ViewMut;
-use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::offset_of;
 use std::ops::{Deref, Index, IndexMut, RangeBounds};
 use std::ptr::NonNull;
 
-impl<T: Pod> ArenaVec<T> {
+impl<T: Value> ArenaVec<T> {
     /// A mutable view of the vector, with the handle checked once (see [`VecMut`]): indexing
     /// costs a bounds check and a test that the element's page is marked as written, and the
-    /// view may grow the vector. Making it costs the same for a vector of any size.
+    /// view may grow the vector. Making it costs the same for a vector of any size of a `Pod`
+    /// type; for a type with invalid bit patterns it also checks each element once (see
+    /// [`Value`](crate::Value)), and then nothing more per access.
     ///
     /// # Errors
-    /// As [`try_as_slice`](Self::try_as_slice).
+    /// [`Error::InvalidValue`] naming the first element whose bytes are not a valid `T`, and the
+    /// errors of [`try_as_slice`](Self::try_as_slice).
     #[inline]
     pub fn try_view_mut<'a>(&self, arena: &'a mut impl ViewMut) -> Result<VecMut<'a, T>> {
         lend::lend(arena.arena_mut(TOKEN), *self)
@@ -110,7 +113,7 @@ pub struct VecMut<'a, T> {
 /// Where a vector's length sits in its header.
 const LEN_AT: usize = offset_of!(VecHead, len);
 
-impl<'a, T: Pod> VecMut<'a, T> {
+impl<'a, T: Value> VecMut<'a, T> {
     /// The view of the vector `b` describes, which may allocate when `grows` is its handle.
     ///
     /// # Safety
@@ -423,7 +426,7 @@ impl<'a, T: Pod> VecMut<'a, T> {
     }
 }
 
-impl<T: Pod> Deref for VecMut<'_, T> {
+impl<T: Value> Deref for VecMut<'_, T> {
     type Target = [T];
 
     #[inline(always)]
@@ -432,7 +435,7 @@ impl<T: Pod> Deref for VecMut<'_, T> {
     }
 }
 
-impl<T: Pod> Index<usize> for VecMut<'_, T> {
+impl<T: Value> Index<usize> for VecMut<'_, T> {
     type Output = T;
 
     #[inline(always)]
@@ -442,7 +445,7 @@ impl<T: Pod> Index<usize> for VecMut<'_, T> {
     }
 }
 
-impl<T: Pod> IndexMut<usize> for VecMut<'_, T> {
+impl<T: Value> IndexMut<usize> for VecMut<'_, T> {
     #[inline(always)]
     #[track_caller]
     fn index_mut(&mut self, index: usize) -> &mut T {
@@ -461,7 +464,7 @@ fn index_out_of_bounds(index: usize, len: usize) -> ! {
     panic!("index out of bounds: the len is {len} but the index is {index}")
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for VecMut<'_, T> {
+impl<T: Value + fmt::Debug> fmt::Debug for VecMut<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.as_slice()).finish()
     }
