@@ -11,7 +11,7 @@ use cowarena::persist::{inspect, BaseCache};
 use cowarena::{Arena, ArenaVec, ContentHash, Snapshot};
 use redis::Connection;
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bases a worker keeps, by count and bytes (a run has one base; a model whose states drift
 /// far from it would rebase and have more).
@@ -31,7 +31,7 @@ enum Failure {
     Item(String),
     /// The worker's lease expired and the item went back to the queue.
     Lost,
-    /// Redis failed: the worker cannot go on.
+    /// Redis failed, or this machine cannot hold the run's states: the worker cannot go on.
     Redis(Box<dyn std::error::Error>),
 }
 
@@ -170,8 +170,14 @@ impl Worker {
                     .arg(queue::blob_key(hash))
                     .query(&mut self.con)?;
                 let blob = blob.ok_or_else(|| Failure::Item(format!("base {hash}: not found")))?;
-                let base = Snapshot::from_bytes(&blob)
-                    .map_err(|e| Failure::Item(format!("base {hash}: {e}")))?;
+                let base = Snapshot::from_bytes(&blob).map_err(|e| match e {
+                    // This machine cannot hold the run's states at all: the worker stops, so
+                    // that it does not set aside items that other workers can explore.
+                    cowarena::Error::Bytes {
+                        problem: cowarena::FileProblem::PageSize { .. },
+                    } => Failure::Redis(format!("base {hash}: {e}").into()),
+                    e => Failure::Item(format!("base {hash}: {e}")),
+                })?;
                 if base.hash()? != hash {
                     return Err(Failure::Item(format!("base {hash}: holds another state")));
                 }
@@ -246,11 +252,19 @@ impl Worker {
             snapshot: state,
             trace: item.trace,
         }];
+        let lease = Duration::from_millis(self.run.lease_ms);
+        let mut renewed = Instant::now();
         // Breadth first, so that a state is first met at its smallest depth in the subtree.
         for d in d0..last {
             let held = self.held.as_mut().expect("held");
             let mut next = Vec::new();
             for node in &level {
+                // A wide level may take longer than the lease.
+                if renewed.elapsed() > lease / 4 {
+                    queue::check(&mut self.con, &self.id, self.run.lease_ms, &[])?
+                        .ok_or(Failure::Lost)?;
+                    renewed = Instant::now();
+                }
                 held.arena.restore(&node.snapshot)?;
                 let (mut transitions, mut violations) = (0, 0);
                 for i in 0..config.procs {
@@ -284,6 +298,7 @@ impl Worker {
             }
             // States some committed item reached at a depth no larger are that item's to explore.
             let known = self.check(&next.iter().map(|n| n.fp).collect::<Vec<_>>())?;
+            renewed = Instant::now();
             level = next
                 .into_iter()
                 .zip(known)
