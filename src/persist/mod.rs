@@ -147,8 +147,9 @@
 //!   state is megabytes. The receiver keeps its bases in a [`BaseCache`] by content hash, fetches
 //!   a base it lacks once (bases are stored whole under their hash), and rebuilds the state with
 //!   [`BaseCache::rebuild`]. `examples/distributed.rs` runs a model checker this way on Redis:
-//!   bases as blobs under their content hash, work items (a delta each) in a reliable queue, the
-//!   visited set in Redis; a worker killed in the middle of an item loses nothing.
+//!   states as blobs under their content hash (the base whole, the others as deltas against
+//!   it), work items naming them in a reliable queue, the visited set in Redis; a worker killed
+//!   in the middle of an item loses nothing. Its measured costs are in `BENCHMARKS.md`.
 //! - **Or states are content-addressed delta files in shared storage.** A worker saves a state
 //!   as a delta against the state it started from and names the file by its content hash
 //!   ([`SaveStats::content_hash`]), e.g. `states/<hash>.snap`: the same state reached twice gets
