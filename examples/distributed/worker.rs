@@ -32,7 +32,7 @@ enum Failure {
     /// The worker's lease expired and the item went back to the queue.
     Lost,
     /// Redis failed, or this machine cannot hold the run's states: the worker cannot go on.
-    Redis(Box<dyn std::error::Error>),
+    Fatal(Box<dyn std::error::Error>),
 }
 
 impl From<cowarena::Error> for Failure {
@@ -43,13 +43,13 @@ impl From<cowarena::Error> for Failure {
 
 impl From<Box<dyn std::error::Error>> for Failure {
     fn from(e: Box<dyn std::error::Error>) -> Self {
-        Failure::Redis(e)
+        Failure::Fatal(e)
     }
 }
 
 impl From<redis::RedisError> for Failure {
     fn from(e: redis::RedisError) -> Self {
-        Failure::Redis(e.into())
+        Failure::Fatal(e.into())
     }
 }
 
@@ -152,7 +152,7 @@ impl Worker {
                 }
             }
             Err(Failure::Lost) => self.stats.lost += 1,
-            Err(Failure::Redis(e)) => return Err(e),
+            Err(Failure::Fatal(e)) => return Err(e),
         }
         Ok(())
     }
@@ -175,7 +175,7 @@ impl Worker {
                     // that it does not set aside items that other workers can explore.
                     cowarena::Error::Bytes {
                         problem: cowarena::FileProblem::PageSize { .. },
-                    } => Failure::Redis(format!("base {hash}: {e}").into()),
+                    } => Failure::Fatal(format!("base {hash}: {e}").into()),
                     e => Failure::Item(format!("base {hash}: {e}")),
                 })?;
                 if base.hash()? != hash {
