@@ -165,6 +165,15 @@ pub enum Error {
         /// What is wrong.
         problem: FileProblem,
     },
+    /// Snapshot bytes in memory ([`Snapshot::from_bytes`](crate::Snapshot::from_bytes),
+    /// [`Snapshot::from_delta`](crate::Snapshot::from_delta)) are not what they should be, or
+    /// writing them ([`Snapshot::delta_to`](crate::Snapshot::delta_to)) failed. The problems are
+    /// those of a file, in the same format.
+    #[error("snapshot bytes: {problem}")]
+    Bytes {
+        /// What is wrong.
+        problem: FileProblem,
+    },
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Os {
@@ -282,6 +291,23 @@ pub enum FileProblem {
         /// The content hash the base must have.
         expected: crate::ContentHash,
         /// The content hash the file has.
+        found: crate::ContentHash,
+    },
+    /// Bytes of a delta were given where a whole snapshot was expected.
+    #[error("a delta against base {base}: rebuild it with Snapshot::from_delta and that base")]
+    NeedsBase {
+        /// The content hash of the base the delta needs.
+        base: crate::ContentHash,
+    },
+    /// Bytes of a whole snapshot were given where a delta was expected.
+    #[error("a whole snapshot, not a delta: rebuild it with Snapshot::from_bytes")]
+    NotADelta,
+    /// The base snapshot given for a delta in memory is not the one it was made against.
+    #[error("wrong base: the delta needs content hash {expected}, the base given has {found}")]
+    BaseMismatch {
+        /// The content hash the base must have.
+        expected: crate::ContentHash,
+        /// The content hash of the snapshot given as the base.
         found: crate::ContentHash,
     },
     /// A chain of deltas longer than the crate follows (a cycle of files naming each other).

@@ -42,6 +42,35 @@ impl std::fmt::Display for ContentHash {
     }
 }
 
+impl ContentHash {
+    /// The hash as 16 bytes (little-endian), to send it or store it beside a state.
+    ///
+    /// ```
+    /// let s = cowarena::Arena::with_capacity(1 << 16)?.snapshot()?;
+    /// let h = s.hash()?;
+    /// assert_eq!(cowarena::ContentHash::from_bytes(h.to_bytes()), h);
+    /// assert_eq!(h.to_string().parse::<cowarena::ContentHash>(), Ok(h));
+    /// # Ok::<(), cowarena::Error>(())
+    /// ```
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
+
+    /// The hash that [`to_bytes`](ContentHash::to_bytes) gave these bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        ContentHash(u128::from_le_bytes(bytes))
+    }
+}
+
+/// Parses the 32 hexadecimal digits that `Display` shows.
+impl std::str::FromStr for ContentHash {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u128::from_str_radix(s, 16).map(ContentHash)
+    }
+}
+
 impl std::fmt::Debug for ContentHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ContentHash({self})")
@@ -108,6 +137,9 @@ struct Inner {
     options: Options,
     /// The file this snapshot was last saved to or opened from, so that a delta can name it.
     saved: Mutex<Option<SavedAs>>,
+    /// The content hash, once known: computing it reads every non-zero page, and a snapshot's
+    /// contents never change.
+    hash: OnceLock<ContentHash>,
     /// Only a view that was made is kept: a failure (out of address space, say) is retried.
     view: OnceLock<View>,
 }
@@ -127,6 +159,7 @@ impl Snapshot {
                 table,
                 options,
                 saved: Mutex::new(None),
+                hash: OnceLock::new(),
                 view: OnceLock::new(),
             }),
         }
@@ -146,7 +179,19 @@ impl Snapshot {
     }
 
     pub(crate) fn set_saved_as(&self, saved: SavedAs) {
+        self.set_known_hash(saved.hash);
         *self.inner.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+    }
+
+    /// The content hash, if it was computed, or read from a file or bytes, before.
+    pub(crate) fn known_hash(&self) -> Option<ContentHash> {
+        self.inner.hash.get().copied()
+    }
+
+    /// Records the content hash (the contents are immutable, so a hash once known stays true).
+    pub(crate) fn set_known_hash(&self, hash: ContentHash) {
+        let _ = self.inner.hash.set(hash);
+        debug_assert_eq!(self.inner.hash.get(), Some(&hash));
     }
 
     /// Capacity in bytes of the arena it was taken from.

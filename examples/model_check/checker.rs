@@ -19,7 +19,9 @@
 //!
 //! The search is a depth-first walk of every interleaving up to a depth bound, with a visited set
 //! keyed by the fingerprint (a Zobrist hash kept up to date by every write, so it costs nothing
-//! per node). A state met again at a depth not smaller than before is not explored again.
+//! per node). A state met again at a depth not smaller than before is not explored again; one met
+//! at a smaller depth is, so that what lies within the bound behind it is found, but its
+//! transitions are counted once.
 
 use cowarena::{Arena, ArenaVec, Loan, Snapshot, VecMut};
 use std::collections::HashMap;
@@ -40,14 +42,15 @@ pub struct Config {
     pub broken: bool,
 }
 
-/// What the search found.
+/// What the search found. The counts are of the state graph within the depth bound, not of the
+/// search's path through it, so every search order (and a distributed search) finds the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Distinct states reached.
     pub states: u64,
-    /// Steps taken (edges explored).
+    /// Distinct transitions: the steps possible from each state reached below the depth bound.
     pub transitions: u64,
-    /// Steps that found another process's id in the stripe.
+    /// Of those, the steps that found another process's id in the stripe.
     pub violations: u64,
     /// The first violation found: the processes that stepped, from the initial state.
     pub first_violation: Option<Vec<u8>>,
@@ -104,6 +107,11 @@ pub trait Memory {
         self.put(Layout::FINGERPRINT + 1, (f >> 32) as u32);
         self.put(i, v);
     }
+}
+
+/// The fingerprint of a state's words: the hash of the visited set.
+pub fn fingerprint(words: &[u32]) -> u64 {
+    u64::from(words[Layout::FINGERPRINT]) | u64::from(words[Layout::FINGERPRINT + 1]) << 32
 }
 
 /// A random-looking 64-bit number per (word, value): the fingerprint is the XOR of those of the
@@ -207,7 +215,7 @@ pub trait Strategy {
 }
 
 /// The initial words: every process at level 1, program counter 0.
-fn initial(config: &Config) -> Vec<u32> {
+pub fn initial(config: &Config) -> Vec<u32> {
     let lay = Layout { n: config.procs };
     let mut words = Plain(vec![0; lay.words(config)]);
     for i in 0..config.procs {
@@ -260,8 +268,7 @@ impl Strategy for CowArena {
     }
 
     fn fingerprint(&mut self) -> u64 {
-        let w = self.state.views();
-        u64::from(w[0]) | u64::from(w[1]) << 32
+        fingerprint(&self.state.views())
     }
 
     fn step(&mut self, config: &Config, i: usize) -> Step {
@@ -299,7 +306,7 @@ impl Strategy for VecClone {
     }
 
     fn fingerprint(&mut self) -> u64 {
-        u64::from(self.words.0[0]) | u64::from(self.words.0[1]) << 32
+        fingerprint(&self.words.0)
     }
 
     fn step(&mut self, config: &Config, i: usize) -> Step {
@@ -355,7 +362,7 @@ impl Strategy for Undo {
     }
 
     fn fingerprint(&mut self) -> u64 {
-        u64::from(self.words[0]) | u64::from(self.words[1]) << 32
+        fingerprint(&self.words)
     }
 
     fn step(&mut self, config: &Config, i: usize) -> Step {
@@ -418,11 +425,14 @@ struct Search<'c, S> {
 impl<S: Strategy> Search<'_, S> {
     fn visit(&mut self, depth: usize) {
         let f = self.strategy.fingerprint();
-        match self.visited.get(&f) {
+        let expanded_before = match self.visited.get(&f) {
             Some(&d) if d <= depth => return,
-            Some(_) => {}
-            None => self.outcome.states += 1,
-        }
+            Some(&d) => d < self.config.depth,
+            None => {
+                self.outcome.states += 1;
+                false
+            }
+        };
         self.visited.insert(f, depth);
         if depth == self.config.depth {
             return;
@@ -433,10 +443,10 @@ impl<S: Strategy> Search<'_, S> {
             if step == Step::Blocked {
                 continue;
             }
-            self.outcome.transitions += 1;
+            self.outcome.transitions += u64::from(!expanded_before);
             self.trace.push(i as u8);
             if step == Step::Violation {
-                self.outcome.violations += 1;
+                self.outcome.violations += u64::from(!expanded_before);
                 if self.outcome.first_violation.is_none() {
                     self.outcome.first_violation = Some(self.trace.clone());
                 }

@@ -3,7 +3,13 @@
 //! [`Snapshot::open`](crate::Snapshot::open),
 //! [`Arena::open_snapshot`](crate::Arena::open_snapshot),
 //! [`Arena::from_file`](crate::Arena::from_file) and
-//! [`Arena::from_bytes`](crate::Arena::from_bytes).
+//! [`Arena::from_bytes`](crate::Arena::from_bytes); and in memory, in the same format:
+//! [`Snapshot::full_bytes`](crate::Snapshot::full_bytes),
+//! [`Snapshot::delta_bytes`](crate::Snapshot::delta_bytes) (or `full_to` / `delta_to` any
+//! `io::Write`), [`Snapshot::from_bytes`](crate::Snapshot::from_bytes),
+//! [`Snapshot::from_delta`](crate::Snapshot::from_delta), [`inspect`], the content hash of any
+//! snapshot ([`Snapshot::hash`](crate::Snapshot::hash)) and a [`BaseCache`] for the receiving
+//! side.
 //!
 //! # The file
 //!
@@ -118,36 +124,62 @@
 //! snapshot and arena made from it. An arbitrary file has no checksums, so it is copied once
 //! (read with `pread`) rather than mapped, for the SIGBUS reason above.
 //!
+//! # Snapshots as bytes
+//!
+//! `full_to` / `delta_to` write exactly what `save` / `save_delta` write, to any `io::Write`;
+//! the base of an in-memory delta can be any snapshot (its content hash is computed once if no
+//! file gave it), and the delta names it by that hash and by the file name `<hash>.snap`, so a
+//! directory of blobs named by their hashes opens with `open` as well. `from_bytes` and
+//! `from_delta` make every check `open` makes, and check every page against its checksum at
+//! once (the bytes are in memory: there is nothing to defer), then copy the pages into a page
+//! store; a delta's pages go into its base's store, so the rebuilt state shares the base's
+//! unchanged pages and an arena made from the base restores it in `O(pages that differ)`. Damaged
+//! bytes are an [`Error::Bytes`] naming the [`FileProblem`], never a panic.
+//!
 //! # Beyond one machine
 //!
 //! An exploration that outgrows one machine (a symbolic executor's or a fuzzer's corpus of
-//! states, a model checker's frontier) uses these files as its unit of exchange:
+//! states, a model checker's frontier) moves states in this format, carried by an existing
+//! engine, never a home-made one:
 //!
-//! - **States are content-addressed delta files in shared storage.** A worker saves a state as a
-//!   delta against the state it started from and names the file by its content hash
+//! - **A state is a delta against a base both sides hold.** The sender writes
+//!   `state.delta_bytes(&base)`: the pages that changed since the base, a few pages where the
+//!   state is megabytes. The receiver keeps its bases in a [`BaseCache`] by content hash, fetches
+//!   a base it lacks once (bases are stored whole under their hash), and rebuilds the state with
+//!   [`BaseCache::rebuild`]. `examples/distributed.rs` runs a model checker this way on Redis:
+//!   states as blobs under their content hash (the base whole, the others as deltas against
+//!   it), work items naming them in a reliable queue, the visited set in Redis; a worker killed
+//!   in the middle of an item loses nothing. Its measured costs are in `BENCHMARKS.md`.
+//! - **Or states are content-addressed delta files in shared storage.** A worker saves a state
+//!   as a delta against the state it started from and names the file by its content hash
 //!   ([`SaveStats::content_hash`]), e.g. `states/<hash>.snap`: the same state reached twice gets
 //!   the same name, so deduplication is a file-exists check, and a file's name says what it holds.
 //!   Deltas name their base by its file name beside them, so a directory of states can be copied
 //!   or synced as a whole (rsync, object-store sync, a shared file system such as NFS or CephFS).
-//! - **Workers open states lazily.** `Snapshot::open` costs `O(index)`; a worker that takes a
-//!   state reads only the pages it touches, and each page is checked on arrival, so a file that a
-//!   sync is still writing, or a damaged copy, is an error for that state, not a crash.
-//! - **An existing engine carries the work.** A work queue (Redis, RabbitMQ, SQS) or a cluster
-//!   scheduler (Slurm, Kubernetes jobs, Ray) carries only small messages: the content hash (or
-//!   path) of the state to explore and the branch decision to take; results come back the same
-//!   way as new state hashes. cowarena supplies no transport, no scheduler and no membership: the
-//!   file format is the contract, and anything that moves files and short messages moves states.
-//!   Deep chains are periodically rebased by saving a state whole (`save`), which keeps opening
-//!   cheap and lets old deltas be garbage-collected by whatever owns the storage.
+//!   `Snapshot::open` costs `O(index)`; a worker that takes a state reads only the pages it
+//!   touches, and each page is checked on arrival, so a file that a sync is still writing, or a
+//!   damaged copy, is an error for that state, not a crash.
+//! - **An existing engine carries the work.** A work queue or key-value store (Redis, RabbitMQ,
+//!   SQS) or a cluster scheduler (Slurm, Kubernetes jobs, Ray) carries the states or their
+//!   hashes, and the results come back the same way. cowarena supplies no transport, no
+//!   scheduler and no membership: the format is the contract, and anything that moves bytes
+//!   moves states. Deep chains are periodically rebased by sending a state whole, which keeps
+//!   rebuilding cheap and lets old deltas be dropped by whatever owns the storage.
+//! - **States cross machines of one page size.** The format records the page size, and a
+//!   snapshot of 4 KiB pages is refused on a 16 KiB-page machine ([`FileProblem::PageSize`]).
 
 mod arena;
+mod cache;
 mod format;
 mod lazy;
+mod memory;
 mod open;
 mod save;
 mod write;
 
+pub use cache::BaseCache;
 pub(crate) use lazy::LazyPages;
+pub use memory::{inspect, BytesInfo};
 
 use crate::error::{Error, FileProblem};
 pub use crate::snapshot::ContentHash;
@@ -157,8 +189,10 @@ use std::path::Path;
 /// error.
 pub const MAX_CHAIN: usize = 256;
 
-/// What a [`Snapshot::save`](crate::Snapshot::save) or
-/// [`Snapshot::save_delta`](crate::Snapshot::save_delta) wrote.
+/// What a [`Snapshot::save`](crate::Snapshot::save),
+/// [`Snapshot::save_delta`](crate::Snapshot::save_delta),
+/// [`Snapshot::full_to`](crate::Snapshot::full_to) or
+/// [`Snapshot::delta_to`](crate::Snapshot::delta_to) wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SaveStats {
@@ -166,7 +200,7 @@ pub struct SaveStats {
     pub pages_written: usize,
     /// For a delta: pages recorded as having become zero.
     pub pages_zeroed: usize,
-    /// The file's length in bytes.
+    /// The file's length in bytes (the bytes written, for `full_to` and `delta_to`).
     pub file_bytes: u64,
     /// The saved snapshot's content hash.
     pub content_hash: ContentHash,

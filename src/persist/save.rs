@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Pages `save_delta` reads and compares per call at most, so that its buffers stay small.
+/// Pages a delta reads and compares per call at most, so that its buffers stay small.
 const COMPARE_RUN_PAGES: usize = 256;
 
 /// The pages that are non-zero in `table`, in increasing order.
@@ -24,15 +24,59 @@ fn nonzero_pages(table: &PageTable) -> Vec<usize> {
     pages
 }
 
+/// The pages whose bytes may differ between `new` and `old`, in increasing order: those whose
+/// slots differ when the two share a page store (their diff skips shared subtrees, so this is
+/// `O(differing)`), otherwise every page that is non-zero in either.
+pub(super) fn delta_candidates(new: &PageTable, old: &PageTable) -> Vec<usize> {
+    if Arc::ptr_eq(new.store(), old.store()) {
+        let mut pages = Vec::new();
+        new.diff(old, |p| pages.push(p));
+        pages
+    } else {
+        let mut pages = nonzero_pages(new);
+        pages.extend(nonzero_pages(old));
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+}
+
+/// Calls `f(page, new bytes, old bytes)` for each page of `pages` (increasing) whose bytes differ
+/// between the two tables. Consecutive pages are read with one call per table, so that pages of
+/// a file not yet brought in cost one `pread` per run rather than one per page.
+pub(super) fn for_each_change(
+    new: &PageTable,
+    old: &PageTable,
+    pages: &[usize],
+    mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let page = sys::page_size();
+    let (mut a_run, mut b_run) = (Vec::new(), Vec::new());
+    let runs = pages.chunk_by(|p, q| p + 1 == *q);
+    for run in runs.flat_map(|r| r.chunks(COMPARE_RUN_PAGES)) {
+        a_run.resize(run.len() * page, 0);
+        b_run.resize(run.len() * page, 0);
+        new.read(run[0] * page, &mut a_run)?;
+        old.read(run[0] * page, &mut b_run)?;
+        let pairs = a_run.chunks_exact(page).zip(b_run.chunks_exact(page));
+        for (&p, (a, b)) in run.iter().zip(pairs) {
+            if a != b {
+                f(p, a, b)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The parts of a file being written that become its metadata.
-struct Index {
-    entries: Vec<Entry>,
-    checksums: Vec<u64>,
-    hash: HashSum,
+pub(super) struct Index {
+    pub(super) entries: Vec<Entry>,
+    pub(super) checksums: Vec<u64>,
+    pub(super) hash: HashSum,
 }
 
 impl Index {
-    fn new(hash: HashSum) -> Self {
+    pub(super) fn new(hash: HashSum) -> Self {
         Index {
             entries: Vec::new(),
             checksums: Vec::new(),
@@ -40,8 +84,8 @@ impl Index {
         }
     }
 
-    /// Records page `p` with `bytes` (not all zero) and writes them.
-    fn store(&mut self, file: &mut NewFile, p: usize, bytes: &[u8]) -> Result<()> {
+    /// Records page `p` with `bytes` (not all zero) as stored.
+    pub(super) fn record(&mut self, p: usize, bytes: &[u8]) {
         let sum = format::checksum(bytes);
         self.entries.push(Entry {
             page: p,
@@ -49,7 +93,37 @@ impl Index {
         });
         self.checksums.push(sum);
         self.hash.add(p, sum);
+    }
+
+    /// Records a page of a delta whose bytes changed from `old` to `new`.
+    pub(super) fn record_change(&mut self, p: usize, new: &[u8], old: &[u8]) {
+        if !format::is_zero(old) {
+            self.hash.remove(p, format::checksum(old));
+        }
+        if format::is_zero(new) {
+            self.entries.push(Entry {
+                page: p,
+                stored: false,
+            });
+        } else {
+            self.record(p, new);
+        }
+    }
+
+    /// Records page `p` with `bytes` (not all zero) and writes them.
+    fn store(&mut self, file: &mut NewFile, p: usize, bytes: &[u8]) -> Result<()> {
+        self.record(p, bytes);
         file.push(bytes)
+    }
+
+    /// What a file of this index holds.
+    pub(super) fn stats(&self, file_bytes: u64) -> SaveStats {
+        SaveStats {
+            pages_written: self.checksums.len(),
+            pages_zeroed: self.entries.len() - self.checksums.len(),
+            file_bytes,
+            content_hash: self.hash.finish(),
+        }
     }
 
     /// Writes the metadata and gives the file its final name.
@@ -72,12 +146,7 @@ impl Index {
         );
         let (path, file_bytes) = file.commit(&meta)?;
         snapshot.set_saved_as(SavedAs { hash, path });
-        Ok(SaveStats {
-            pages_written: self.checksums.len(),
-            pages_zeroed: self.entries.len() - self.checksums.len(),
-            file_bytes,
-            content_hash: hash,
-        })
+        Ok(self.stats(file_bytes))
     }
 }
 
@@ -196,17 +265,7 @@ impl Snapshot {
             ));
         }
         let (new, old) = (self.table(), base.table());
-        let pages = if Arc::ptr_eq(new.store(), old.store()) {
-            let mut pages = Vec::new();
-            new.diff(old, |p| pages.push(p));
-            pages
-        } else {
-            let mut pages = nonzero_pages(new);
-            pages.extend(nonzero_pages(old));
-            pages.sort_unstable();
-            pages.dedup();
-            pages
-        };
+        let pages = delta_candidates(new, old);
         // The name is computed before anything is written, from the directory the delta goes
         // to; a temporary file is made there only once the base is known to be elsewhere.
         let dir = sys::file::canonicalize(write::dir_of(path)).map_err(in_file(path))?;
@@ -230,33 +289,14 @@ impl Snapshot {
         let mut file = NewFile::create(path, data_offset)?;
         debug_assert_eq!(file.dir(), dir);
         let mut index = Index::new(HashSum::of(saved.hash));
-        let (mut a_run, mut b_run) = (Vec::new(), Vec::new());
-        // Consecutive pages are read with one call per table, so that pages of a file not yet
-        // brought in cost one `pread` per run rather than one per page.
-        let runs = pages.chunk_by(|p, q| p + 1 == *q);
-        for run in runs.flat_map(|r| r.chunks(COMPARE_RUN_PAGES)) {
-            a_run.resize(run.len() * page, 0);
-            b_run.resize(run.len() * page, 0);
-            new.read(run[0] * page, &mut a_run)?;
-            old.read(run[0] * page, &mut b_run)?;
-            let pairs = a_run.chunks_exact(page).zip(b_run.chunks_exact(page));
-            for (&p, (a, b)) in run.iter().zip(pairs) {
-                if a == b {
-                    continue;
-                }
-                if !format::is_zero(b) {
-                    index.hash.remove(p, format::checksum(b));
-                }
-                if format::is_zero(a) {
-                    index.entries.push(Entry {
-                        page: p,
-                        stored: false,
-                    });
-                } else {
-                    index.store(&mut file, p, a)?;
-                }
+        for_each_change(new, old, &pages, |p, a, b| {
+            index.record_change(p, a, b);
+            if format::is_zero(a) {
+                Ok(())
+            } else {
+                file.push(a)
             }
-        }
+        })?;
         index.commit(file, self, data_offset, Some((saved.hash, name)))
     }
 }
