@@ -40,6 +40,39 @@ fn child_fds() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Checks that nothing can write the file behind `fd` any more: `pwrite`, a new shared writable
+/// mapping and a write through `/proc/self/fd` are all refused with `EPERM`.
+fn assert_no_writer(fd: RawFd, page: usize, what: &str) {
+    let junk = vec![0xA5u8; page];
+    // SAFETY: `junk` is valid for `page` bytes of reads; the descriptor is open.
+    let n = unsafe { libc::pwrite(fd, junk.as_ptr().cast(), page, 0) };
+    assert_eq!((n, last_errno()), (-1, libc::EPERM), "pwrite to {what}");
+    // SAFETY: a new mapping at an address the kernel chooses; nothing refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_eq!(p, libc::MAP_FAILED, "a writable shared mapping of {what}");
+    assert_eq!(last_errno(), libc::EPERM);
+    // Opening the file again through /proc does not get around the seal.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .unwrap();
+    let e = std::io::Write::write(&mut f, &junk).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "write through /proc to {what}"
+    );
+}
+
 #[test]
 fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
     let _serial = serial();
@@ -84,28 +117,7 @@ fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
     }
 
     for &fd in &sealed {
-        let junk = vec![0xA5u8; page];
-        // SAFETY: `junk` is valid for `page` bytes of reads; the descriptor is open.
-        let n = unsafe { libc::pwrite(fd, junk.as_ptr().cast(), page, 0) };
-        assert_eq!(
-            (n, last_errno()),
-            (-1, libc::EPERM),
-            "pwrite to sealed fd {fd}"
-        );
-
-        // SAFETY: a new mapping at an address the kernel chooses; nothing refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        assert_eq!(p, libc::MAP_FAILED, "a writable shared mapping of fd {fd}");
-        assert_eq!(last_errno(), libc::EPERM);
+        assert_no_writer(fd, page, &format!("sealed fd {fd}"));
 
         // SAFETY: ftruncate and fallocate take no memory; the descriptor is open.
         let rc = unsafe { libc::ftruncate(fd, 0) };
@@ -120,14 +132,6 @@ fn sealed_chunks_cannot_be_written_even_through_their_descriptor() {
             )
         };
         assert_eq!((rc, last_errno()), (-1, libc::EPERM), "punching fd {fd}");
-
-        // Opening the file again through /proc does not get around the seal.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/self/fd/{fd}"))
-            .unwrap();
-        let e = std::io::Write::write(&mut f, &junk).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "write through /proc");
     }
 
     // The arena's own private mapping of those pages is still writable (copy-on-write), and
@@ -184,36 +188,7 @@ fn the_open_chunk_cannot_be_written_by_anyone_else() {
         "seals {:#x}",
         seals(fd)
     );
-    let junk = vec![0xA5u8; page];
-    // SAFETY: `junk` is valid for `page` bytes of reads; the descriptor is open.
-    let n = unsafe { libc::pwrite(fd, junk.as_ptr().cast(), page, 0) };
-    assert_eq!(
-        (n, last_errno()),
-        (-1, libc::EPERM),
-        "pwrite to the open chunk"
-    );
-    // SAFETY: a new mapping at an address the kernel chooses; nothing refers to it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    assert_eq!(
-        p,
-        libc::MAP_FAILED,
-        "a writable shared mapping of the open chunk"
-    );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/self/fd/{fd}"))
-        .unwrap();
-    let e = std::io::Write::write(&mut f, &junk).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "write through /proc");
+    assert_no_writer(fd, page, "the open chunk");
     assert_eq!(&view[..6], b"frozen");
     // The store itself still writes it.
     a.write(page, b"second").unwrap();
