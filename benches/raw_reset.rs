@@ -37,7 +37,11 @@
 //! (`cargo test --benches`) every case runs a few iterations only.
 
 #[cfg(target_os = "linux")]
+mod sampling;
+
+#[cfg(target_os = "linux")]
 mod linux {
+    use super::sampling::{env_list, median, us, Scatter};
     use cowarena::{Arena, Snapshot};
     use std::fs::File;
     use std::hint::black_box;
@@ -57,12 +61,6 @@ mod linux {
         ks: Vec<usize>,
         case_time: Duration,
         stress: usize,
-    }
-
-    fn env_list(name: &str) -> Option<Vec<usize>> {
-        std::env::var(name)
-            .ok()
-            .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
     }
 
     fn settings() -> Settings {
@@ -98,33 +96,6 @@ mod linux {
             chunk[..8].copy_from_slice(&marker(p).to_le_bytes());
         }
         bytes
-    }
-
-    /// k distinct data pages per call, a deterministic sequence for a given seed.
-    struct Scatter {
-        perm: Vec<usize>,
-        state: u64,
-    }
-
-    impl Scatter {
-        fn new(pages: usize, seed: u64) -> Self {
-            Scatter {
-                perm: (0..pages).collect(),
-                state: seed | 1,
-            }
-        }
-
-        fn next(&mut self, k: usize) -> &[usize] {
-            let n = self.perm.len();
-            for i in 0..k {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                let j = i + self.state as usize % (n - i);
-                self.perm.swap(i, j);
-            }
-            &self.perm[..k]
-        }
     }
 
     /// A guest memory that can be written, reset to its start, and read.
@@ -342,16 +313,6 @@ mod linux {
     struct Samples {
         reset: Vec<f64>,
         iteration: Vec<f64>,
-    }
-
-    fn us(d: Duration) -> f64 {
-        d.as_secs_f64() * 1e6
-    }
-
-    fn median(v: &[f64]) -> f64 {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
     }
 
     fn mean(v: &[f64]) -> f64 {

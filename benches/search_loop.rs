@@ -20,7 +20,9 @@
 //! `COWARENA_BENCH_DS` (default `1,4,16,64`), `COWARENA_BENCH_SECS` (seconds per case, default
 //! 2). Without `--bench` (`cargo test --benches`) every case runs a few iterations only.
 
+mod sampling;
 use cowarena::{Arena, Snapshot};
+use sampling::{env_list, median, us, Scatter};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -33,12 +35,6 @@ struct Settings {
     sizes: Vec<usize>,
     ds: Vec<usize>,
     case_time: Duration,
-}
-
-fn env_list(name: &str) -> Option<Vec<usize>> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
 }
 
 fn settings() -> Settings {
@@ -73,43 +69,6 @@ fn fill(ws: &mut [u8], page: usize) {
         chunk.fill(p as u8 ^ 0xA5);
         chunk[..8].copy_from_slice(&marker(p).to_le_bytes());
     }
-}
-
-/// d distinct working-set pages per call, a deterministic sequence for a given seed.
-struct Scatter {
-    perm: Vec<usize>,
-    state: u64,
-}
-
-impl Scatter {
-    fn new(pages: usize, seed: u64) -> Self {
-        Scatter {
-            perm: (0..pages).collect(),
-            state: seed | 1,
-        }
-    }
-
-    fn next(&mut self, d: usize) -> &[usize] {
-        let n = self.perm.len();
-        for i in 0..d {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let j = i + self.state as usize % (n - i);
-            self.perm.swap(i, j);
-        }
-        &self.perm[..d]
-    }
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Per-iteration times of a cowarena decision, in microseconds.
