@@ -3,6 +3,8 @@
 //! files, the base cache, and damaged bytes (a bit flip in every section, truncation, junk),
 //! which give an `Error::Bytes` or the exact bytes, never a crash.
 
+mod common;
+
 use cowarena::persist::{inspect, BaseCache};
 use cowarena::{Arena, ContentHash, Error, FileProblem, Snapshot};
 use proptest::prelude::*;
@@ -52,36 +54,11 @@ struct Layout {
 }
 
 fn layout(bytes: &[u8]) -> Layout {
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    let (entries, stored, data_offset, name_len) = (u64_at(32), u64_at(40), u64_at(48), u64_at(88));
-    let index = 128 + name_len;
-    let sums = index + 8 * entries;
-    let meta_end = sums + 8 * stored + 8;
-    let mut boundaries = vec![
-        0,
-        8,
-        12,
-        16,
-        24,
-        32,
-        40,
-        48,
-        56,
-        72,
-        88,
-        96,
-        128,
-        index,
-        sums,
-        meta_end - 8,
-        meta_end,
-    ];
-    boundaries.extend((0..=stored).map(|k| data_offset + k * page()));
-    assert_eq!(*boundaries.last().unwrap(), bytes.len());
+    let s = common::sections(bytes, page());
     Layout {
-        boundaries,
-        meta_end,
-        data_offset,
+        boundaries: s.boundaries,
+        meta_end: s.meta_end,
+        data_offset: s.data_offset,
     }
 }
 

@@ -3,6 +3,8 @@
 //! every section boundary. Each gives an `Error` (at `open`, or at the first read of the damaged
 //! page) or bytes equal to the saved ones; never a crash and never wrong bytes.
 
+mod common;
+
 use cowarena::{Arena, Error, FileProblem, Snapshot};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
@@ -31,31 +33,13 @@ struct Saved {
 impl Saved {
     fn parse(bytes: Vec<u8>) -> Saved {
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-        let (entries, stored, data_offset, name_len) =
-            (u64_at(32), u64_at(40), u64_at(48), u64_at(88));
-        let index = 128 + name_len;
-        let sums = index + 8 * entries;
-        let meta_end = sums + 8 * stored + 8;
-        let mut boundaries = vec![
-            0,
-            8,
-            12,
-            16,
-            24,
-            32,
-            40,
-            48,
-            56,
-            72,
-            88,
-            96,
-            128,
+        let common::Sections {
+            boundaries,
             index,
-            sums,
-            meta_end - 8,
             meta_end,
-        ];
-        boundaries.extend((0..=stored).map(|k| data_offset + k * page()));
+            data_offset,
+            entries,
+        } = common::sections(&bytes, page());
         let mut stored_pages = Vec::new();
         let mut listed = Vec::new();
         for i in 0..entries {
@@ -66,7 +50,6 @@ impl Saved {
                 stored_pages.push(p);
             }
         }
-        assert_eq!(*boundaries.last().unwrap(), bytes.len());
         Saved {
             bytes,
             boundaries,

@@ -194,3 +194,51 @@ pub fn memfd_bytes() -> usize {
         .map(|m| m.blocks() as usize * 512)
         .sum()
 }
+
+/// Where the sections of an encoded snapshot (a file or bytes in memory) lie: the boundaries
+/// between header fields, base name, index, checksums, metadata checksum, padding and each stored
+/// page, up to the end; and the index's start, the end of the metadata, the start of the data and
+/// the counts of index entries and stored pages (see the format in `src/persist/mod.rs`).
+pub struct Sections {
+    pub boundaries: Vec<usize>,
+    pub index: usize,
+    pub meta_end: usize,
+    pub data_offset: usize,
+    pub entries: usize,
+}
+
+pub fn sections(bytes: &[u8], page: usize) -> Sections {
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (entries, stored, data_offset, name_len) = (u64_at(32), u64_at(40), u64_at(48), u64_at(88));
+    let index = 128 + name_len;
+    let sums = index + 8 * entries;
+    let meta_end = sums + 8 * stored + 8;
+    let mut boundaries = vec![
+        0,
+        8,
+        12,
+        16,
+        24,
+        32,
+        40,
+        48,
+        56,
+        72,
+        88,
+        96,
+        128,
+        index,
+        sums,
+        meta_end - 8,
+        meta_end,
+    ];
+    boundaries.extend((0..=stored).map(|k| data_offset + k * page));
+    assert_eq!(*boundaries.last().unwrap(), bytes.len());
+    Sections {
+        boundaries,
+        index,
+        meta_end,
+        data_offset,
+        entries,
+    }
+}
