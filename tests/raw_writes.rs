@@ -86,6 +86,8 @@ fn the_kernel_reports_exactly_the_pages_written() {
     for p in 0..pages / 2 {
         a.write(p * page, &[1]).unwrap();
     }
+    // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+    // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
     if a.stats().raw_writes != RawWrites::Kernel {
         assert!(
@@ -135,6 +137,8 @@ fn pages_remapped_at_a_snapshot_stay_tracked() {
         .private_budget(page)
         .build()
         .unwrap();
+    // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+    // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
     // Long runs are remapped from the store when frozen, and the budget sheds the rest.
     for p in 0..pages {
@@ -168,6 +172,8 @@ fn many_mid_run_snapshots_stay_within_the_mapping_budget() {
     let page = cowarena::page_size();
     let pages = 4096;
     let mut a = Arena::with_capacity(pages * page).unwrap();
+    // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+    // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
     for p in 0..pages {
         poke(base, p * page, 1);
@@ -211,6 +217,8 @@ fn a_guard_region_faults_past_the_end() {
     );
     let last: u8 = a
         .fork_run(|b| {
+            // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+            // methods, with no reference into the arena alive.
             let base = unsafe { b.as_mut_ptr() };
             poke(base, 16 * page - 1, 5);
             b.as_bytes()[16 * page - 1]
@@ -218,6 +226,8 @@ fn a_guard_region_faults_past_the_end() {
         .unwrap();
     assert_eq!(last, 5);
     let crashed = a.fork_run(|b| {
+        // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+        // methods, with no reference into the arena alive.
         let base = unsafe { b.as_mut_ptr() };
         poke(base, 16 * page + 10 * page, 5);
     });
