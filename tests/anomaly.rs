@@ -1336,6 +1336,7 @@ fn proxy() -> Workload {
             "mmap (map file pages)",
             "lseek(SEEK_DATA)",
             "lseek(SEEK_HOLE)",
+            "madvise(MADV_POPULATE_WRITE) of arena pages",
         ],
     }
 }

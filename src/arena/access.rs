@@ -61,15 +61,21 @@ impl Arena {
                     if dirty.insert(p) && private.insert(p) {
                         // A proxy's page counts as its own from now on (its snapshots freeze
                         // it, never what the source shows), so it must be its own copy even if
-                        // the caller stores to only part of what it marked: storing one byte
-                        // back makes the kernel copy it now.
+                        // the caller stores to only part of what it marked: the kernel copies it
+                        // now. Not with a store of our own: a loan marks a page while references
+                        // it lent elsewhere may cover it.
                         let at = p << self.page_shift;
-                        // SAFETY: `p` is a page of this arena (the caller marks pages of an
-                        // in-bounds range), mapped writable; `&mut self` means no reference
-                        // into the arena is alive, and the byte is written back unchanged.
-                        unsafe {
-                            let byte = self.mem.base().add(at);
-                            byte.write_volatile(byte.read_volatile());
+                        if !self.mem.populate_write(at, 1 << self.page_shift) {
+                            // Without `MADV_POPULATE_WRITE` (before Linux 5.14, macOS), one byte
+                            // is stored back.
+                            // SAFETY: `p` is a page of this arena (the caller marks pages of an
+                            // in-bounds range), mapped writable; the byte is written back
+                            // unchanged, through the arena's base pointer, while no other
+                            // thread can access the arena (`&mut self`).
+                            unsafe {
+                                let byte = self.mem.base().add(at);
+                                byte.write_volatile(byte.read_volatile());
+                            }
                         }
                     }
                 }
