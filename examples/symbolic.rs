@@ -379,6 +379,31 @@ struct CloneState {
     mem: Vec<u8>,
 }
 
+/// The expression half of a [`Machine`] whose values are `Rc<Tree>` and whose state `s` has
+/// `regs`: the same for the deep-clone and the `imbl` explorers.
+macro_rules! rc_tree_values {
+    () => {
+        fn konst(&mut self, c: u64) -> Rc<Tree> {
+            Rc::new(Tree::Const(c))
+        }
+        fn sym(&mut self, i: u32) -> Rc<Tree> {
+            Rc::new(Tree::Sym(i))
+        }
+        fn add(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
+            add_tree(a, b)
+        }
+        fn lt(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
+            lt_tree(a, b)
+        }
+        fn concrete(&self, v: &Rc<Tree>) -> Option<u64> {
+            concrete_tree(v)
+        }
+        fn reg(&self, r: usize) -> Rc<Tree> {
+            self.s.regs[r].clone()
+        }
+    };
+}
+
 struct CloneMachine {
     s: CloneState,
     live_saved: usize,
@@ -388,24 +413,7 @@ struct CloneMachine {
 impl Machine for CloneMachine {
     type Val = Rc<Tree>;
     type Saved = CloneState;
-    fn konst(&mut self, c: u64) -> Rc<Tree> {
-        Rc::new(Tree::Const(c))
-    }
-    fn sym(&mut self, i: u32) -> Rc<Tree> {
-        Rc::new(Tree::Sym(i))
-    }
-    fn add(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
-        add_tree(a, b)
-    }
-    fn lt(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
-        lt_tree(a, b)
-    }
-    fn concrete(&self, v: &Rc<Tree>) -> Option<u64> {
-        concrete_tree(v)
-    }
-    fn reg(&self, r: usize) -> Rc<Tree> {
-        self.s.regs[r].clone()
-    }
+    rc_tree_values!();
     fn set_reg(&mut self, r: usize, v: Rc<Tree>) {
         self.s.regs[r] = v;
     }
@@ -454,24 +462,7 @@ struct ImblMachine {
 impl Machine for ImblMachine {
     type Val = Rc<Tree>;
     type Saved = ImblState;
-    fn konst(&mut self, c: u64) -> Rc<Tree> {
-        Rc::new(Tree::Const(c))
-    }
-    fn sym(&mut self, i: u32) -> Rc<Tree> {
-        Rc::new(Tree::Sym(i))
-    }
-    fn add(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
-        add_tree(a, b)
-    }
-    fn lt(&mut self, a: &Rc<Tree>, b: &Rc<Tree>) -> Rc<Tree> {
-        lt_tree(a, b)
-    }
-    fn concrete(&self, v: &Rc<Tree>) -> Option<u64> {
-        concrete_tree(v)
-    }
-    fn reg(&self, r: usize) -> Rc<Tree> {
-        self.s.regs[r].clone()
-    }
+    rc_tree_values!();
     fn set_reg(&mut self, r: usize, v: Rc<Tree>) {
         self.s.regs.set(r, v);
     }

@@ -374,6 +374,30 @@ fn fragmented_snapshots_can_be_viewed_and_forked() {
     check_released(&ranges, fds0);
 }
 
+/// An arena of `pages` pages whose every other page holds its own number (so that each is a run
+/// of its own when frozen), and a snapshot of it.
+fn every_other_page(pages: usize) -> (Arena, Snapshot) {
+    let page = cowarena::page_size();
+    let mut a = Arena::builder(pages * page)
+        .private_budget(pages * page)
+        .build()
+        .unwrap();
+    for p in (0..pages).step_by(2) {
+        a.write(p * page, &(p as u32 + 1).to_le_bytes()).unwrap();
+    }
+    let s = a.snapshot().unwrap();
+    (a, s)
+}
+
+/// Whether `bytes` show what [`every_other_page`] wrote.
+fn check_every_other_page(bytes: &[u8], pages: usize, what: &str) {
+    let page = cowarena::page_size();
+    for p in (0..pages).step_by(2) {
+        let got = u32::from_le_bytes(bytes[p * page..p * page + 4].try_into().unwrap());
+        assert_eq!(got, p as u32 + 1, "{what}: page {p}");
+    }
+}
+
 /// `to_arena` of a snapshot whose 33,000 pages are all isolated: one kernel mapping per run
 /// would pass the process limit; the snapshot's view (a private copy) shows it need not.
 #[test]
@@ -382,21 +406,9 @@ fn an_arena_made_from_a_snapshot_of_33k_scattered_pages() {
     let page = cowarena::page_size();
     let pages = 66_000;
     let fds0 = open_fds();
-    let mut a = Arena::builder(pages * page)
-        .private_budget(pages * page)
-        .build()
-        .unwrap();
+    let (a, s) = every_other_page(pages);
     let mut ranges = vec![addresses(a.as_bytes())];
-    for p in (0..pages).step_by(2) {
-        a.write(p * page, &(p as u32 + 1).to_le_bytes()).unwrap();
-    }
-    let s = a.snapshot().unwrap();
-    let check = |bytes: &[u8], what: &str| {
-        for p in (0..pages).step_by(2) {
-            let got = u32::from_le_bytes(bytes[p * page..p * page + 4].try_into().unwrap());
-            assert_eq!(got, p as u32 + 1, "{what}: page {p}");
-        }
-    };
+    let check = |bytes: &[u8], what: &str| check_every_other_page(bytes, pages, what);
     let view = s.try_as_bytes().unwrap();
     ranges.push(addresses(view));
     check(view, "snapshot view");
@@ -487,15 +499,8 @@ fn many_arenas_from_one_fragmented_snapshot_stay_within_the_mapping_budget() {
     let pages = 8192;
     let fds0 = open_fds();
     let maps0 = mappings();
-    let mut a = Arena::builder(pages * page)
-        .private_budget(pages * page)
-        .build()
-        .unwrap();
+    let (a, s) = every_other_page(pages);
     let mut ranges = vec![addresses(a.as_bytes())];
-    for p in (0..pages).step_by(2) {
-        a.write(p * page, &(p as u32 + 1).to_le_bytes()).unwrap();
-    }
-    let s = a.snapshot().unwrap();
     let mut arenas = Vec::new();
     let mut max_maps = 0;
     for i in 0..ARENAS {
@@ -503,13 +508,7 @@ fn many_arenas_from_one_fragmented_snapshot_stay_within_the_mapping_budget() {
             .to_arena()
             .unwrap_or_else(|e| panic!("to_arena number {i} of a fragmented snapshot: {e}"));
         ranges.push(addresses(b.as_bytes()));
-        for p in (0..pages).step_by(2) {
-            assert_eq!(
-                word(b.as_bytes(), p * page) as u32,
-                p as u32 + 1,
-                "arena {i}, page {p}"
-            );
-        }
+        check_every_other_page(b.as_bytes(), pages, &format!("arena {i}"));
         max_maps = max_maps.max(mappings());
         arenas.push(b);
     }

@@ -515,21 +515,17 @@ impl Reservation {
     }
 
     /// Asks the kernel to report every page written from now on, through any pointer (see
-    /// `write_tracker.rs`). Returns whether it can: `false` where it lacks the features (then
-    /// nothing changed), or after a failure.
-    pub(crate) fn track_writes(&mut self) -> bool {
+    /// `write_tracker.rs`), where it can: [`tracks_writes`](Self::tracks_writes) says whether it
+    /// does (not where the kernel lacks the features, nor after a failure).
+    pub(crate) fn track_writes(&mut self) {
         if self.tracker.is_some() {
-            return self.tracks_writes();
+            return;
         }
-        let Ok(Some(tracker)) = WriteTracker::new() else {
-            return false;
-        };
-        if tracker.track(self.base() as usize, self.len).is_err() {
-            return false;
+        if let Ok(Some(tracker)) = WriteTracker::new() {
+            if tracker.track(self.base() as usize, self.len).is_ok() {
+                self.tracker = Some(tracker);
+            }
         }
-        self.tracker = Some(tracker);
-        self.untracked_mapping.store(false, Ordering::Relaxed);
-        true
     }
 
     /// Whether [`take_written`](Self::take_written) can answer here.
@@ -571,11 +567,11 @@ impl Reservation {
     }
 
     /// Protects the pages of `runs` (page indices) again after the crate wrote them itself, so
-    /// that only later writes count. Returns `false` if the tracker's answers are incomplete
-    /// from now on.
-    pub(crate) fn forget_written(&self, runs: &[std::ops::Range<usize>]) -> bool {
+    /// that only later writes count. A failure leaves the tracker's answers incomplete, which
+    /// [`tracks_writes`](Self::tracks_writes) says from then on.
+    pub(crate) fn forget_written(&self, runs: &[std::ops::Range<usize>]) {
         let Some(tracker) = &self.tracker else {
-            return false;
+            return;
         };
         let page = page_size();
         let base = self.base() as usize;
@@ -587,7 +583,6 @@ impl Reservation {
         if !done {
             self.untracked_mapping.store(true, Ordering::Relaxed);
         }
-        done && self.tracks_writes()
     }
 
     /// Makes the pages of `[offset, offset + len)` (mapped privately and writable) the process's
