@@ -495,7 +495,6 @@ fn views_of_many_fragmented_snapshots() {
 fn many_arenas_from_one_fragmented_snapshot_stay_within_the_mapping_budget() {
     let _serial = serial();
     const ARENAS: usize = 9;
-    let page = cowarena::page_size();
     let pages = 8192;
     let fds0 = open_fds();
     let maps0 = mappings();
