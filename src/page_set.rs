@@ -147,10 +147,25 @@ pub(crate) fn coalesce<V>(
     max_gap: usize,
     joins: impl FnMut(&(Range<usize>, V), &(Range<usize>, V)) -> bool,
 ) -> Vec<(Range<usize>, V)> {
+    coalesced(pieces, max_gap, joins).collect()
+}
+
+/// [`coalesce`] as an iterator: the runs come as they close, with nothing collected.
+pub(crate) fn coalesced<V>(
+    pieces: impl IntoIterator<Item = (Range<usize>, V)>,
+    max_gap: usize,
+    joins: impl FnMut(&(Range<usize>, V), &(Range<usize>, V)) -> bool,
+) -> impl Iterator<Item = (Range<usize>, V)> {
     let mut c = Coalesce::new(max_gap, joins);
-    let mut out: Vec<(Range<usize>, V)> = pieces.into_iter().filter_map(|p| c.push(p)).collect();
-    out.extend(c.finish());
-    out
+    let mut pieces = pieces.into_iter();
+    std::iter::from_fn(move || {
+        for piece in pieces.by_ref() {
+            if let Some(run) = c.push(piece) {
+                return Some(run);
+            }
+        }
+        c.run.take()
+    })
 }
 
 #[cfg(test)]

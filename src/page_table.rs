@@ -13,8 +13,8 @@
 //! so dropping the last snapshot (or arena) that refers to a page frees the page.
 
 use crate::error::Result;
-use crate::page_set::{coalesce, Coalesce};
-use crate::store::{SlotId, Store};
+use crate::page_set::{coalesce, coalesced, Coalesce};
+use crate::store::{Frozen, SlotId, Store};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -161,6 +161,24 @@ impl PageTable {
         self.store.release(&dropped);
     }
 
+    /// Points each of `pages` at the slot `frozen` holds for it, in order: the hold passes to
+    /// the table, so the freeze's slots are counted once, not taken and released again.
+    pub(crate) fn set_frozen(
+        &mut self,
+        pages: impl IntoIterator<Item = usize>,
+        frozen: Frozen<'_>,
+    ) {
+        let slots = frozen.into_held();
+        let mut dropped = Vec::with_capacity(slots.len());
+        for (page, &slot) in pages.into_iter().zip(&slots) {
+            let old = self.swap(page, slot);
+            debug_assert!(!slot.is_zero() && old != slot, "a frozen slot is new");
+            dropped.push(old);
+            self.data_pages += usize::from(old.is_zero());
+        }
+        self.store.release(&dropped);
+    }
+
     /// Points `page` at `slot` without touching counts; returns the old slot.
     fn swap(&mut self, page: usize, slot: SlotId) -> SlotId {
         debug_assert!(page < self.pages);
@@ -247,7 +265,8 @@ impl PageTable {
             if buf.is_empty() {
                 continue;
             }
-            for (run, first) in self.slot_runs(offset / page..end.div_ceil(page)) {
+            let pieces = (offset / page..end.div_ceil(page)).map(|p| (p..p + 1, self.get(p)));
+            for (run, first) in coalesced(pieces, 0, same_run) {
                 let from = (run.start * page).max(offset);
                 let to = (run.end * page).min(end);
                 let (dst, rest) = std::mem::take(&mut buf).split_at_mut(to - from);

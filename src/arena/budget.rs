@@ -59,27 +59,36 @@ const MAX_PRIVATE_BUDGET: usize = 256 << 20;
 /// to 128 cycles count as the arena's working set.
 const WORKING_SET_CYCLES: u32 = 64;
 
-/// Remaps by shedding after which the budget judges whether they paid (see
-/// [`WorkingSet::judge_remaps`]).
-const REMAPS_JUDGED: usize = 256;
+/// Pages shed (dropped or remapped) after which the budget may judge whether shedding paid (see
+/// [`WorkingSet::judge_shedding`]).
+const SHED_JUDGED: usize = 256;
 
 /// The pages the arena wrote recently: shedding keeps them private, and the default private
 /// budget grows to hold them, so that the budget follows the working set. A page written again
 /// every few cycles that is shed pays a copy-on-write fault (about 5 us here) at its next write
 /// and, if it was remapped, an `mmap` (7 us) and a split mapping, where keeping it private costs
 /// 4 KiB. Pages written rarely (a state moving forward through a large heap) are still shed, so
-/// that many live snapshots stay near the ideal memory. A search program that rewrites a 64 MiB table ran 2–4x slower with the table's pages
-/// shed each cycle than with a budget that held them.
+/// that many live snapshots stay near the ideal memory. A search program that rewrites a 64 MiB
+/// table ran 2–4x slower with the table's pages shed each cycle than with a budget that held them.
+///
+/// The generations see a page written at most every 64–128 cycles. A working set rewritten less
+/// often but still uniformly (64 random pages of a 16 MiB arena per cycle: each page every 64
+/// cycles) is caught by judging shedding itself: when half of the pages shed since the last
+/// judgement were written again, the shed cost a fault each for nothing, and the budget grows to
+/// hold the private pages there are. Cycling 64 random pages of a 16 MiB arena went from 96 to
+/// NN us per cycle with discards judged this way (remaps alone were judged before).
 #[derive(Debug)]
 pub(crate) struct WorkingSet {
     current: PageSet,
     previous: PageSet,
     cycles: u32,
-    /// Pages that shedding remapped since it last judged remapping, and how many of those
-    /// were written again since (each such write undoes a remap: an `mmap` spent for nothing).
-    remapped: PageSet,
+    /// Pages that shedding dropped or remapped since it last judged, how many of those were
+    /// written again since (each such write undid a shed: a fault, and for a remap an `mmap`,
+    /// spent for nothing), and the cycles since that judgement.
+    shed: PageSet,
     returned: usize,
-    /// Private pages the budget allows beyond its share, grown while remapping is undone.
+    cycles_judged: u32,
+    /// Private pages the budget allows beyond its share, grown while shedding is undone.
     extra: usize,
 }
 
@@ -89,8 +98,9 @@ impl WorkingSet {
             current: PageSet::new(pages),
             previous: PageSet::new(pages),
             cycles: 0,
-            remapped: PageSet::new(pages),
+            shed: PageSet::new(pages),
             returned: 0,
+            cycles_judged: 0,
             extra: 0,
         }
     }
@@ -99,38 +109,43 @@ impl WorkingSet {
     #[inline]
     pub(crate) fn note(&mut self, p: usize) {
         self.current.insert(p);
-        if self.remapped.contains(p) {
+        if self.shed.contains(p) {
             self.returned += 1;
         }
     }
 
-    /// Shedding remapped `pages`.
-    fn remapped(&mut self, pages: &[usize]) {
+    /// Shedding dropped or remapped `pages`.
+    fn shed(&mut self, pages: &[usize]) {
         for &p in pages {
-            self.remapped.insert(p);
+            self.shed.insert(p);
         }
     }
 
-    /// Judges the remaps since the last judgement, once there are enough of them: when half of
-    /// them were undone by a write, remapping costs more than it saves (a uniformly rewritten
+    /// Judges the sheds since the last judgement, once there are enough of them: when half of
+    /// them were undone by a write, shedding costs more than it saves (a uniformly rewritten
     /// working set larger than the generations see), so the budget grows to hold the `private`
-    /// pages there are; when few were, the extra allowance halves.
-    fn judge_remaps(&mut self, private: usize) {
-        if self.remapped.len() < REMAPS_JUDGED {
+    /// pages there are. A shed page needs time to be written again, so the opposite verdict
+    /// waits a generation: when few were, the extra allowance halves.
+    fn judge_shedding(&mut self, private: usize) {
+        if self.shed.len() < SHED_JUDGED {
             return;
         }
-        if self.returned * 2 >= self.remapped.len() {
+        if self.returned * 2 >= self.shed.len() {
             self.extra = (self.extra * 2).max(private);
-        } else if self.returned * 8 < self.remapped.len() {
+        } else if self.cycles_judged < WORKING_SET_CYCLES {
+            return;
+        } else if self.returned * 8 < self.shed.len() {
             self.extra /= 2;
         }
-        self.remapped.clear();
+        self.shed.clear();
         self.returned = 0;
+        self.cycles_judged = 0;
     }
 
     /// A snapshot or restore ended a cycle.
     pub(super) fn tick(&mut self) {
         self.cycles += 1;
+        self.cycles_judged = self.cycles_judged.saturating_add(1);
         if self.cycles >= WORKING_SET_CYCLES {
             std::mem::swap(&mut self.current, &mut self.previous);
             self.current.clear();
@@ -204,19 +219,26 @@ impl Arena {
     /// (no mapping room) is not tried again before half a budget more pages are private: each
     /// try looks at every private page.
     pub(super) fn shed_private(&mut self) -> Result<()> {
-        let budget = self.private_budget();
-        let Layout::Own {
-            mapped,
-            private,
-            kept,
-            ..
-        } = &self.layout
-        else {
+        let Layout::Own { private, kept, .. } = &self.layout else {
             unreachable!("only an arena in its own layout holds private copies to shed");
         };
-        if private.len() <= budget.max(kept + budget / 2) {
+        let (private_pages, kept) = (private.len(), *kept);
+        let budget = self.private_budget();
+        if private_pages <= budget.max(kept + budget / 2) {
             return Ok(());
         }
+        // Whether the last sheds paid decides whether these pages are shed at all.
+        self.working_set.judge_shedding(private_pages);
+        let budget = self.private_budget();
+        if private_pages <= budget {
+            return Ok(());
+        }
+        let Layout::Own {
+            mapped, private, ..
+        } = &self.layout
+        else {
+            unreachable!("checked above");
+        };
         let dirty = &self.dirty;
         let content = &self.content;
         let hot = &self.working_set;
@@ -230,8 +252,7 @@ impl Arena {
         let remap: Vec<usize> = keep.iter().copied().filter(|&p| cold(p)).collect();
         let left = keep.len();
         self.discard_pages(&discard, &keep)?;
-        self.working_set.judge_remaps(left);
-        let budget = self.private_budget();
+        self.working_set.shed(&discard);
         if left > budget {
             // Far over budget: one fresh image costs less memory than these private copies
             // (but moves the memory, which a kept raw pointer forbids).
@@ -239,7 +260,7 @@ impl Arena {
             if far_over && self.dirty.is_empty() && !self.keeps_its_address() {
                 return self.compact();
             }
-            self.working_set.remapped(&remap);
+            self.working_set.shed(&remap);
             self.remap_to_content(&remap)?;
         }
         if let Layout::Own { private, kept, .. } = &mut self.layout {

@@ -15,7 +15,7 @@
 use super::layout::Layout;
 use super::Arena;
 use crate::error::Result;
-use crate::page_set::{coalesce, runs};
+use crate::page_set::{runs, Coalesce};
 use crate::page_table::same_run;
 use crate::snapshot::Snapshot;
 use crate::store::SlotId;
@@ -117,14 +117,13 @@ impl Arena {
                 Ok(slots) => slots,
                 Err(e) => return (frozen, Err(e)),
             };
-            let updates: Vec<(usize, SlotId)> = all[i..j]
-                .iter()
-                .flat_map(|r| r.clone())
-                .zip(slots.slots().iter().copied())
-                .collect();
-            let pieces = updates.iter().map(|&(p, slot)| (p..p + 1, slot));
-            frozen.extend(coalesce(pieces, 0, same_run));
-            self.content.set_many(&updates);
+            let pages = all[i..j].iter().flat_map(|r| r.clone());
+            let mut runs = Coalesce::new(0, same_run);
+            for (p, &slot) in pages.clone().zip(slots.slots()) {
+                frozen.extend(runs.push((p..p + 1, slot)));
+            }
+            frozen.extend(runs.finish());
+            self.content.set_frozen(pages, slots);
             i = j;
         }
         (frozen, Ok(()))

@@ -75,14 +75,13 @@ impl Arena {
         let target = snapshot.table();
         let dirty = self.dirty_pages();
         let mut pages = dirty.sorted();
-        let mut changed = Vec::new();
+        let written = pages.len();
         self.content.diff(target, |p| {
             if !dirty.contains(p) {
-                changed.push(p);
+                pages.push(p);
             }
         });
-        if !changed.is_empty() {
-            pages.extend(changed);
+        if pages.len() > written {
             pages.sort_unstable();
         }
         // Marked first, so that a failed restore leaves every page it may have touched dirty.

@@ -250,6 +250,14 @@ impl Chunk {
         self.writer = Some(Arc::new(writer));
     }
 
+    /// Returns the free slots among `slots` (those below the `used` mark) that a placement took
+    /// and will not use.
+    pub(super) fn give_back(&mut self, slots: &[usize]) {
+        for &i in slots.iter().filter(|&&i| i < self.used) {
+            self.free.insert(i);
+        }
+    }
+
     /// Slots the writer allocated ahead that no freeze has used yet (none once the chunk is
     /// retired: they are dead then).
     pub(super) fn ready_unused(&self) -> usize {
@@ -271,24 +279,26 @@ impl Chunk {
 }
 
 impl Store {
-    /// Chooses a slot for each page of runs of `runs` pages: in the open chunk if it has room,
-    /// otherwise in a new one. Returns the chunk, its free slots left, and the slot indices.
+    /// Chooses a slot for each page of the buffers `bufs` (whole pages): in the open chunk if it
+    /// has room, otherwise in a new one. Returns the chunk and the slot indices; the slots taken
+    /// from the chunk's free slots are no longer free (see [`Chunk::give_back`]), and the fresh
+    /// ones are those at or past its `used` mark.
     pub(super) fn chunk_with_room(
         &self,
         st: &mut StoreState,
-        runs: &[usize],
+        bufs: &[&[u8]],
         reuse_below: usize,
-    ) -> Result<(usize, FreeSlots, Vec<usize>)> {
+    ) -> Result<(usize, Vec<usize>)> {
         if let Some(cur) = st.current {
-            let c = st.chunks[cur].as_ref().expect("current chunk is open");
+            let c = st.chunks[cur].as_mut().expect("current chunk is open");
             if c.owner != process::current_pid() {
                 // Inherited across fork(): stop allocating from it, but leave it as it is.
-                st.chunks[cur].as_mut().expect("open").retired = true;
+                c.retired = true;
                 st.current = None;
-                return self.chunk_with_room(st, runs, reuse_below);
+                return self.chunk_with_room(st, bufs, reuse_below);
             }
-            if let Some((free, slots)) = self.place(c, runs, reuse_below) {
-                return Ok((cur, free, slots));
+            if let Some(slots) = self.place(c, bufs, reuse_below) {
+                return Ok((cur, slots));
             }
             self.retire(st, cur);
         }
@@ -297,7 +307,7 @@ impl Store {
         let len = self.chunk_pages * self.page;
         file.set_len(len)?;
         sys::seal_size(file.owned_fd())?;
-        let chunk = Chunk {
+        let mut chunk = Chunk {
             owner: process::current_pid(),
             file: Arc::new(file),
             view: None,
@@ -315,38 +325,34 @@ impl Store {
             free: FreeSlots::new(self.chunk_pages),
             populated: false,
         };
-        let (free, slots) = self
-            .place(&chunk, runs, reuse_below)
+        let slots = self
+            .place(&mut chunk, bufs, reuse_below)
             .expect("a new chunk takes up to a chunk's worth of pages");
         // Chunk numbers are never reused, so a stale slot can never name a newer chunk.
         st.chunks.push(Some(chunk));
         let id = st.chunks.len() - 1;
         st.current = Some(id);
-        Ok((id, free, slots))
+        Ok((id, slots))
     }
 
-    /// Slots in `c` for runs of `runs` pages, or `None` if it has not enough room. A run of at
-    /// least `reuse_below` pages gets consecutive slots (a run of free ones, or fresh ones); a
-    /// shorter one takes the lowest free slots, then fresh ones.
-    fn place(
-        &self,
-        c: &Chunk,
-        runs: &[usize],
-        reuse_below: usize,
-    ) -> Option<(FreeSlots, Vec<usize>)> {
-        let mut free = c.free.clone();
+    /// Slots in `c` for the pages of `bufs`, or `None` (and `c` unchanged) if it has not enough
+    /// room. A buffer of at least `reuse_below` pages gets consecutive slots (a run of free ones,
+    /// or fresh ones); a shorter one takes the lowest free slots, then fresh ones. The free slots
+    /// taken are taken out of `c.free`; `c.used` is left for the caller to move.
+    fn place(&self, c: &mut Chunk, bufs: &[&[u8]], reuse_below: usize) -> Option<Vec<usize>> {
+        let runs = || bufs.iter().map(|b| b.len() / self.page);
         let mut used = c.used;
-        let mut slots = Vec::with_capacity(runs.iter().sum());
+        let mut slots = Vec::with_capacity(runs().sum());
         // All the short runs in one run of free slots, if there is one: one `pwritev` for them.
-        let short: usize = runs.iter().filter(|&&n| n < reuse_below).sum();
+        let short: usize = runs().filter(|&n| n < reuse_below).sum();
         let mut together = if short > 1 {
-            free.take_run(short)
+            c.free.take_run(short)
         } else {
             None
         };
-        for &n in runs {
+        for n in runs() {
             if n >= reuse_below {
-                let start = free.take_run(n).unwrap_or_else(|| {
+                let start = c.free.take_run(n).unwrap_or_else(|| {
                     used += n;
                     used - n
                 });
@@ -356,14 +362,18 @@ impl Store {
                 *start += n;
             } else {
                 for _ in 0..n {
-                    slots.push(free.pop_lowest().unwrap_or_else(|| {
+                    slots.push(c.free.pop_lowest().unwrap_or_else(|| {
                         used += 1;
                         used - 1
                     }));
                 }
             }
         }
-        (used <= self.chunk_pages).then_some((free, slots))
+        if used > self.chunk_pages {
+            c.give_back(&slots);
+            return None;
+        }
+        Some(slots)
     }
 
     /// Stops handing out slots from `chunk`; punches out its dead slots; it is sealed once its

@@ -89,11 +89,18 @@ impl Frozen<'_> {
     pub(crate) fn slots(&self) -> &[SlotId] {
         &self.slots
     }
+
+    /// The slots, whose holds pass to the caller (a page table that now points at them).
+    pub(crate) fn into_held(mut self) -> Vec<SlotId> {
+        std::mem::take(&mut self.slots)
+    }
 }
 
 impl Drop for Frozen<'_> {
     fn drop(&mut self) {
-        self.store.release(&self.slots);
+        if !self.slots.is_empty() {
+            self.store.release(&self.slots);
+        }
     }
 }
 
@@ -149,19 +156,23 @@ impl Store {
         let (file, writer, chunk, slots) = {
             let mut st = self.lock();
             self.process_pending(&mut st);
-            let runs: Vec<usize> = bufs.iter().map(|b| b.len() / page).collect();
-            let (chunk, free, slots) = self.chunk_with_room(&mut st, &runs, reuse_below)?;
+            let (chunk, slots) = self.chunk_with_room(&mut st, bufs, reuse_below)?;
             let c = st.chunks[chunk].as_mut().expect("current chunk is open");
-            let reused = c.free.len - free.len;
+            let reused = slots.iter().filter(|&&i| i < c.used).count();
             if reused > 0 && self.dir.is_none() {
                 c.start_writer(page);
             }
             let end = slots.iter().max().map_or(0, |&i| i + 1);
             // A chunk's writer has its slots allocated ahead, a step at a time; those count as
             // held from then on, so fresh slots below the mark add nothing.
-            let prepared = c.prepare_writer(end, self.chunk_pages, page)?;
+            let prepared = match c.prepare_writer(end, self.chunk_pages, page) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    c.give_back(&slots);
+                    return Err(e);
+                }
+            };
             let fresh_held = if c.writer.is_some() { 0 } else { pages };
-            c.free = free;
             for &i in &slots {
                 c.refs[i] = 1;
                 c.used = c.used.max(i + 1);
@@ -208,34 +219,17 @@ impl Store {
         slots: &[SlotId],
     ) -> Result<()> {
         let page = self.page;
-        // Each buffer splits where its slots stop being consecutive.
-        let mut pieces: Vec<(Range<usize>, &[u8])> = Vec::new();
-        let mut k = 0;
-        for b in bufs {
-            let n = b.len() / page;
-            let runs = coalesce(
-                (0..n).map(|i| {
-                    let s = slots[k + i].index();
-                    (s..s + 1, i)
-                }),
-                0,
-                |_, _| true,
-            );
-            pieces.extend(
-                runs.into_iter()
-                    .map(|(r, i)| (r.clone(), &b[i * page..(i + r.len()) * page])),
-            );
-            k += n;
-        }
         if let Some(writer) = writer {
-            for (run, bytes) in &pieces {
+            for_each_slot_run(bufs, slots, page, |run, bytes| {
                 // SAFETY: the slots were handed to this freeze alone (under the lock, counted in
                 // `writing`); no one reads a slot before a page table holds it, and a dead slot
                 // is written over only when nothing can read it any more.
                 unsafe { writer.copy_in(run.start * page, bytes) };
-            }
+            });
             return Ok(());
         }
+        let mut pieces: Vec<(Range<usize>, &[u8])> = Vec::new();
+        for_each_slot_run(bufs, slots, page, |run, bytes| pieces.push((run, bytes)));
         pieces.sort_unstable_by_key(|(r, _)| r.start);
         let groups = coalesce(
             pieces.iter().enumerate().map(|(i, (r, _))| (r.clone(), i)),
@@ -312,6 +306,35 @@ impl Store {
                 * self.page,
             chunk_files: st.chunks.iter().flatten().count(),
             sealed_chunk_files: st.chunks.iter().flatten().filter(|c| c.sealed).count(),
+        }
+    }
+}
+
+/// Calls `f(slots, bytes)` for each piece of `bufs` (whole pages) whose `slots` (one per page, in
+/// order) are consecutive: each buffer splits where its slots stop being consecutive.
+fn for_each_slot_run<'b>(
+    bufs: &[&'b [u8]],
+    slots: &[SlotId],
+    page: usize,
+    mut f: impl FnMut(Range<usize>, &'b [u8]),
+) {
+    let mut slots = slots.iter().map(|s| s.index());
+    for b in bufs {
+        let mut start = 0;
+        let mut run: Option<Range<usize>> = None;
+        for (i, s) in (0..b.len() / page).zip(&mut slots) {
+            match &mut run {
+                Some(r) if r.end == s => r.end += 1,
+                _ => {
+                    if let Some(r) = run.replace(s..s + 1) {
+                        f(r.clone(), &b[start * page..(start + r.len()) * page]);
+                    }
+                    start = i;
+                }
+            }
+        }
+        if let Some(r) = run {
+            f(r.clone(), &b[start * page..(start + r.len()) * page]);
         }
     }
 }
