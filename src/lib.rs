@@ -24,6 +24,7 @@ pub use error::{Error, FileProblem, InvalidPtrReason, Result};
 pub use fork::{Branch, ForkError, ForkOptions};
 pub use persist::{ContentHash, SaveStats};
 pub use proxy::{Proxy, ProxyMut, ProxyRef};
+pub use ptr::array::Array;
 pub use ptr::value::{Pad, Value};
 pub use ptr::Ptr;
 pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};

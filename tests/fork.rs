@@ -6,9 +6,10 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use bytemuck::{Pod, Zeroable};
+use bytemuck::{CheckedBitPattern, NoUninit, Pod, Zeroable};
 use common::{fds_to, no_children, open_fds, serial};
-use cowarena::{Arena, ForkError, ForkOptions, ViewMut};
+use cowarena::{Arena, ArenaVec, Array, ForkError, ForkOptions, Pad, ViewMut};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 fn page() -> usize {
@@ -743,4 +744,149 @@ fn branches_allocate_at_once_after_a_branchs_file_is_opened() {
         }
     });
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, NoUninit, CheckedBitPattern)]
+#[repr(u8)]
+enum Verdict {
+    Pass = 1,
+    Fail = 2,
+    Skip = 3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, NoUninit, CheckedBitPattern)]
+#[repr(u32)]
+enum Found {
+    Nothing(Pad<8>),
+    At(u32, Verdict, Pad<3>),
+    Marks(Array<bool, 8>),
+}
+
+#[test]
+fn results_need_not_be_pod() {
+    let _g = serial();
+    clean(|| {
+        let mut a = Arena::with_capacity(1 << 20).unwrap();
+        a.write(0, &[3]).unwrap();
+        let first = |b: &cowarena::Branch<'_>| b.as_bytes()[0];
+        let v = a
+            .fork_run(|b| match first(b) {
+                3 => Verdict::Skip,
+                _ => Verdict::Fail,
+            })
+            .unwrap();
+        assert_eq!(v, Verdict::Skip);
+        assert!(a.fork_run(|b| first(b) == 3).unwrap());
+        assert!(!a.fork_run(|b| first(b) == 4).unwrap());
+        let id = a.fork_run(|b| NonZeroU32::new(u32::from(first(b))));
+        assert_eq!(id.unwrap(), NonZeroU32::new(3));
+        assert_eq!(a.fork_run(|_| None::<NonZeroU32>).unwrap(), None);
+        assert_eq!(a.fork_run(|_| 'λ').unwrap(), 'λ');
+        let all = a.fork_run(|_| Array([Verdict::Pass, Verdict::Fail, Verdict::Skip]));
+        assert_eq!(
+            all.unwrap(),
+            Array([Verdict::Pass, Verdict::Fail, Verdict::Skip])
+        );
+        let options = ForkOptions::new().timeout(Duration::from_secs(30));
+        let found = a.fork_run_with(&options, |b| {
+            Found::At(u32::from(first(b)), Verdict::Pass, Pad::ZERO)
+        });
+        assert_eq!(found.unwrap(), Found::At(3, Verdict::Pass, Pad::ZERO));
+        // Nested: a branch's own branches return such values too.
+        let nested = a.fork_run(|b| {
+            let marks = b.fork_run(|_| Array([true, false, true])).unwrap();
+            match b.fork_run_with(&options, |_| Found::Nothing(Pad::ZERO)) {
+                Ok(Found::Nothing(_)) => {
+                    Found::Marks(Array(std::array::from_fn(|i| i < 3 && marks[i])))
+                }
+                _ => Found::Nothing(Pad::ZERO),
+            }
+        });
+        let want = [true, false, true, false, false, false, false, false];
+        assert_eq!(nested.unwrap(), Found::Marks(Array(want)));
+    });
+}
+
+/// A branch whose arena holds arrays of non-`Pod` values changes them, allocates more, and
+/// returns one; the snapshot it brings back holds its changes, the parent's arena none.
+#[test]
+fn arrays_change_in_a_branch_and_come_back() {
+    let _g = serial();
+    clean(|| {
+        let mut a = Arena::with_capacity(1 << 20).unwrap();
+        let p = a.alloc(Array([Verdict::Pass; 4])).unwrap();
+        let v = ArenaVec::from_elem(&mut a, Array([false; 4]), 100).unwrap();
+        let (made, s) = a
+            .fork_snapshot(|b| {
+                b.get_mut(p)[2] = Verdict::Fail;
+                v.set(b, 99, Array([true; 4]));
+                v.push(b, Array([true, false, true, false])).unwrap();
+                let made = b.alloc(Array(['a', 'b'])).unwrap();
+                b.set_root(made);
+                let seen = b.fork_run(|c| *c.get(p)).unwrap();
+                assert_eq!(seen[2], Verdict::Fail);
+                made
+            })
+            .unwrap();
+        assert_eq!(*a.get(p), Array([Verdict::Pass; 4]));
+        assert_eq!(v.len(&a), 100);
+        assert!(a.try_get(made).is_err());
+        assert_eq!(s.get(p)[2], Verdict::Fail);
+        assert_eq!(v.get(&s, 99), Some(&Array([true; 4])));
+        assert_eq!(v.get(&s, 100), Some(&Array([true, false, true, false])));
+        assert_eq!(*s.get(made), Array(['a', 'b']));
+        assert_eq!(s.root::<Array<char, 2>>(), Some(made));
+        let back = a.fork_run(|b| *b.get(p)).unwrap();
+        assert_eq!(back, Array([Verdict::Pass; 4]));
+    });
+}
+
+/// Writes a whole result message to this (child) process's result pipe, the one pipe it holds
+/// beyond `before`, and ends the child: a closure that forges its own result. The message is
+/// the crate's: a `[tag, page count]` header (tag 0: a value) of native-endian `u64`, then the
+/// value's bytes.
+fn forge_result(before: &[i32], value: &[u8]) -> ! {
+    let fd = fds_to("pipe:")
+        .into_iter()
+        .find(|fd| !before.contains(fd))
+        .expect("the result pipe");
+    let mut message = [0u64, 0].map(u64::to_ne_bytes).concat();
+    message.extend_from_slice(value);
+    // SAFETY: writes a buffer of this length to a descriptor this process holds, then ends the
+    // process without unwinding or running destructors, as the crate's child does.
+    unsafe {
+        libc::write(fd, message.as_ptr().cast(), message.len());
+        libc::_exit(0)
+    }
+}
+
+#[test]
+fn invalid_result_bytes_are_an_error() {
+    let _g = serial();
+    clean(|| {
+        let mut a = Arena::with_capacity(1 << 20).unwrap();
+        let before = fds_to("pipe:");
+        let r = a.fork_run(|_| -> bool { forge_result(&before, &[2]) });
+        match r {
+            Err(e @ ForkError::InvalidResult { type_name: "bool" }) => {
+                assert!(e.to_string().contains("not a valid bool"), "{e}")
+            }
+            other => panic!("expected an invalid result, got {other:?}"),
+        }
+        let r = a.fork_run(|_| -> Verdict { forge_result(&before, &[0]) });
+        assert!(matches!(r, Err(ForkError::InvalidResult { .. })), "{r:?}");
+        let r = a.fork_run(|_| -> Option<NonZeroU32> { forge_result(&before, &[0; 4]) });
+        assert_eq!(r.unwrap(), None, "all zeros is `None`");
+        let r = a.fork_run(|_| -> NonZeroU32 { forge_result(&before, &[0; 4]) });
+        assert!(matches!(r, Err(ForkError::InvalidResult { .. })), "{r:?}");
+        // An invalid element, brought back with a snapshot: no snapshot is made.
+        let r = a.fork_snapshot(|b| -> Array<bool, 4> {
+            b.write(0, b"lost").unwrap();
+            forge_result(&before, &[1, 0, 1, 3])
+        });
+        assert!(matches!(r, Err(ForkError::InvalidResult { .. })), "{r:?}");
+        let valid = a.fork_snapshot(|_| -> Array<bool, 4> { forge_result(&before, &[1, 0, 1, 0]) });
+        assert_eq!(valid.unwrap().0, Array([true, false, true, false]));
+        assert_eq!(a.as_bytes()[0], 0);
+    });
 }

@@ -8,8 +8,8 @@ use super::{
 };
 use crate::arena::Arena;
 use crate::page_set::runs;
+use crate::ptr::value::Value;
 use crate::sys::process::{self, Pid};
-use bytemuck::Pod;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -26,7 +26,7 @@ pub(super) fn child_main<R, F>(
     options: &ForkOptions,
 ) -> !
 where
-    R: Pod,
+    R: Value,
     F: FnOnce(&mut Branch<'_>) -> R,
 {
     if !process::die_with_parent(parent) {
@@ -77,7 +77,7 @@ where
     process::exit_now(code)
 }
 
-fn send_result<R: Pod>(arena: &mut Arena, value: &R, send_pages: bool, pipe: &OwnedFd) -> i32 {
+fn send_result<R: Value>(arena: &mut Arena, value: &R, send_pages: bool, pipe: &OwnedFd) -> i32 {
     let fd = pipe.as_fd();
     let written = if send_pages {
         arena.written_pages()

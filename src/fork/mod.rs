@@ -20,8 +20,8 @@
 //! # }
 //! ```
 //!
-//! - [`Arena::fork_run`] runs a closure in a child and returns its value (any
-//!   [`Pod`] type, sent back through a pipe).
+//! - [`Arena::fork_run`] runs a closure in a child and returns its value (of any [`Value`]
+//!   type, `Pod` or not, sent back through a pipe and checked on arrival).
 //! - [`Arena::fork_snapshot`] also brings the child's final arena back as a [`Snapshot`]: the
 //!   parent takes a snapshot before forking, the child sends the pages it wrote, and the parent
 //!   writes them into an arena made from that snapshot. Only written pages cross the pipe.
@@ -57,6 +57,7 @@
 //! | `std::process::exit(code)` | [`ForkError::Exited`] |
 //! | abort, segfault, any signal | [`ForkError::Signaled`] (`SIGABRT`, `SIGSEGV`, ...) |
 //! | runs past the timeout | killed with `SIGKILL`; [`ForkError::TimedOut`] |
+//! | sends bytes that are not a valid result | killed; [`ForkError::InvalidResult`] |
 //! | the parent cannot fork, read, or build the result | [`ForkError::Parent`] |
 //!
 //! Every child is reaped before the call returns, also on a timeout, on an error in the parent,
@@ -116,10 +117,10 @@ mod pipe;
 
 use crate::arena::Arena;
 use crate::error::Error;
+use crate::ptr::value::Value;
 use crate::snapshot::Snapshot;
 use crate::typed::sealed::{Sealed, Token};
 use crate::typed::{View, ViewMut};
-use bytemuck::Pod;
 use parent::run;
 use std::ops::Deref;
 use std::time::Duration;
@@ -199,6 +200,17 @@ pub enum ForkError {
     TimedOut {
         /// The timeout that was set.
         timeout: Duration,
+    },
+    /// The bytes the child sent as its value are not a valid value of the result type: the
+    /// closure wrote to its result pipe itself, or made the value with `unsafe` code. The child
+    /// has been killed and reaped.
+    #[error(
+        "the forked child sent bytes that are not a valid {type_name} as its result (written to \
+         the result pipe by the closure, or a value made by unsafe code?)"
+    )]
+    InvalidResult {
+        /// The result type.
+        type_name: &'static str,
     },
     /// The parent could not fork, talk to the child, or build the result.
     #[error(transparent)]
@@ -301,7 +313,7 @@ impl Branch<'_> {
     /// As [`Arena::fork_run`].
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         self.fork_run_with(&ForkOptions::default(), f)
@@ -313,7 +325,7 @@ impl Branch<'_> {
     /// As [`Branch::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         // The branch's arena is not shared: branches are refused while any arena is.
@@ -342,18 +354,39 @@ impl Arena {
     /// # }
     /// ```
     ///
+    /// The value is of any [`Value`] type: `Pod`, or with invalid bit patterns (a `bool`, an
+    /// enum, an `Option<NonZeroU32>`, an [`Array`](crate::Array) of them); the parent checks the
+    /// bytes it receives, as a read from an arena does.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cowarena::ForkError> {
+    /// #[derive(Clone, Copy, Debug, PartialEq, bytemuck::NoUninit, bytemuck::CheckedBitPattern)]
+    /// #[repr(u8)]
+    /// enum Verdict { Safe, Unsafe }
+    ///
+    /// let mut a = cowarena::Arena::with_capacity(1 << 16)?;
+    /// let v = a.fork_run(|b| match b.as_bytes()[0] {
+    ///     0 => Verdict::Safe,
+    ///     _ => Verdict::Unsafe,
+    /// })?;
+    /// assert_eq!(v, Verdict::Safe);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// While any arena of the process has proxies, branches are [`Error::Unsupported`]: see the
     /// [module docs](crate::fork#what-a-branch-can-do).
     ///
     /// # Errors
     /// A [`ForkError`] saying how the child ended if it did not return its value (a system call
-    /// failing in the child ends it too: [`ForkError::Exited`]), or [`ForkError::Parent`] with an
-    /// [`Error::Os`] naming the call (`pipe`, `fork`, `poll`, `read`, `waitpid`, `kill`) that
-    /// failed in the parent. On `Err`, this arena is unchanged, and the child, if one was
-    /// started, has been killed and reaped.
+    /// failing in the child ends it too: [`ForkError::Exited`]), [`ForkError::InvalidResult`] if
+    /// the bytes it sent are not a valid `R`, or [`ForkError::Parent`] with an [`Error::Os`]
+    /// naming the call (`pipe`, `fork`, `poll`, `read`, `waitpid`, `kill`) that failed in the
+    /// parent. On `Err`, this arena is unchanged, and the child, if one was started, has been
+    /// killed and reaped.
     pub fn fork_run<R, F>(&mut self, f: F) -> Result<R, ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         self.fork_run_with(&ForkOptions::default(), f)
@@ -365,7 +398,7 @@ impl Arena {
     /// As [`Arena::fork_run`].
     pub fn fork_run_with<R, F>(&mut self, options: &ForkOptions, f: F) -> Result<R, ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         self.check_forkable()?;
@@ -411,7 +444,7 @@ impl Arena {
     /// for the parent's snapshots.
     pub fn fork_snapshot<R, F>(&mut self, f: F) -> Result<(R, Snapshot), ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         self.fork_snapshot_with(&ForkOptions::default(), f)
@@ -427,7 +460,7 @@ impl Arena {
         f: F,
     ) -> Result<(R, Snapshot), ForkError>
     where
-        R: Pod,
+        R: Value,
         F: FnOnce(&mut Branch<'_>) -> R,
     {
         self.check_forkable()?;

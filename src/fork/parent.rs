@@ -7,9 +7,9 @@ use super::{Branch, ForkError, ForkOptions, MAX_MESSAGE, PANICKED, RETURNED};
 use crate::arena::Arena;
 use crate::error::Error;
 use crate::page_set::runs;
+use crate::ptr::value::Value;
 use crate::snapshot::Snapshot;
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
-use bytemuck::Pod;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ pub(super) fn run<R, F>(
     base: Option<&Snapshot>,
 ) -> Result<(R, Option<Snapshot>), ForkError>
 where
-    R: Pod,
+    R: Value,
     F: FnOnce(&mut Branch<'_>) -> R,
 {
     let page = crate::sys::page_size();
@@ -233,7 +233,7 @@ where
 }
 
 /// The parent's side: reads the child's message and builds the result.
-fn collect<R: Pod>(
+fn collect<R: Value>(
     mut session: Session,
     base: Option<&Snapshot>,
     page: usize,
@@ -259,8 +259,15 @@ fn collect<R: Pod>(
     if tag != RETURNED {
         return Err(malformed("unknown message"));
     }
-    let mut value = R::zeroed();
-    session.recv(bytemuck::bytes_of_mut(&mut value))?;
+    // Checked, not trusted: the closure may have written to the pipe itself, or made its value
+    // with `unsafe` code.
+    let mut bytes = vec![0u8; size_of::<R>()];
+    session.recv(&mut bytes)?;
+    let value = bytemuck::checked::try_pod_read_unaligned::<R>(&bytes).map_err(|_| {
+        ForkError::InvalidResult {
+            type_name: std::any::type_name::<R>(),
+        }
+    })?;
     let Some(base) = base else {
         if n != 0 {
             return Err(malformed("pages sent without a base snapshot"));

@@ -1,5 +1,6 @@
 //! [`Ptr<T>`]: an offset into an arena plus the stamp that proves which allocation it names.
 
+pub(crate) mod array;
 pub(crate) mod handles;
 pub(crate) mod value;
 

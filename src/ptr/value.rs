@@ -13,8 +13,8 @@ use std::hash::{Hash, Hasher};
 /// A type whose values can live in an arena: every [`bytemuck::Pod`] type, and every type that
 /// is [`NoUninit`] (no padding, so its bytes can be copied and hashed) and
 /// [`CheckedBitPattern`] (its bytes can be checked to be a valid value): `bool`, `char`,
-/// `NonZeroU32` and the other `NonZero*`, `Option<NonZero*>`, and the structs and enums that
-/// derive both traits.
+/// `NonZeroU32` and the other `NonZero*`, `Option<NonZero*>`, the structs and enums that derive
+/// both traits, and [`Array`](crate::Array)s of any of them (see [Arrays](#arrays)).
 ///
 /// It is implemented for every such type; there is nothing to implement.
 ///
@@ -87,8 +87,44 @@ use std::hash::{Hash, Hasher};
 /// # Ok::<(), cowarena::Error>(())
 /// ```
 ///
-/// Arrays of a type with invalid patterns (`[bool; 4]`) are not [`CheckedBitPattern`] in
-/// bytemuck; store them in an [`ArenaVec`](crate::ArenaVec), or as separate fields.
+/// # Arrays
+///
+/// An array of a type with invalid patterns (`[bool; 4]`, `[Op; 8]`) is not
+/// [`CheckedBitPattern`] in bytemuck, so it is no `Value`; wrap it in [`Array`](crate::Array),
+/// which is one (of the same layout) whenever its element is, as a value or as a field. Arrays of
+/// `Pod` elements (`[u32; 4]`) are `Pod` and need no wrapper.
+///
+/// ```
+/// use bytemuck::{CheckedBitPattern, NoUninit};
+/// use cowarena::{Arena, ArenaVec, Array, Pad};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, NoUninit, CheckedBitPattern)]
+/// #[repr(u32)]
+/// enum Move {
+///     Pass(Pad<4>),
+///     Place(Array<bool, 4>), // 4 + 4 bytes, as the other variant
+/// }
+///
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let board = a.alloc(Array(['x', '.', 'o']))?;
+/// let moves = ArenaVec::from_slice(&mut a, &[Move::Pass(Pad::ZERO)])?;
+/// moves.push(&mut a, Move::Place(Array([false, true, false, false])))?;
+/// let s = a.snapshot()?;
+/// assert_eq!(s.get(board)[2], 'o');
+/// assert_eq!(moves.get(&s, 1), Some(&Move::Place(Array([false, true, false, false]))));
+///
+/// a.write(board.offset() + 4, &0xD800u32.to_ne_bytes())?; // board[1]: a surrogate, no char
+/// assert!(a.try_get(board).is_err());
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+///
+/// The bare array does not compile:
+///
+/// ```compile_fail,E0277
+/// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+/// a.alloc([true, false])?; // error: `[bool; 2]` cannot live in an arena
+/// # Ok::<(), cowarena::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot live in an arena",
     label = "not `bytemuck::NoUninit + bytemuck::CheckedBitPattern`",

@@ -2,9 +2,10 @@
 //! collections built on them.
 //!
 //! Values of any [`Value`] type can live in an arena: every [`bytemuck::Pod`] type, and types
-//! with invalid bit patterns (`bool`, `char`, enums, ...) whose reads are checked (see
-//! [`Value`] for what a check costs, and how to declare an enum that carries data). Because the allocator keeps *all*
-//! of its state inside the arena too, everything the arena does to its pages it does to the
+//! with invalid bit patterns (`bool`, `char`, enums, ..., and arrays of them as
+//! [`Array`](crate::Array)) whose reads are checked (see [`Value`] for what a check costs, and
+//! how to declare an enum that carries data). Because the allocator keeps *all* of its state
+//! inside the arena too, everything the arena does to its pages it does to the
 //! values and to the allocator at once: [`restore`](Arena::restore) brings back the values and
 //! the allocator (objects allocated after the snapshot are gone and their space is free again),
 //! [`Snapshot::to_arena`] forks both, and a [proxy](Arena::proxy) shares both until written.
