@@ -325,7 +325,6 @@ fn print_dirty_pages() {
     );
 }
 
-/// The ratios the project's goals are stated in, each measured within this run.
 /// A data-carrying enum: `get` validates its tag.
 #[derive(Clone, Copy, bytemuck::NoUninit, bytemuck::CheckedBitPattern)]
 #[repr(u64)]
@@ -410,6 +409,7 @@ fn print_value_ratios(a: &mut Arena) {
     );
 }
 
+/// The ratios the project's goals are stated in, each measured within this run.
 fn print_ratios() {
     let mut a = Arena::with_capacity(64 << 20).unwrap();
     report(

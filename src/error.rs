@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// |---|---|---|
 /// | accessors that read or lend a reference: [`Arena::get`](crate::Arena::get), [`get_mut`](crate::Arena::get_mut), [`set_root`](crate::Arena::set_root), [`View::lend`](crate::View::lend), [`ViewMut::lend_mut`](crate::ViewMut::lend_mut), [`Loan::views`](crate::Loan::views), the collections' `get`, `get_mut`, `as_slice`, `as_mut_slice`, `slice_mut`, `view_mut`, `len`, `iter`, `entry`, [`Snapshot::as_bytes`](crate::Snapshot::as_bytes), ... | the plain name **panics**; a `try_` twin returns `Result` | the only failure is a handle that names nothing (a programming error, like an index past a slice; for a snapshot, a view that cannot be mapped) or bytes that raw writes made an invalid value ([`Error::InvalidValue`]), and these sit in hot loops, where a `Result` costs every caller a branch and an `unwrap` |
 /// | collection operations that neither allocate nor free: [`ArenaVec::set`](crate::ArenaVec::set), [`pop`](crate::ArenaVec::pop), [`truncate`](crate::ArenaVec::truncate), [`clear`](crate::ArenaVec::clear), [`ArenaMap::remove`](crate::ArenaMap::remove), [`ArenaMap::clear`](crate::ArenaMap::clear), [`ArenaBytes::clear`](crate::ArenaBytes::clear) | the plain name **panics**; a `try_` twin returns `Result` | as for accessors: only a handle that names nothing (or, for `set`, an index out of bounds) makes them fail, as `Vec::pop` or `v[i] = x` cannot fail |
-/// | operations that may allocate or free, or make system calls: `alloc`, `free`, `push`, `extend_from_slice`, `insert`, `resize`, `reserve`, `or_insert` (and a view's `push`, `extend_from_slice` and `reserve`), [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), `proxy`, `save`, `open`, `fork_run`, ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
+/// | operations that may allocate or free, or make system calls: `alloc`, `free`, `push`, `extend_from_slice`, `insert`, `resize`, `reserve`, `or_insert` (and a view's `push`, `extend_from_slice`, `reserve` and `insert_str`), [`snapshot`](crate::Arena::snapshot), [`restore`](crate::Arena::restore), `proxy`, `save`, `open`, `fork_run`, ... | return `Result` | they fail for reasons outside the caller's control (memory, the kernel, a full disk) |
 /// | raw byte access at offsets: [`write`](crate::Arena::write), [`read`](crate::Arena::read), [`bytes_mut`](crate::Arena::bytes_mut); pairing objects: [`Proxy::with`](crate::Proxy::with), `restore` of another arena's snapshot | return `Result` | an offset is plain data, often computed or read from a file, and which objects belong together is known only at run time: the caller decides what a failure means |
 /// | an index into a collection | `Option` from `get`/`get_mut`/`pop`; indexing a view (`view[i]`), `set` and `swap` panic like a slice; [`ArenaVec::try_set`](crate::ArenaVec::try_set) returns [`Error::IndexOutOfBounds`] | as for `Vec` and slices |
 ///
@@ -25,8 +25,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// whatever the input, is undefined behaviour, and a call that fails with
 /// [`InvalidPtr`](Error::InvalidPtr), [`InvalidValue`](Error::InvalidValue),
 /// [`IndexOutOfBounds`](Error::IndexOutOfBounds),
-/// [`OutOfBounds`](Error::OutOfBounds), [`CapacityOverflow`](Error::CapacityOverflow) or
-/// [`CannotGrow`](Error::CannotGrow) changes nothing.
+/// [`OutOfBounds`](Error::OutOfBounds), [`CapacityOverflow`](Error::CapacityOverflow),
+/// [`CannotGrow`](Error::CannotGrow) or [`CannotInsert`](Error::CannotInsert) changes nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -64,7 +64,8 @@ pub enum Error {
     /// ([`ArenaVec::reserve`](crate::ArenaVec::reserve), through the loan between views), or
     /// lend the vector alone ([`ArenaVec::view_mut`](crate::ArenaVec::view_mut)).
     #[error(
-        "cannot grow a lent vector: {len} elements plus {additional} exceed its capacity of          {capacity}, and a view lent with others cannot allocate; reserve room before lending"
+        "cannot grow a lent vector: {len} elements plus {additional} exceed its capacity of \
+         {capacity}, and a view lent with others cannot allocate; reserve room before lending"
     )]
     CannotGrow {
         /// The vector's length.
@@ -74,9 +75,27 @@ pub enum Error {
         /// The vector's capacity.
         capacity: usize,
     },
-    /// Handles lent mutably at once ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut)) whose
-    /// memory overlaps, such as the same handle twice.
-    #[error("overlapping loans: {len} bytes at offset {offset:#x} would be lent mutably twice")]
+    /// A map's view ([`MapMut::insert_str`](crate::MapMut::insert_str)) was given a key the map
+    /// does not hold: a view adds no entries, and a new text key needs a string allocated, which
+    /// a view cannot do while it borrows the arena. Insert the key through the arena, or through
+    /// the [`Loan`](crate::Loan) between batches of views
+    /// ([`ArenaMap::insert_str`](crate::ArenaMap::insert_str)).
+    #[error(
+        "cannot insert the new key {key:?} through a map's view: a view adds no entries; insert \
+         it with ArenaMap::insert_str through the arena or the loan, between views"
+    )]
+    CannotInsert {
+        /// The key's text.
+        key: String,
+    },
+    /// Handles lent mutably at once ([`ViewMut::lend_mut`](crate::ViewMut::lend_mut), a
+    /// [`Loan`](crate::Loan)) whose memory overlaps where a view writes it: the same handle
+    /// twice, or a map keyed by [`ArenaString`](crate::ArenaString) and the string of one of its
+    /// keys (whose text the map's view reads).
+    #[error(
+        "overlapping loans: {len} bytes at offset {offset:#x} would be written through one view \
+         while another view lends them"
+    )]
     Overlap {
         /// Where the overlap starts.
         offset: usize,

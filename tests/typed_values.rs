@@ -123,6 +123,20 @@ fn an_invalid_pattern_is_an_error_or_a_panic() {
         a.get(e);
     });
     assert!(msg.contains("invalid value") && msg.contains("Op"), "{msg}");
+    // The same through a snapshot, whose `get` is the `View` trait's.
+    let snap = a.snapshot().unwrap();
+    assert!(is_invalid_value(&snap.try_get(s).unwrap_err(), s.offset()));
+    let msg = panic_message(|| {
+        snap.get(s);
+    });
+    assert!(
+        msg.contains("invalid value") && msg.contains("Shape"),
+        "{msg}"
+    );
+    let msg = panic_message(|| {
+        snap.get(Ptr::<Op>::null());
+    });
+    assert!(msg.contains("invalid pointer"), "{msg}");
     let msg = panic_message(|| {
         a.get_mut(x);
     });

@@ -67,15 +67,14 @@ impl<K: Value + Eq, V: Value> Lend for ArenaMap<K, V> {
     type Checked = Table;
 
     fn check(&self, bytes: &[u8], spans: &mut Spans, _: Token) -> Result<Table> {
-        let (t, len) = self.lend_plan(bytes)?;
-        spans.push(t.start..t.start + len);
-        Ok(t)
+        self.lend_plan(bytes, spans)
     }
 
     unsafe fn lend<'a>(t: Table, lent: &Lent<'a>, _: Token) -> MapMut<'a, K, V> {
-        // SAFETY: `lend_plan` checked the table lies inside the arena, aligned; its span is
-        // disjoint from every other view of the loan, and the arena stays borrowed for `'a` (the
-        // caller's contract).
+        // SAFETY: `lend_plan` checked the table lies inside the arena, aligned, and its entries
+        // (text keys' strings included); the table's span is disjoint from every other span of
+        // the loan, the text keys' spans from every span a view writes, and the arena stays
+        // borrowed for `'a` (the caller's contract).
         unsafe { MapMut::new(t, lent) }
     }
 

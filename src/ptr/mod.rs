@@ -114,23 +114,26 @@ pub(crate) fn is_live<T: Value>(bytes: &[u8], p: Ptr<T>) -> bool {
     alloc::live_at(bytes, p.offset(), p.stamp, &Ptr::<T>::PLACE)
 }
 
-/// The object at `p`'s offset, or the error saying its bytes are not a valid `T`.
+/// The object at `p`'s offset, or `None` if its bytes are not a valid `T`. An `Option`, not a
+/// `Result`: the caller's failure path then is a call that does not return, so a loop of `get`s
+/// has no path back into its body and the compiler hoists the checks on `bytes` out of it (the
+/// `Result` of an out-of-line error constructor has to be tested for `Ok` after the call).
 ///
 /// # Safety
 /// `is_live(bytes, p)` must hold.
 #[inline(always)]
-unsafe fn object<T: Value>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
+unsafe fn object<T: Value>(bytes: &[u8], p: Ptr<T>) -> Option<&T> {
     // SAFETY: `is_live` checked `offset + size_of::<T>() <= offset + stamp_at < bytes.len()`, so
     // the object lies inside `bytes`, and that its address is a multiple of `PLACE.mask + 1`,
     // itself a multiple of T's alignment.
     let data = unsafe { bytes.as_ptr().add(p.offset()) };
     // SAFETY: as above, `size_of::<T>()` bytes, aligned for `T`.
     if !unsafe { is_valid::<T>(data) } {
-        return Err(invalid_value::<T>(p.offset()));
+        return None;
     }
     // SAFETY: in bounds and aligned (above), and the bytes are a valid `T` (checked); the
     // reference borrows `bytes`, so it cannot outlive the memory.
-    Ok(unsafe { &*data.cast::<T>() })
+    Some(unsafe { &*data.cast::<T>() })
 }
 
 /// The object `p` names in `bytes`; panics with the reason if `p` is not live there or its bytes
@@ -143,8 +146,8 @@ pub(crate) fn get<T: Value>(bytes: &[u8], p: Ptr<T>) -> &T {
     }
     // SAFETY: `is_live` holds.
     match unsafe { object(bytes, p) } {
-        Ok(v) => v,
-        Err(e) => fail(e),
+        Some(v) => v,
+        None => fail(invalid_value::<T>(p.offset())),
     }
 }
 
@@ -153,7 +156,7 @@ pub(crate) fn get<T: Value>(bytes: &[u8], p: Ptr<T>) -> &T {
 pub(crate) fn check<T: Value>(bytes: &[u8], p: Ptr<T>) -> Result<&T> {
     if is_live(bytes, p) {
         // SAFETY: `is_live` holds.
-        unsafe { object(bytes, p) }
+        unsafe { object(bytes, p) }.ok_or_else(|| invalid_value::<T>(p.offset()))
     } else {
         Err(invalid(bytes, p))
     }

@@ -64,30 +64,58 @@ pub trait Lend: sealed::Sealed + Copy {
     fn lend_ref<'a>(&self, bytes: &'a [u8], token: Token) -> Result<Self::Ref<'a>>;
 }
 
-/// The memory a loan's handles will lend (crate-internal; it cannot be made outside the crate).
+/// The memory a loan's handles will lend (crate-internal; it cannot be made outside the crate):
+/// the spans a view may write, which must be disjoint from every other span, and the spans a
+/// view reads but no view writes (the text of a map's [`ArenaString`](crate::ArenaString) keys),
+/// which may overlap each other.
 #[derive(Debug)]
-pub struct Spans(Vec<Range<usize>>);
+pub struct Spans {
+    lent: Vec<Range<usize>>,
+    read: Vec<Range<usize>>,
+}
 
 impl Spans {
-    /// Records that a handle lends `span` (arena offsets); empty spans lend nothing.
+    /// Records that a handle lends `span` (arena offsets) for writing; empty spans lend nothing.
     pub(crate) fn push(&mut self, span: Range<usize>) {
         if !span.is_empty() {
-            self.0.push(span);
+            self.lent.push(span);
         }
     }
 
-    /// Fails if two spans overlap.
+    /// Records that a handle's view reads `span` (arena offsets) without writing it.
+    pub(crate) fn push_read(&mut self, span: Range<usize>) {
+        if !span.is_empty() {
+            self.read.push(span);
+        }
+    }
+
+    /// Fails if a span lent for writing overlaps another span.
     fn check_disjoint(&mut self) -> Result<()> {
-        self.0.sort_unstable_by_key(|r| r.start);
-        for w in self.0.windows(2) {
+        self.lent.sort_unstable_by_key(|r| r.start);
+        for w in self.lent.windows(2) {
             if w[0].end > w[1].start {
-                return Err(Error::Overlap {
-                    offset: w[1].start,
-                    len: w[0].end.min(w[1].end) - w[1].start,
-                });
+                return Err(overlap(&w[0], &w[1]));
+            }
+        }
+        // The lent spans are sorted and disjoint, so their ends are sorted too: of those that end
+        // after a read span starts, the first starts first, so it overlaps the span if any does.
+        for r in &self.read {
+            let i = self.lent.partition_point(|l| l.end <= r.start);
+            if let Some(l) = self.lent.get(i).filter(|l| l.start < r.end) {
+                return Err(overlap(l, r));
             }
         }
         Ok(())
+    }
+}
+
+/// The error for two overlapping spans.
+#[cold]
+fn overlap(a: &Range<usize>, b: &Range<usize>) -> Error {
+    let start = a.start.max(b.start);
+    Error::Overlap {
+        offset: start,
+        len: a.end.min(b.end) - start,
     }
 }
 
@@ -149,7 +177,10 @@ impl<'a> Lent<'a> {
 
 /// Checks `handles` against `arena` and the disjointness of their spans.
 pub(crate) fn check<L: Lend>(arena: &Arena, handles: &L) -> Result<L::Checked> {
-    let mut spans = Spans(Vec::new());
+    let mut spans = Spans {
+        lent: Vec::new(),
+        read: Vec::new(),
+    };
     let checked = handles.check(arena.as_bytes(), &mut spans, TOKEN)?;
     spans.check_disjoint()?;
     Ok(checked)

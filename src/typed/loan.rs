@@ -96,7 +96,9 @@
 //! page-aligned, so alignments hold). A restore may change every byte, and every other use of
 //! the arena through the loan (it is a [`ViewMut`]) may allocate, free or write anything: both
 //! drop what the loan found, and the next `views()` checks the handles again, their memory's
-//! disjointness included.
+//! disjointness included. Memory a view reads but does not lend (the strings of a map's
+//! [`ArenaString`](crate::ArenaString) keys) stays as checked too: the check refuses a loan
+//! where any view could write it, and the map's view writes only values.
 
 use super::lend::{self, Lend, Lent};
 use super::sealed::{Sealed, Token, TOKEN};

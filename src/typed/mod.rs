@@ -221,8 +221,10 @@ pub trait View: sealed::Sealed {
     #[inline]
     #[track_caller]
     fn get<T: Value>(&self, p: Ptr<T>) -> &T {
-        match self.try_get(p) {
-            Ok(v) => v,
+        // `ptr::get`, not `try_get`: its failures do not return, so a loop of `get`s keeps the
+        // checks on the bytes out of its body (see `ptr::object`).
+        match self.try_bytes() {
+            Ok(bytes) => ptr::get(bytes, p),
             Err(e) => ptr::fail(e),
         }
     }

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ptr::handles::ArenaMap;
 use crate::ptr::value::Value;
 use crate::ptr::Ptr;
+use crate::typed::lend::Spans;
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
 use bytemuck::{Pod, Zeroable};
@@ -455,19 +456,17 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         arena.free(self.head_ptr())
     }
 
-    /// For lending: the table and its entries, checked, and its span. A map keyed by
-    /// [`ArenaString`](crate::ArenaString) is refused: its view would read the keys' text,
-    /// outside the memory lent to it.
-    pub(super) fn lend_plan(&self, bytes: &[u8]) -> Result<(Table, usize)> {
-        if Self::text_keys() {
-            return Err(Error::Unsupported(
-                "a map keyed by ArenaString is not lent mutably (its lookups read the keys' \
-                 text); use its methods, or lend it for reading",
-            ));
-        }
+    /// For lending: the table, its entries checked, and the spans its view writes (the table)
+    /// and reads (for a map keyed by [`ArenaString`](crate::ArenaString), every key's string,
+    /// see [`plan_text_keys`](Self::plan_text_keys)).
+    pub(super) fn lend_plan(&self, bytes: &[u8], spans: &mut Spans) -> Result<Table> {
         let t = self.table(bytes)?;
         Self::check_entries(bytes, &t)?;
-        Ok((t, t.cap() * Self::STRIDE))
+        spans.push(t.start..t.start + t.cap() * Self::STRIDE);
+        if Self::text_keys() {
+            Self::plan_text_keys(bytes, &t, spans)?;
+        }
+        Ok(t)
     }
 
     /// For lending to read: the map in `bytes`, checked.

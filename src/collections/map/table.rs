@@ -129,8 +129,19 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
     /// can cause.
     #[inline]
     pub(super) fn find(table: &[u8], cap: usize, probe: &Probe<'_>) -> Option<(usize, bool)> {
+        Self::find_by(table, cap, probe.tag, |stored| probe.matches(stored))
+    }
+
+    /// [`find`](Self::find) of the key whose tag is `tag` and which `matches` the bytes of a
+    /// slot's key (called only for occupied slots of that tag).
+    #[inline(always)]
+    pub(super) fn find_by(
+        table: &[u8],
+        cap: usize,
+        tag: u32,
+        matches: impl Fn(&[u8]) -> bool,
+    ) -> Option<(usize, bool)> {
         let mask = cap.wrapping_sub(1);
-        let tag = probe.tag;
         let mut i = tag as usize & mask;
         for _ in 0..cap {
             let entry = &table[i * Self::STRIDE..(i + 1) * Self::STRIDE];
@@ -138,7 +149,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
             if t == 0 {
                 return Some((i, false));
             }
-            if t == tag && probe.matches(&entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()]) {
+            if t == tag && matches(&entry[Self::KEY_AT..Self::KEY_AT + size_of::<K>()]) {
                 return Some((i, true));
             }
             i = (i + 1) & mask;
@@ -272,7 +283,7 @@ impl<'k> Probe<'k> {
 
 /// The tag of a key whose bytes (or text) are `bytes`: never 0, the tag of an empty slot.
 #[inline]
-fn tag(bytes: &[u8], seed: u64) -> u32 {
+pub(super) fn tag(bytes: &[u8], seed: u64) -> u32 {
     ((hash_bytes(bytes, seed) >> 32) as u32) | 1 << 31
 }
 

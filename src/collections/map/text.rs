@@ -1,10 +1,12 @@
 //! The lookups by text of an [`ArenaMap`] keyed by [`ArenaString`].
 
 use super::table::Probe;
+use super::Table;
 use crate::collections::expect;
 use crate::error::Result;
 use crate::ptr::handles::{ArenaMap, ArenaString};
-use crate::ptr::value::Value;
+use crate::ptr::value::{invalid_value, Value};
+use crate::typed::lend::Spans;
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
 
@@ -12,8 +14,10 @@ use crate::typed::{View, ViewMut};
 /// their text by every method ([`get`](ArenaMap::get), [`insert`](ArenaMap::insert),
 /// [`entry`](ArenaMap::entry), ...): two handles holding the same text are the same key. A
 /// key's text must not change while it is in the map. Such a map is lent for reading
-/// ([`View::lend`]) but not mutably, since its lookups read the keys' text elsewhere in the
-/// arena.
+/// ([`View::lend`], a [`MapRef`](crate::MapRef)) and mutably ([`view_mut`](ArenaMap::view_mut),
+/// [`ViewMut::lend_mut`], a [`Loan`](crate::Loan)): its [`MapMut`](crate::MapMut) looks keys up
+/// by text ([`get_str`](crate::MapMut::get_str), [`get_str_mut`](crate::MapMut::get_str_mut)),
+/// reading the keys' strings, which no view lent with it may write.
 ///
 /// ```
 /// use cowarena::{Arena, ArenaMap, ArenaString};
@@ -75,5 +79,31 @@ impl<V: Value> ArenaMap<ArenaString, V> {
                 Err(e)
             }
         }
+    }
+}
+
+impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
+    /// For lending a map keyed by [`ArenaString`]: checks every key's string (live, its text
+    /// UTF-8) and records its header and its text as spans the view reads. The view reads them
+    /// for every lookup and lends the text as `&str`, without a check: they stay as checked
+    /// because no view lent with it may write them (the loan checks that its spans written are
+    /// disjoint from these) and the view itself writes only values. A lend costs in proportion
+    /// to the keys' text.
+    pub(super) fn plan_text_keys(bytes: &[u8], t: &Table, spans: &mut Spans) -> Result<()> {
+        let table = Self::table_bytes(bytes, t);
+        for i in 0..t.cap() {
+            if Self::tag_at(table, i) == 0 {
+                continue;
+            }
+            let at = i * Self::STRIDE + Self::KEY_AT;
+            let key: ArenaString = bytemuck::pod_read_unaligned(&table[at..at + size_of::<K>()]);
+            let (head, text) = key.bytes.read_plan(bytes)?;
+            if let Err(e) = std::str::from_utf8(&bytes[text.clone()]) {
+                return Err(invalid_value::<str>(text.start + e.valid_up_to()));
+            }
+            spans.push_read(head);
+            spans.push_read(text);
+        }
+        Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! [`MapMut`]: a mutable view of an [`ArenaMap`]'s values with the handle checked once, which
 //! marks the pages of the values it lends as written; and [`MapRef`], its read-only twin.
 
+use super::table::{tag, Probe};
 use super::{MapIter, Table};
 use crate::collections::expect;
-use crate::error::Result;
-use crate::ptr::handles::ArenaMap;
+use crate::error::{Error, Result};
+use crate::ptr::handles::{ArenaMap, ArenaString};
 use crate::ptr::value::Value;
 use crate::typed::lend::{self, Lent};
 use crate::typed::marks::Marker;
@@ -51,8 +52,14 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
 /// [`ViewMut::lend_mut`] or a [`Loan`](crate::Loan): the handle was checked once, and the arena
 /// stays borrowed while the view lives, so no entry can be added or removed. Making it checks
 /// every entry once when keys or values have invalid bit patterns (see
-/// [`Value`](crate::Value); nothing for `Pod` types). A lookup costs the hash and the probe; [`get_mut`](Self::get_mut) marks the value's pages as written (a test of
-/// the arena's bit for the page, as [`VecMut`](crate::VecMut) does).
+/// [`Value`](crate::Value); nothing for `Pod` types). A lookup costs the hash and the probe;
+/// [`get_mut`](Self::get_mut) marks the value's pages as written (a test of the arena's bit for
+/// the page, as [`VecMut`](crate::VecMut) does).
+///
+/// A map keyed by [`ArenaString`] is looked up by text ([`get_str`](Self::get_str),
+/// [`get_str_mut`](Self::get_str_mut), [`iter_str`](Self::iter_str)): making its view also
+/// checks every key's string (live, its text UTF-8), which then must not be lent mutably with it
+/// ([`Error::Overlap`]), and its lookups read the keys' text in place.
 ///
 /// ```
 /// use cowarena::{Arena, ArenaMap};
@@ -71,6 +78,8 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
 pub struct MapMut<'a, K, V> {
     /// The table's first byte (dangling when there is no table).
     table: NonNull<u8>,
+    /// The arena's first byte, where the strings of text keys are read.
+    base: NonNull<u8>,
     t: Table,
     marker: Marker,
     _table: PhantomData<&'a mut [u8]>,
@@ -91,6 +100,8 @@ impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
         };
         MapMut {
             table,
+            // SAFETY: the arena's first byte, of a mapping, so not null.
+            base: unsafe { NonNull::new_unchecked(lent.base()) },
             t,
             marker: lent.marker(),
             _table: PhantomData,
@@ -116,34 +127,205 @@ impl<'a, K: Value + Eq, V: Value> MapMut<'a, K, V> {
         self.len() == 0
     }
 
+    /// The slot holding `key`.
+    ///
+    /// # Panics
+    /// For a map keyed by [`ArenaString`], whose view looks keys up by text only.
+    #[inline(always)]
+    #[track_caller]
+    fn slot(&self, key: &K) -> Option<usize> {
+        if ArenaMap::<K, V>::text_keys() {
+            by_handle();
+        }
+        ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)
+    }
+
+    /// The value of slot `i`, for writing; its pages are marked as written.
+    fn value_mut(&mut self, i: usize) -> &mut V {
+        let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
+        // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
+        unsafe { self.marker.touch::<V>(self.t.start + at) };
+        // SAFETY: as above, and values sit aligned for `V` in the table, valid (checked when the
+        // view was lent); the reference borrows the view mutably, so it is the only one.
+        unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() }
+    }
+
     /// The value for `key`.
+    ///
+    /// # Panics
+    /// For a map keyed by [`ArenaString`]: use [`get_str`](Self::get_str) (the view cannot read
+    /// the text of a handle that is not one of its keys, which may lie in memory lent to
+    /// another view).
+    #[track_caller]
     pub fn get(&self, key: &K) -> Option<&V> {
-        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
+        let i = self.slot(key)?;
         // SAFETY: the entries were checked when the view was lent (`lend_plan`), and changed
         // since only through `get_mut`'s `&mut V`.
         Some(unsafe { ArenaMap::<K, V>::value_at(self.bytes(), i) })
     }
 
     /// Whether the map holds `key`.
+    ///
+    /// # Panics
+    /// For a map keyed by [`ArenaString`], as [`get`](Self::get).
+    #[track_caller]
     pub fn contains_key(&self, key: &K) -> bool {
-        ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key).is_some()
+        self.slot(key).is_some()
     }
 
     /// The value for `key`, for writing; its pages are marked as written.
+    ///
+    /// # Panics
+    /// For a map keyed by [`ArenaString`], as [`get`](Self::get).
+    #[track_caller]
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let i = ArenaMap::<K, V>::slot_in(&[], self.bytes(), &self.t, key)?;
-        let at = i * ArenaMap::<K, V>::STRIDE + ArenaMap::<K, V>::VALUE_AT;
-        // SAFETY: slot `i < cap` of the table, inside the arena (see `new`).
-        unsafe { self.marker.touch::<V>(self.t.start + at) };
-        // SAFETY: as above, and values sit aligned for `V` in the table, valid (checked when the
-        // view was lent); the reference borrows the view mutably, so it is the only one.
-        Some(unsafe { &mut *self.table.as_ptr().add(at).cast::<V>() })
+        let i = self.slot(key)?;
+        Some(self.value_mut(i))
     }
 
     /// Iterates over the entries, in no particular order.
     pub fn iter(&self) -> MapIter<'_, K, V> {
         // SAFETY: as in `get`; the iterator borrows the view.
         unsafe { MapIter::new(self.bytes()) }
+    }
+}
+
+/// A lookup by handle in a view of a map keyed by [`ArenaString`].
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn by_handle() -> ! {
+    panic!(
+        "cowarena: a view of a map keyed by ArenaString looks keys up by text (get_str, \
+         get_str_mut, contains_str): it cannot read the text of another handle"
+    )
+}
+
+/// The lookups by text of a view of a map keyed by [`ArenaString`].
+///
+/// ```
+/// use cowarena::{Arena, ArenaMap, ArenaString, ArenaVec};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let vars = ArenaMap::<ArenaString, i64>::new(&mut a)?;
+/// vars.insert_str(&mut a, "x", 1)?;
+/// vars.insert_str(&mut a, "y", 2)?;
+/// let trail = ArenaVec::<i64>::with_capacity(&mut a, 16)?;
+/// let mut loan = a.loan((vars, trail));
+/// let (mut v, mut t) = loan.views();
+/// *v.get_str_mut("x").unwrap() += 10;
+/// t.push(v.insert_str("y", 20)?.unwrap())?;         // the old value
+/// assert_eq!((v.get_str("x"), v.contains_str("z")), (Some(&11), false));
+/// assert!(v.insert_str("z", 0).is_err());           // a view adds no keys...
+/// vars.insert_str(&mut loan, "z", 0)?;              // ...the loan does, between views
+/// let (v, _) = loan.views();
+/// let mut names: Vec<&str> = v.iter_str().map(|(k, _)| k).collect();
+/// names.sort();
+/// assert_eq!(names, ["x", "y", "z"]);
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+///
+/// Text read from the view borrows it, so it cannot outlive the loan's next use:
+///
+/// ```compile_fail,E0499
+/// # use cowarena::{Arena, ArenaMap, ArenaString};
+/// # let mut a = Arena::with_capacity(1 << 20)?;
+/// # let vars = ArenaMap::<ArenaString, i64>::new(&mut a)?;
+/// # vars.insert_str(&mut a, "x", 1)?;
+/// let mut loan = a.loan(vars);
+/// let v = loan.views();
+/// let name: &str = v.iter_str().next().unwrap().0;
+/// vars.insert_str(&mut loan, "y", 2)?; // error: `loan` is borrowed through `name`
+/// assert_eq!(name, "x");
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+///
+/// and neither can the view be used after a snapshot or a restore:
+///
+/// ```compile_fail,E0499
+/// # use cowarena::{Arena, ArenaMap, ArenaString};
+/// # let mut a = Arena::with_capacity(1 << 20)?;
+/// # let vars = ArenaMap::<ArenaString, i64>::new(&mut a)?;
+/// # let s = a.snapshot()?;
+/// let mut loan = a.loan(vars);
+/// let v = loan.views();
+/// loan.restore(&s)?;
+/// v.get_str("x"); // error: `loan` is borrowed by `v`
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+impl<V: Value> MapMut<'_, ArenaString, V> {
+    /// The text of `key`, a key of an occupied slot of the table.
+    ///
+    /// # Safety
+    /// `key` was read from an occupied slot of the view's table.
+    #[inline]
+    unsafe fn key_text(&self, key: ArenaString) -> &[u8] {
+        // SAFETY: every occupied slot's key was checked when the view was lent
+        // (`plan_text_keys`), and its spans recorded as read: no view of the loan writes them,
+        // the arena is borrowed, and this view writes only values, so they are as checked.
+        unsafe { key.bytes.read_unchecked(self.base.as_ptr()) }
+    }
+
+    /// The slot holding the key whose text is `key`.
+    #[inline]
+    fn text_slot(&self, key: &str) -> Option<usize> {
+        if self.t.head.len == 0 {
+            return None;
+        }
+        let key = key.as_bytes();
+        let found = ArenaMap::<ArenaString, V>::find_by(
+            self.bytes(),
+            self.t.cap(),
+            tag(key, self.t.head.seed),
+            // SAFETY: `find_by` passes the keys of occupied slots.
+            |stored| unsafe { self.key_text(bytemuck::pod_read_unaligned(stored)) } == key,
+        );
+        match found {
+            Some((i, true)) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The value for the key whose text is `key`.
+    pub fn get_str(&self, key: &str) -> Option<&V> {
+        let i = self.text_slot(key)?;
+        // SAFETY: as in `get`.
+        Some(unsafe { ArenaMap::<ArenaString, V>::value_at(self.bytes(), i) })
+    }
+
+    /// Whether the map holds a key whose text is `key`.
+    pub fn contains_str(&self, key: &str) -> bool {
+        self.text_slot(key).is_some()
+    }
+
+    /// The value for the key whose text is `key`, for writing; its pages are marked as written.
+    pub fn get_str_mut(&mut self, key: &str) -> Option<&mut V> {
+        let i = self.text_slot(key)?;
+        Some(self.value_mut(i))
+    }
+
+    /// Replaces the value of the key whose text is `key`; returns the value it replaces.
+    ///
+    /// # Errors
+    /// [`Error::CannotInsert`] when the map does not hold the key: a view adds no entries (a new
+    /// key needs a string allocated). Insert it with [`ArenaMap::insert_str`] through the arena
+    /// or the loan, between views.
+    pub fn insert_str(&mut self, key: &str, value: V) -> Result<Option<V>> {
+        match self.get_str_mut(key) {
+            Some(old) => Ok(Some(std::mem::replace(old, value))),
+            None => Err(Error::CannotInsert {
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    /// Iterates over the entries, keys as text, in no particular order.
+    pub fn iter_str(&self) -> impl Iterator<Item = (&str, &V)> + '_ {
+        self.iter().map(|(k, v)| {
+            // SAFETY: the iterator yields the keys of occupied slots, whose text was checked to
+            // be UTF-8 when the view was lent and is unchanged (see `key_text`).
+            let text = unsafe { std::str::from_utf8_unchecked(self.key_text(*k)) };
+            (text, v)
+        })
     }
 }
 
@@ -217,6 +399,43 @@ impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
     pub fn iter(&self) -> MapIter<'a, K, V> {
         // SAFETY: as in `get`.
         unsafe { MapIter::new(self.table) }
+    }
+}
+
+/// The lookups by text of a map keyed by [`ArenaString`], lent for reading.
+///
+/// ```
+/// use cowarena::{Arena, ArenaMap, ArenaString, View};
+/// let mut a = Arena::with_capacity(1 << 20)?;
+/// let ids = ArenaMap::<ArenaString, u32>::new(&mut a)?;
+/// ids.insert_str(&mut a, "x", 7)?;
+/// let r = a.lend(ids);
+/// assert_eq!((r.get_str("x"), r.contains_str("y")), (Some(&7), false));
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+impl<'a, V: Value> MapRef<'a, ArenaString, V> {
+    /// The slot holding the key whose text is `key`.
+    fn text_slot(&self, key: &str) -> Option<usize> {
+        if self.t.head.len == 0 {
+            return None;
+        }
+        let probe = Probe::text(key.as_bytes(), self.t.head.seed, self.all);
+        match ArenaMap::<ArenaString, V>::find(self.table, self.t.cap(), &probe) {
+            Some((i, true)) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The value for the key whose text is `key`.
+    pub fn get_str(&self, key: &str) -> Option<&'a V> {
+        let i = self.text_slot(key)?;
+        // SAFETY: as in `get`.
+        Some(unsafe { ArenaMap::<ArenaString, V>::value_at(self.table, i) })
+    }
+
+    /// Whether the map holds a key whose text is `key`.
+    pub fn contains_str(&self, key: &str) -> bool {
+        self.text_slot(key).is_some()
     }
 }
 

@@ -18,6 +18,7 @@ use crate::typed::{View, ViewMut};
 use bytemuck::{Pod, Zeroable};
 use std::marker::PhantomData;
 use std::ops::{Bound, Range, RangeBounds};
+use std::ptr::NonNull;
 
 /// The part of a vector that lives in the arena.
 ///
@@ -434,6 +435,44 @@ impl<T: Value> ArenaVec<T> {
             start,
             cap,
         })
+    }
+
+    /// For a view that reads the elements without lending them (a map's view reads its text
+    /// keys so): the spans of the header and of the elements, checked, the elements valid.
+    pub(in crate::collections) fn read_plan(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Range<usize>, Range<usize>)> {
+        let e = self.elems(bytes)?;
+        // SAFETY: `elems` checked that `bytes` holds the `len` elements at `start`, aligned.
+        unsafe { validate::<T>(bytes, e.start, e.len)? };
+        let head = self.head_ptr().offset();
+        Ok((
+            head..head + Self::HEAD_SIZE,
+            e.start..e.start + e.len * size_of::<T>(),
+        ))
+    }
+
+    /// The elements, read through `base`, the arena's first byte, without a check.
+    ///
+    /// # Safety
+    /// [`read_plan`](Self::read_plan) of this handle succeeded against the bytes of the arena
+    /// `base` starts, and the bytes of both its spans have not changed since and are not written
+    /// while the result lives.
+    #[inline]
+    pub(in crate::collections) unsafe fn read_unchecked<'a>(&self, base: *const u8) -> &'a [T] {
+        // SAFETY: the header `read_plan` checked: live, aligned, inside the arena, unchanged (the
+        // caller's contract).
+        let h = unsafe { base.add(self.head_ptr().offset()).cast::<VecHead>().read() };
+        let len = h.len as usize;
+        if len == 0 || size_of::<T>() == 0 {
+            // SAFETY: no memory is read; `dangling` is non-null and aligned, and zero-sized
+            // values were checked valid by `read_plan`.
+            return unsafe { std::slice::from_raw_parts(NonNull::<T>::dangling().as_ptr(), len) };
+        }
+        // SAFETY: the `len` elements `read_plan` checked valid, at the buffer's start, aligned,
+        // inside the arena and unchanged (the caller's contract).
+        unsafe { std::slice::from_raw_parts(base.add(h.buf.offset as usize).cast::<T>(), len) }
     }
 
     /// The elements in `bytes`, checked.
