@@ -171,7 +171,10 @@ pub fn print(cfg: &Cfg, res: &Results, elapsed: Duration) {
     let tables = [
         (
             Workload::Cycle,
-            "cycle: snapshot, write 1 byte in each of k distinct random pages, restore, drop the snapshot, verify".to_string(),
+            format!(
+                "cycle: snapshot, write 1 byte in each of k distinct random pages, restore, drop the snapshot, verify (after up to {} unmeasured cycles per k)",
+                cfg.cycle_warmup
+            ),
         ),
         (
             Workload::Cold,

@@ -76,7 +76,9 @@ const SHED_JUDGED: usize = 256;
 /// cycles) is caught by judging shedding itself: when half of the pages shed since the last
 /// judgement were written again, the shed cost a fault each for nothing, and the budget grows to
 /// hold the private pages there are. Cycling 64 random pages of a 16 MiB arena went from 96 to
-/// NN us per cycle with discards judged this way (remaps alone were judged before).
+/// 23–28 us per cycle once settled (about 200 cycles) with drops judged this way (remaps alone
+/// were judged before); the search loop's decision over a 16 MiB working set at d = 64, writes
+/// included, from about 180 us to 33 us, its writes no longer faulting.
 #[derive(Debug)]
 pub(crate) struct WorkingSet {
     current: PageSet,
