@@ -61,9 +61,16 @@ impl PageSet {
 
     /// The members in increasing order.
     pub(crate) fn sorted(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = self.iter().collect();
-        v.sort_unstable();
+        let mut v = Vec::new();
+        self.sorted_into(&mut v);
         v
+    }
+
+    /// Replaces the contents of `out` with the members in increasing order.
+    pub(crate) fn sorted_into(&self, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(self.iter());
+        out.sort_unstable();
     }
 
     pub(crate) fn clear(&mut self) {

@@ -14,7 +14,7 @@
 
 use crate::error::Result;
 use crate::page_set::{coalesce, coalesced, Coalesce};
-use crate::store::{Frozen, SlotId, Store};
+use crate::store::{CopyOut, Frozen, SlotId, Store};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -168,15 +168,15 @@ impl PageTable {
         pages: impl IntoIterator<Item = usize>,
         frozen: Frozen<'_>,
     ) {
-        let slots = frozen.into_held();
-        let mut dropped = Vec::with_capacity(slots.len());
-        for (page, &slot) in pages.into_iter().zip(&slots) {
-            let old = self.swap(page, slot);
-            debug_assert!(!slot.is_zero() && old != slot, "a frozen slot is new");
-            dropped.push(old);
+        // Each entry becomes the slot it replaced, released below.
+        let mut slots = frozen.into_held();
+        for (page, slot) in pages.into_iter().zip(&mut slots) {
+            let old = self.swap(page, *slot);
+            debug_assert!(!slot.is_zero() && old != *slot, "a frozen slot is new");
             self.data_pages += usize::from(old.is_zero());
+            *slot = old;
         }
-        self.store.release(&dropped);
+        self.store.release(&slots);
     }
 
     /// Points `page` at `slot` without touching counts; returns the old slot.
@@ -251,14 +251,17 @@ impl PageTable {
     /// Copies the bytes at `offset` into `buf`: one copy out of the page store per run of
     /// consecutive slots, zeros for zero pages.
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        self.read_many(vec![(offset, buf)])
+        self.read_many([(offset, buf)])
     }
 
     /// [`read`](PageTable::read) for many `(offset, buf)` at once: the copies out of the store
     /// are issued together (see [`Store::copy_out`]).
-    pub(crate) fn read_many(&self, parts: Vec<(usize, &mut [u8])>) -> Result<()> {
+    pub(crate) fn read_many<'b>(
+        &self,
+        parts: impl IntoIterator<Item = (usize, &'b mut [u8])>,
+    ) -> Result<()> {
         let page = self.store.page_size();
-        let mut copies: Vec<(SlotId, usize, &mut [u8])> = Vec::with_capacity(parts.len());
+        let mut copies: Vec<CopyOut<'b>> = Vec::new();
         for (offset, mut buf) in parts {
             let end = offset + buf.len();
             assert!(end <= self.pages * page, "read past the table's pages");
@@ -274,7 +277,7 @@ impl PageTable {
                 if first.is_zero() {
                     dst.fill(0);
                 } else {
-                    copies.push((first, from - run.start * page, dst));
+                    copies.push(CopyOut::new(first, from - run.start * page, dst));
                 }
             }
         }

@@ -15,7 +15,7 @@
 use super::layout::Layout;
 use super::Arena;
 use crate::error::Result;
-use crate::page_set::{runs, Coalesce};
+use crate::page_set::{coalesced, Coalesce};
 use crate::page_table::same_run;
 use crate::snapshot::Snapshot;
 use crate::store::SlotId;
@@ -69,7 +69,10 @@ impl Arena {
     /// Freezes every dirty page; returns the frozen runs (page range, first slot). Pages not
     /// frozen because of an error stay dirty.
     pub(crate) fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
-        let (frozen, result) = self.freeze_pages(&self.dirty_pages().sorted());
+        let mut pages = std::mem::take(&mut self.sorted_dirty);
+        self.dirty_pages().sorted_into(&mut pages);
+        let (frozen, result) = self.freeze_pages(&pages);
+        self.sorted_dirty = pages;
         let done_pages: usize = frozen.iter().map(|(r, _)| r.len()).sum();
         if done_pages == self.dirty_pages().len() {
             self.clear_dirty();
@@ -98,33 +101,33 @@ impl Arena {
         let store = Arc::clone(self.store());
         let max = store.max_run_pages();
         let page = self.page;
-        let all = runs(pages, max);
         let mut frozen: Vec<(Range<usize>, SlotId)> = Vec::new();
-        let mut i = 0;
-        while i < all.len() {
-            let mut j = i;
-            let mut n = 0;
-            while j < all.len() && n + all[j].len() <= max {
-                n += all[j].len();
-                j += 1;
+        // Each batch is the runs of `pages[start..end]`, at most a chunk's worth.
+        let mut start = 0;
+        while start < pages.len() {
+            let mut end = start;
+            let mut bufs: Vec<&[u8]> = Vec::new();
+            let pieces = pages[start..].iter().map(|&p| (p..p + 1, ()));
+            for (run, ()) in coalesced(pieces, 0, |(run, ()), _| run.len() < max) {
+                if end - start + run.len() > max {
+                    break;
+                }
+                end += run.len();
+                bufs.push(&self.as_bytes()[run.start * page..run.end * page]);
             }
-            let bufs: Vec<&[u8]> = all[i..j]
-                .iter()
-                .map(|r| &self.as_bytes()[r.start * page..r.end * page])
-                .collect();
             // Runs too short to be remapped may take scattered slots freed earlier.
             let slots = match store.freeze(&bufs, REMAP_MIN_RUN) {
                 Ok(slots) => slots,
                 Err(e) => return (frozen, Err(e)),
             };
-            let pages = all[i..j].iter().flat_map(|r| r.clone());
+            let batch = &pages[start..end];
             let mut runs = Coalesce::new(0, same_run);
-            for (p, &slot) in pages.clone().zip(slots.slots()) {
+            for (&p, &slot) in batch.iter().zip(slots.slots()) {
                 frozen.extend(runs.push((p..p + 1, slot)));
             }
             frozen.extend(runs.finish());
-            self.content.set_frozen(pages, slots);
-            i = j;
+            self.content.set_frozen(batch.iter().copied(), slots);
+            start = end;
         }
         (frozen, Ok(()))
     }

@@ -110,6 +110,9 @@ pub struct Arena {
     raw_armed: bool,
     /// The pages written in recent cycles, which the default private budget keeps private.
     working_set: budget::WorkingSet,
+    /// The dirty pages in order, as a snapshot or restore lists them: kept between calls, so
+    /// that a search loop's cycle allocates no list.
+    sorted_dirty: Vec<usize>,
     pub(crate) options: Options,
 }
 
@@ -156,6 +159,7 @@ impl Arena {
             layout,
             raw_armed: false,
             working_set: budget::WorkingSet::new(pages),
+            sorted_dirty: Vec::new(),
             options,
         })
     }
@@ -178,6 +182,7 @@ impl Arena {
             layout,
             raw_armed: false,
             working_set: budget::WorkingSet::new(pages),
+            sorted_dirty: Vec::new(),
             options,
         }
     }

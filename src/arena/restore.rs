@@ -18,7 +18,7 @@ use super::freeze::REMAP_MIN_RUN;
 use super::layout::Layout;
 use super::Arena;
 use crate::error::{Error, Result};
-use crate::page_set::runs;
+use crate::page_set::coalesced;
 use crate::page_table::PageTable;
 use crate::snapshot::Snapshot;
 use crate::store::SlotId;
@@ -73,8 +73,9 @@ impl Arena {
         self.find_raw_writes(true);
         self.leave_shared_if_alone()?;
         let target = snapshot.table();
+        let mut pages = std::mem::take(&mut self.sorted_dirty);
         let dirty = self.dirty_pages();
-        let mut pages = dirty.sorted();
+        dirty.sorted_into(&mut pages);
         let written = pages.len();
         self.content.diff(target, |p| {
             if !dirty.contains(p) {
@@ -90,6 +91,7 @@ impl Arena {
         }
         self.restore_pages(&pages, target)?;
         self.forget_restored_writes(&pages);
+        self.sorted_dirty = pages;
         self.content = target.clone();
         self.clear_dirty();
         if let Layout::Own { .. } = self.layout {
@@ -154,7 +156,8 @@ impl Arena {
     pub(super) fn copy_in(&mut self, pages: &[usize], target: &PageTable) -> Result<()> {
         let base = self.mem.base();
         let page = self.page;
-        let parts = runs(pages, usize::MAX).into_iter().map(|run| {
+        let runs = coalesced(pages.iter().map(|&p| (p..p + 1, ())), 0, |_, _| true);
+        let parts = runs.map(|(run, ())| {
             // SAFETY: the pages are in bounds and mapped writable; `&mut self` guarantees no
             // reference into the arena's memory is live, and the runs are disjoint.
             let dst = unsafe {
@@ -162,7 +165,7 @@ impl Arena {
             };
             (run.start * page, dst)
         });
-        target.read_many(parts.collect())
+        target.read_many(parts)
     }
 
     /// Maps `pages` from consecutive slots starting at `first`, or fresh zero memory.

@@ -26,6 +26,7 @@ mod reuse;
 
 pub(crate) use chunk::SlotId;
 pub(crate) use file_chunk::PageSource;
+pub(crate) use read::CopyOut;
 
 use crate::error::Result;
 use crate::page_set::coalesce;

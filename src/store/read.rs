@@ -53,8 +53,8 @@ impl Store {
         Ok((file, slot.index() * self.page))
     }
 
-    /// For each `(first, offset, dst)`: copies bytes of the consecutive slots starting at `first`
-    /// (not [`SlotId::ZERO`]), from byte `offset` of `first` on, into `dst`; no system call once
+    /// For each copy: copies bytes of the consecutive slots starting at its `first` (not
+    /// [`SlotId::ZERO`]), from byte `offset` of `first` on, into its `dst`; no system call once
     /// the chunks' views exist (and, for a file chunk, its pages are filled).
     ///
     /// The first line of every source is prefetched before any copy starts, so that the page
@@ -63,34 +63,59 @@ impl Store {
     /// # Safety
     /// Every slot the copies read is held (by a page table borrowed for the call, say), so no one
     /// frees, rewrites or punches it while the copies run.
-    pub(crate) unsafe fn copy_out(&self, copies: &mut [(SlotId, usize, &mut [u8])]) -> Result<()> {
-        let mut views: Vec<(Arc<FileView>, usize)> = Vec::with_capacity(copies.len());
+    pub(crate) unsafe fn copy_out(&self, copies: &mut [CopyOut<'_>]) -> Result<()> {
         let mut fills = Vec::new();
         {
             let mut st = self.lock();
-            for (first, offset, dst) in copies.iter() {
-                let c = st.chunks[first.chunk()]
+            for copy in copies.iter_mut() {
+                let c = st.chunks[copy.first.chunk()]
                     .as_mut()
                     .expect("a held slot's chunk is open");
                 let view = c.view(self.page)?;
                 if let Some(lazy) = Self::lazy_of(c) {
-                    fills.push((lazy, *first, (offset + dst.len()).div_ceil(self.page)));
+                    let len = (copy.offset + copy.dst.len()).div_ceil(self.page);
+                    fills.push((lazy, copy.first, len));
                 }
-                views.push((view, first.index() * self.page + offset));
+                copy.at = copy.first.index() * self.page + copy.offset;
+                copy.view = Some(view);
             }
         }
         for (lazy, first, len) in fills {
             Self::fill(Some(lazy), first, len)?;
         }
-        for (view, at) in &views {
-            view.prefetch(*at);
+        for copy in copies.iter() {
+            copy.view.as_ref().expect("set above").prefetch(copy.at);
         }
-        for ((view, at), (_, _, dst)) in views.iter().zip(copies.iter_mut()) {
+        for copy in copies.iter_mut() {
+            let view = copy.view.as_ref().expect("set above");
             // SAFETY: the caller holds the slots read; held slots are never handed out again, so
             // nothing writes or punches them during the copy (a file chunk's are filled above,
             // before any copy).
-            unsafe { view.copy_out(*at, dst) };
+            unsafe { view.copy_out(copy.at, copy.dst) };
         }
         Ok(())
+    }
+}
+
+/// One copy out of the store (see [`Store::copy_out`]).
+pub(crate) struct CopyOut<'b> {
+    first: SlotId,
+    offset: usize,
+    dst: &'b mut [u8],
+    /// Filled in by `copy_out`: the chunk's view and the byte in it to copy from.
+    view: Option<Arc<FileView>>,
+    at: usize,
+}
+
+impl<'b> CopyOut<'b> {
+    /// Bytes of the slots from `first` on, starting at byte `offset` of `first`, into `dst`.
+    pub(crate) fn new(first: SlotId, offset: usize, dst: &'b mut [u8]) -> Self {
+        CopyOut {
+            first,
+            offset,
+            dst,
+            view: None,
+            at: 0,
+        }
     }
 }
