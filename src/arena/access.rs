@@ -51,8 +51,8 @@ impl Arena {
             Layout::Own { private, .. } => {
                 for p in first..=last {
                     if dirty.insert(p) {
-                        private.insert(p);
-                        self.working_set.note(p);
+                        let copied = private.insert(p);
+                        self.working_set.note(p, copied);
                     }
                 }
             }

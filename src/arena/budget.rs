@@ -59,9 +59,9 @@ const MAX_PRIVATE_BUDGET: usize = 256 << 20;
 /// to 128 cycles count as the arena's working set.
 const WORKING_SET_CYCLES: u32 = 64;
 
-/// Pages shed (dropped or remapped) after which the budget may judge whether shedding paid (see
+/// Copy-on-write faults after which the budget judges whether shedding paid (see
 /// [`WorkingSet::judge_shedding`]).
-const SHED_JUDGED: usize = 256;
+const FAULTS_JUDGED: usize = 256;
 
 /// The pages the arena wrote recently: shedding keeps them private, and the default private
 /// budget grows to hold them, so that the budget follows the working set. A page written again
@@ -72,24 +72,26 @@ const SHED_JUDGED: usize = 256;
 /// table ran 2–4x slower with the table's pages shed each cycle than with a budget that held them.
 ///
 /// The generations see a page written at most every 64–128 cycles. A working set rewritten less
-/// often but still uniformly (64 random pages of a 16 MiB arena per cycle: each page every 64
-/// cycles) is caught by judging shedding itself: when half of the pages shed since the last
-/// judgement were written again, the shed cost a fault each for nothing, and the budget grows to
-/// hold the private pages there are. Cycling 64 random pages of a 16 MiB arena went from 96 to
-/// 23–28 us per cycle once settled (about 200 cycles) with drops judged this way (remaps alone
-/// were judged before); the search loop's decision over a 16 MiB working set at d = 64, writes
-/// included, from about 180 us to 33 us, its writes no longer faulting.
+/// often but still over and over (a table written at a few random entries per decision, each of
+/// its pages every few thousand cycles) is caught by judging shedding itself: every shed page is
+/// remembered, and when half of the copy-on-write faults since the last judgement were on pages
+/// shedding had given back, the program keeps returning to what is shed, each return a fault
+/// spent for nothing; the allowance then grows to hold the private pages there are (up to
+/// [`MAX_PRIVATE_BUDGET`] beyond the share). A program moving forward faults on pages it never
+/// had, and keeps its budget. Measured: cycling 64 random pages of a 16 MiB arena, 96 to
+/// 23–28 us per cycle once settled; a search loop over a 16 MiB working set at d = 64, writes
+/// included, about 180 us to 33 us per decision.
 #[derive(Debug)]
 pub(crate) struct WorkingSet {
     current: PageSet,
     previous: PageSet,
     cycles: u32,
-    /// Pages that shedding dropped or remapped since it last judged, how many of those were
-    /// written again since (each such write undid a shed: a fault, and for a remap an `mmap`,
-    /// spent for nothing), and the cycles since that judgement.
+    /// Every page shedding ever dropped or remapped.
     shed: PageSet,
-    returned: usize,
-    cycles_judged: u32,
+    /// Since the last judgement: pages that became private (a copy-on-write fault each), and
+    /// how many of them shedding had given back.
+    faults: usize,
+    returns: usize,
     /// Private pages the budget allows beyond its share, grown while shedding is undone.
     extra: usize,
 }
@@ -101,18 +103,20 @@ impl WorkingSet {
             previous: PageSet::new(pages),
             cycles: 0,
             shed: PageSet::new(pages),
-            returned: 0,
-            cycles_judged: 0,
+            faults: 0,
+            returns: 0,
             extra: 0,
         }
     }
 
-    /// Page `p` was written (once per cycle at most: the caller notes newly dirty pages).
+    /// Page `p` was written (once per cycle at most: the caller notes newly dirty pages);
+    /// `copied` says whether it became private by this write.
     #[inline]
-    pub(crate) fn note(&mut self, p: usize) {
+    pub(crate) fn note(&mut self, p: usize, copied: bool) {
         self.current.insert(p);
-        if self.shed.contains(p) {
-            self.returned += 1;
+        if copied {
+            self.faults += 1;
+            self.returns += usize::from(self.shed.contains(p));
         }
     }
 
@@ -123,31 +127,26 @@ impl WorkingSet {
         }
     }
 
-    /// Judges the sheds since the last judgement, once there are enough of them: when half of
-    /// them were undone by a write, shedding costs more than it saves (a uniformly rewritten
-    /// working set larger than the generations see), so the budget grows to hold the `private`
-    /// pages there are. A shed page needs time to be written again, so the opposite verdict
-    /// waits a generation: when few were, the extra allowance halves.
-    fn judge_shedding(&mut self, private: usize) {
-        if self.shed.len() < SHED_JUDGED {
+    /// Judges the faults since the last judgement, once there are enough of them: when half of
+    /// them were on pages shedding gave back, shedding costs more than it saves, so the
+    /// allowance grows to hold the `private` pages there are (at most `cap`); when few were,
+    /// it halves.
+    fn judge_shedding(&mut self, private: usize, cap: usize) {
+        if self.faults < FAULTS_JUDGED {
             return;
         }
-        if self.returned * 2 >= self.shed.len() {
-            self.extra = (self.extra * 2).max(private);
-        } else if self.cycles_judged < WORKING_SET_CYCLES {
-            return;
-        } else if self.returned * 8 < self.shed.len() {
+        if self.returns * 2 >= self.faults {
+            self.extra = (self.extra * 2).max(private).min(cap);
+        } else if self.returns * 8 < self.faults {
             self.extra /= 2;
         }
-        self.shed.clear();
-        self.returned = 0;
-        self.cycles_judged = 0;
+        self.faults = 0;
+        self.returns = 0;
     }
 
     /// A snapshot or restore ended a cycle.
     pub(super) fn tick(&mut self) {
         self.cycles += 1;
-        self.cycles_judged = self.cycles_judged.saturating_add(1);
         if self.cycles >= WORKING_SET_CYCLES {
             std::mem::swap(&mut self.current, &mut self.previous);
             self.current.clear();
@@ -230,7 +229,8 @@ impl Arena {
             return Ok(());
         }
         // Whether the last sheds paid decides whether these pages are shed at all.
-        self.working_set.judge_shedding(private_pages);
+        let cap = MAX_PRIVATE_BUDGET / self.page;
+        self.working_set.judge_shedding(private_pages, cap);
         let budget = self.private_budget();
         if private_pages <= budget {
             return Ok(());
