@@ -48,14 +48,15 @@ fn hundred_thousand_cycles_stay_bounded() {
     }
     assert!(a.as_bytes().iter().all(|&b| b == 0xAB));
     // One chunk file per 16 MiB of frozen pages, plus a few; mappings within the documented
-    // bound; memory within the 64 MiB arena, its store copy and the private budget (16 MiB).
+    // bound; memory within the 64 MiB arena, its store copy and private copies of the whole
+    // arena, which a working set rewritten uniformly earns (see `tests/core_budget.rs`).
     assert!(max_fds <= 8, "{max_fds} chunk files open");
     assert!(
         max_maps <= 1 + 2 * MAX_REMAPPED_RUNS,
         "the arena holds {max_maps} mappings"
     );
     assert!(
-        max_mem <= mem_start + 24 * 1024,
+        max_mem <= mem_start + 72 * 1024,
         "memory grew from {mem_start} KiB to {max_mem} KiB"
     );
     drop(base);

@@ -172,8 +172,9 @@ pub fn print(cfg: &Cfg, res: &Results, elapsed: Duration) {
         (
             Workload::Cycle,
             format!(
-                "cycle: snapshot, write 1 byte in each of k distinct random pages, restore, drop the snapshot, verify (after up to {} unmeasured cycles per k)",
-                cfg.cycle_warmup
+                "cycle: snapshot, write 1 byte in each of k distinct random pages, restore, drop the snapshot, verify, once settled (each k first runs up to {} unmeasured cycles, within {} ms)",
+                cfg.cycle_warmup,
+                (cfg.cycle_budget / 3).as_millis()
             ),
         ),
         (
