@@ -4,7 +4,7 @@
 
 mod common;
 use common::Rng;
-use cowarena::Arena;
+use cowarena::{Arena, Snapshot};
 
 const MIB: usize = 1 << 20;
 
@@ -20,13 +20,19 @@ fn cycle(a: &mut Arena, cycles: usize, k: usize, mut pick: impl FnMut() -> usize
     }
 }
 
+/// A 16 MiB arena written whole (ones) and its snapshot.
+fn written_and_frozen() -> (Arena, Snapshot) {
+    let mut a = Arena::with_capacity(16 * MIB).unwrap();
+    a.bytes_mut(0..16 * MIB).unwrap().fill(1);
+    let base = a.snapshot().unwrap();
+    (a, base)
+}
+
 #[test]
 fn a_uniformly_rewritten_arena_keeps_its_pages_private() {
     let page = cowarena::page_size();
     let pages = 16 * MIB / page;
-    let mut a = Arena::with_capacity(16 * MIB).unwrap();
-    a.bytes_mut(0..16 * MIB).unwrap().fill(1);
-    let base = a.snapshot().unwrap();
+    let (mut a, base) = written_and_frozen();
     assert_eq!(a.stats().private_pages, 0, "frozen whole and remapped");
     // Each page comes back every `pages / 4` cycles, far past what the recent generations see.
     let mut rng = Rng(11);
@@ -44,9 +50,7 @@ fn a_uniformly_rewritten_arena_keeps_its_pages_private() {
 fn an_arena_moving_forward_keeps_only_its_share() {
     let page = cowarena::page_size();
     let pages = 16 * MIB / page;
-    let mut a = Arena::with_capacity(16 * MIB).unwrap();
-    a.bytes_mut(0..16 * MIB).unwrap().fill(1);
-    let base = a.snapshot().unwrap();
+    let (mut a, base) = written_and_frozen();
     // Four fresh pages per cycle, each written once and never again.
     let mut next = 0;
     let budget = 2 * MIB / page;

@@ -3,20 +3,13 @@
 //! them and files, and an invalid element read is an `Error::InvalidValue` from the `try_`
 //! methods and a panic from the others. (Branches returning and changing them: tests/fork.rs.)
 
+mod common;
 use bytemuck::{CheckedBitPattern, NoUninit, Zeroable};
+use common::values::{arena, is_invalid_value, offset_in, panic_message, Op};
 use cowarena::{Arena, ArenaMap, ArenaVec, Array, Error, Pad, Ptr, Snapshot, View, ViewMut};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, NoUninit, CheckedBitPattern)]
-#[repr(u8)]
-enum Op {
-    Add = 1,
-    Sub = 2,
-    Jump = 7,
-}
 
 /// The struct of the crate's promise: fields that are arrays of non-`Pod` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, NoUninit, CheckedBitPattern)]
@@ -56,24 +49,7 @@ fn flags(i: u32) -> Flags {
     }
 }
 
-fn arena() -> Arena {
-    Arena::with_capacity(4 << 20).unwrap()
-}
-
 /// The offset in `a` of the value `r` refers to.
-fn offset_in<T>(a: &Arena, r: &T) -> usize {
-    r as *const T as usize - a.as_bytes().as_ptr() as usize
-}
-
-fn is_invalid_value(e: &Error, at: usize) -> bool {
-    matches!(e, Error::InvalidValue { offset, .. } if *offset == at)
-}
-
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let e = catch_unwind(AssertUnwindSafe(f)).expect_err("it must panic");
-    e.downcast_ref::<String>().cloned().unwrap_or_default()
-}
 
 fn hash_of(x: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();

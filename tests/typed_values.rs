@@ -3,18 +3,11 @@
 //! from them, proxies and files, and bytes changed by raw writes into an invalid pattern are an
 //! `Error::InvalidValue` from the `try_` methods and a panic from the others.
 
+mod common;
 use bytemuck::{CheckedBitPattern, NoUninit};
+use common::values::{arena, is_invalid_value, offset_in, panic_message, Op};
 use cowarena::{Arena, ArenaMap, ArenaVec, Error, Pad, Ptr, Snapshot, View, ViewMut};
 use std::num::NonZeroU32;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, NoUninit, CheckedBitPattern)]
-#[repr(u8)]
-enum Op {
-    Add = 1,
-    Sub = 2,
-    Jump = 7,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, NoUninit, CheckedBitPattern)]
 #[repr(u32)]
@@ -51,23 +44,6 @@ fn cell(i: u32) -> Cell {
 }
 
 /// The offset in `a` of the value `r` refers to.
-fn offset_in<T>(a: &Arena, r: &T) -> usize {
-    r as *const T as usize - a.as_bytes().as_ptr() as usize
-}
-
-fn arena() -> Arena {
-    Arena::with_capacity(4 << 20).unwrap()
-}
-
-fn is_invalid_value(e: &Error, at: usize) -> bool {
-    matches!(e, Error::InvalidValue { offset, .. } if *offset == at)
-}
-
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let e = catch_unwind(AssertUnwindSafe(f)).expect_err("it must panic");
-    e.downcast_ref::<String>().cloned().unwrap_or_default()
-}
 
 #[test]
 fn values_of_every_kind_alloc_get_and_free() {

@@ -1,7 +1,10 @@
 //! What the integration tests share: process-level counters they compare before and after
 //! (open files, kernel mappings, resident memory, the pagemap state of pages; Linux `/proc`), a
-//! lock for tests that must not overlap, and a deterministic generator.
+//! lock for tests that must not overlap, and a deterministic generator; in `values`, what the
+//! tests of values with invalid bit patterns share.
 #![allow(dead_code)]
+
+pub mod values;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
