@@ -49,8 +49,6 @@ fn flags(i: u32) -> Flags {
     }
 }
 
-/// The offset in `a` of the value `r` refers to.
-
 fn hash_of(x: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     x.hash(&mut h);

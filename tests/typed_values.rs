@@ -43,8 +43,6 @@ fn cell(i: u32) -> Cell {
     }
 }
 
-/// The offset in `a` of the value `r` refers to.
-
 #[test]
 fn values_of_every_kind_alloc_get_and_free() {
     let mut a = arena();
