@@ -100,13 +100,14 @@ impl Picks {
     }
 }
 
-/// Minor page faults of this thread so far, counted around each batch: the faults the budget is
-/// meant to spare (a shed page costs one when read and one when written).
+/// Minor page faults of the process so far (the bench runs on one thread), counted around each
+/// batch: the faults the budget is meant to spare (a shed page costs one when read and one when
+/// written).
 fn minor_faults() -> u64 {
     // SAFETY: `getrusage` writes the struct it is given, which is plain integers.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
         usage
     };
     usage.ru_minflt as u64
