@@ -66,6 +66,41 @@ fn hundred_thousand_cycles_stay_bounded() {
     assert_eq!(mappings_in(range), 0, "the arena is unmapped");
 }
 
+/// Scattered rewrites of a frozen arena free slots all over the store's full chunks; those are
+/// written over by later snapshots, so the store holds about the live pages, not every page
+/// ever frozen (which it did while full chunks kept their dead slots until all of them died:
+/// 62,000 pages held for 31,000 live after 800 of these cycles).
+#[test]
+fn dead_slots_of_full_chunks_are_written_over() {
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 64 * MIB / page;
+    let mut a = Arena::with_capacity(64 * MIB).unwrap();
+    a.bytes_mut(0..64 * MIB).unwrap().fill(1);
+    drop(a.snapshot().unwrap());
+    let mut rng = Rng(5);
+    for _ in 0..800 {
+        let written: Vec<usize> = (0..64).map(|_| rng.below(pages) * page).collect();
+        for &at in &written {
+            a.write(at, &[5]).unwrap();
+        }
+        let s = a.snapshot().unwrap();
+        for &at in &written {
+            a.write(at, &[6]).unwrap();
+        }
+        a.restore(&s).unwrap();
+        assert!(written.iter().all(|&at| a.as_bytes()[at] == 5));
+    }
+    let st = a.stats().store;
+    let held = st.held_bytes / page;
+    // Two chunks' worth of slack: the chunk being filled and slots allocated ahead.
+    assert!(
+        held <= st.live_pages + 2 * 4096,
+        "{held} pages held for {} live",
+        st.live_pages
+    );
+}
+
 #[test]
 fn thousands_of_live_snapshots_then_nothing_left() {
     let _serial = serial();

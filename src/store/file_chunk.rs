@@ -53,6 +53,7 @@ impl Store {
             used: slots,
             live: slots,
             retired: true,
+            reusable: false,
             writing: 0,
             sealed: false,
             dead_held: 0,

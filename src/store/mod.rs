@@ -48,7 +48,7 @@ struct StoreState {
     current: Option<usize>,
     live_slots: usize,
     held_slots: usize,
-    /// Freed slots of unsealed chunks, not yet reused or punched out.
+    /// Freed slots of unsealed or reusable chunks, not yet reused or punched out.
     pending: Vec<SlotId>,
 }
 
@@ -60,9 +60,9 @@ pub struct StoreStats {
     /// Bytes of memory (or disk) the store occupies, including dead pages kept for reuse and
     /// dead pages in sealed chunks.
     pub held_bytes: usize,
-    /// Of `held_bytes`, dead pages of the chunk being filled, and pages allocated ahead for it,
-    /// kept to be written over by later snapshots (at most a chunk: 16 MiB); given back when the
-    /// store is dropped.
+    /// Of `held_bytes`, dead pages kept to be written over by later snapshots (in the chunk
+    /// being filled and in full chunks of a memory store), and pages allocated ahead for the
+    /// chunk being filled; given back when their chunk closes or the store is dropped.
     pub reusable_bytes: usize,
     /// Open chunk files (file descriptors).
     pub chunk_files: usize,
@@ -275,7 +275,7 @@ impl Store {
                 continue;
             }
             c.live -= 1;
-            if c.sealed {
+            if c.sealed && !c.reusable {
                 c.dead_held += 1;
             } else {
                 c.pending += 1;

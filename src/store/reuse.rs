@@ -1,9 +1,11 @@
-//! Freed slots: they wait in the store's pending list, then become free slots of the open chunk,
+//! Freed slots: they wait in the store's pending list, then become free slots of their chunk,
 //! to be written over by later freezes, or are punched out of their chunk's file.
 //!
-//! Dead slots are kept for reuse only in the open chunk of a memory store; a store in a
+//! A memory store keeps dead slots for reuse in the open chunk and in its reusable full chunks
+//! (see [`Chunk::keep_for_reuse`](super::chunk::Chunk::keep_for_reuse)); a store in a
 //! [`backing_dir`](crate::ArenaBuilder::backing_dir) returns them to the file system at once
-//! (its space is what the directory bounds). Elsewhere dead slots are punched out, in batches.
+//! (its space is what the directory bounds). Elsewhere dead slots are punched out, in batches,
+//! or held by a sealed chunk until it closes.
 
 use super::{SlotId, Store, StoreState};
 use crate::error::Error;
@@ -35,7 +37,7 @@ impl Store {
                 .as_mut()
                 .expect("pending slots belong to open chunks");
             c.pending -= 1;
-            if reuse && !c.retired && c.owner == me {
+            if reuse && (c.reusable || !c.retired) && c.owner == me {
                 c.free.insert(s.index());
             } else {
                 punch.push(s);

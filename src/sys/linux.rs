@@ -69,6 +69,13 @@ pub(crate) fn seal_future_writes(fd: &OwnedFd) -> Result<bool> {
     add_seals(fd, SealFlag::F_SEAL_FUTURE_WRITE)
 }
 
+/// [`seal_future_writes`] for good: also forbids any change of the seals, so the shared writable
+/// mappings that exist stay the only writers the file will ever have. Returns whether the kernel
+/// applied the seals.
+pub(crate) fn seal_for_owners(fd: &OwnedFd) -> Result<bool> {
+    add_seals(fd, SealFlag::F_SEAL_FUTURE_WRITE | SealFlag::F_SEAL_SEAL)
+}
+
 /// Forbids every further write to the file (private mappings stay possible) and any change of
 /// its seals. Returns whether the kernel applied the seals.
 pub(crate) fn seal_full(fd: &OwnedFd) -> Result<bool> {

@@ -16,8 +16,8 @@ mod os;
 pub(crate) mod process;
 
 pub(crate) use os::{
-    create_backing_file, data_ranges, discard_ranges, private_page_runs, punch_hole, seal_full,
-    seal_future_writes, seal_size,
+    create_backing_file, data_ranges, discard_ranges, private_page_runs, punch_hole,
+    seal_for_owners, seal_full, seal_future_writes, seal_size,
 };
 
 use crate::error::{Error, Result};
