@@ -274,7 +274,9 @@ impl Chunk {
     /// open chunk is from its first reuse). Its free slots hold pages (they were never punched),
     /// so writing them allocates nothing. Only for a chunk of this process whose pages are its
     /// own (not a file chunk filled lazily); returns whether it keeps them, which it does not
-    /// when the writer cannot be mapped.
+    /// when the writer cannot be mapped. The chunk then holds two kernel mappings (its view and
+    /// its writer) where a sealed one holds one: 2 per 16 MiB of frozen pages, about 3,000 for
+    /// all the memory of this machine (the process limit is 65,530).
     pub(super) fn keep_for_reuse(&mut self, page: usize) -> bool {
         if self.owner != process::current_pid() || self.lazy.is_some() {
             return false;
