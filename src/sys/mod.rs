@@ -252,9 +252,9 @@ impl FileView {
     }
 }
 
-/// A shared, writable mapping of a whole file whose pages are allocated and mapped ahead, so
-/// that writing a page into the file is a `memcpy`: no system call, no page fault, no look-up of
-/// the file's page. For the page store's open chunk, where a `pwritev` cost 1.6–2.1 us per
+/// A shared, writable mapping of a whole file whose pages are allocated (and, where the
+/// writer prepares them, mapped) ahead, so that writing a page into the file is a `memcpy`: no
+/// system call, no look-up of the file's page, and no fault for a prepared page. For the page store's open chunk, where a `pwritev` cost 1.6–2.1 us per
 /// scattered page (`shmem_file_write_iter` finding, locking and copying each page) against
 /// 0.1–0.3 us for the copy itself.
 ///
@@ -267,7 +267,9 @@ pub(crate) struct FileWriter {
 
 impl FileWriter {
     /// Maps the first `len` bytes of `file` shared and writable. Nothing may be written through
-    /// it before [`prepare`](Self::prepare) made the range ready.
+    /// it to a range whose pages the file does not hold yet: [`prepare`](Self::prepare) makes a
+    /// range ready, and pages written before (a full chunk's slots) are ready already. A write
+    /// to a hole would allocate on fault, and fail with SIGBUS where memory is short.
     ///
     /// # Errors
     /// [`Error::Os`] naming `mmap` (out of address space, say).
