@@ -99,8 +99,11 @@ fn the_kernel_reports_exactly_the_pages_written() {
     }
     let start = a.snapshot().unwrap();
     for round in 0..20u8 {
-        let written: Vec<usize> = (0..5)
-            .map(|i| (round as usize * 131 + i * 797) % pages)
+        // Few pages far apart (protected again one call per run) or many close together (by
+        // a scan of their span).
+        let (count, stride) = if round % 2 == 0 { (5, 797) } else { (40, 7) };
+        let written: Vec<usize> = (0..count)
+            .map(|i| (round as usize * 131 + i * stride) % pages)
             .collect();
         for &p in &written {
             poke(base, p * page + 9, round + 1);
@@ -125,6 +128,13 @@ fn the_kernel_reports_exactly_the_pages_written() {
             live,
             "round {round}: restored pages refrozen"
         );
+        // A page between two restored ones is still caught when written.
+        let between = (written[0] + 1) % pages;
+        poke(base, between * page + 3, 0xEE);
+        let s = a.snapshot().unwrap();
+        assert_eq!(s.as_bytes()[between * page + 3], 0xEE, "round {round}");
+        a.restore(&start).unwrap();
+        assert_eq!(a.as_bytes()[between * page + 3], 0, "round {round}");
     }
 }
 

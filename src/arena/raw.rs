@@ -8,19 +8,23 @@
 //! Where the kernel can (Linux 6.7+), the arena's memory is registered for asynchronous
 //! userfaultfd write-protection and each snapshot or restore reads exactly the pages written since
 //! the last one with one `PAGEMAP_SCAN` that protects them again ([`RawWrites::Kernel`]): its cost
-//! follows the arena's resident page tables and the pages written, not every page ever written.
-//! The pages a restore writes itself are protected again right after. Elsewhere, or after any
-//! failure of those calls, every page holding a private copy counts as written
-//! ([`RawWrites::PrivatePages`]): always a superset of the pages written, since a write makes a
-//! page private, but one that grows with every page ever written.
+//! follows the arena's capacity and the pages written, not every page ever written. The kernel
+//! visits every page-table entry of the range, present or not (protecting a range fills its
+//! tables with markers): about 1.3–1.6 ns per page of capacity here, 27 us for 64 MiB and 420 us
+//! for 1 GiB whether 1 MiB or all of it is resident (measured with a C program doing the same
+//! calls), against 1 us for a one-page `UFFDIO_WRITEPROTECT`. A restore scans without
+//! protecting (its own copies would fault on protected pages), then protects again only what it
+//! wrote: one call per run, or one scan of the span of runs lying close together
+//! (`Reservation::forget_written`): 7 us for 64 pages scattered over 16 MiB, where the whole
+//! 64 MiB arena costs 27 us.
+//!
+//! Elsewhere, or after any failure of those calls, every page holding a private copy counts as
+//! written ([`RawWrites::PrivatePages`]): always a superset of the pages written, since a write
+//! makes a page private, but one that grows with every page ever written.
 
 use super::layout::Layout;
 use super::Arena;
 use std::ops::Range;
-
-/// Runs of restored pages up to which a restore protects them again one call per run; past it,
-/// one scan of the arena (whose answer is dropped) protects them all.
-const PROTECT_RUNS: usize = 16;
 
 /// How an arena finds the pages written through raw pointers ([`Arena::as_mut_ptr`]), as
 /// [`ArenaStats::raw_writes`](crate::ArenaStats::raw_writes) reports it.
@@ -153,13 +157,8 @@ impl Arena {
         if self.raw_writes() != RawWrites::Kernel || pages.is_empty() {
             return;
         }
-        let runs = crate::page_set::runs(pages, usize::MAX);
-        if runs.len() <= PROTECT_RUNS {
-            self.mem.forget_written(&runs);
-        } else {
-            // Nothing but the restore wrote since the pages were found, so this scan protects
-            // exactly the restored pages.
-            let _ = self.mem.take_written(true);
-        }
+        // Nothing but the restore wrote since the pages were found, as `forget_written` needs.
+        self.mem
+            .forget_written(&crate::page_set::runs(pages, usize::MAX));
     }
 }
