@@ -196,6 +196,8 @@ fn main() {
         timer_ns()
     );
     let mut rows = Vec::new();
+    #[cfg(feature = "cost-split")]
+    let mut splits = Vec::new();
     for &mib in &settings.sizes {
         let len = mib * MIB;
         let ws_len = len / 4;
@@ -246,6 +248,12 @@ fn main() {
                 turn += 1;
             }
             println!("  {mib} MiB, d = {d:>2}: {} decisions each", ca.total.len());
+            #[cfg(feature = "cost-split")]
+            splits.push((
+                mib,
+                d,
+                split::measure(&mut a, &mut scatters[0], d, page, settings.case_time / 2),
+            ));
             rows.push((mib, d, ca, copy, undo));
         }
     }
@@ -289,4 +297,122 @@ fn main() {
     }
     println!("(arena: size, its first quarter the working set; goal: 1 us + 0.5 us * d;");
     println!(" writes: cowarena's writes of the decision; Vec wr.: the same writes into the Vec)");
+    #[cfg(feature = "cost-split")]
+    split::print(&splits);
+    #[cfg(not(feature = "cost-split"))]
+    println!("(where the time goes: `cargo bench --bench search_loop --features cost-split`)");
+}
+
+/// Where a decision's snapshot and restore spend their time, with the `cost-split` feature: a
+/// separate pass after each case, since timing the phases costs two clock reads per boundary.
+#[cfg(feature = "cost-split")]
+mod split {
+    use super::{CowTimes, Scatter};
+    use cowarena::cost_split::{self, CostSplit, Phase};
+    use cowarena::Arena;
+    use std::time::{Duration, Instant};
+
+    /// Sums over a pass: the decisions, their snapshot + restore time, and its split.
+    pub struct Pass {
+        decisions: usize,
+        timed: Duration,
+        phases: [Duration; Phase::ALL.len()],
+        system_calls: u64,
+    }
+
+    impl Pass {
+        fn add(&mut self, split: CostSplit) {
+            for (sum, phase) in self.phases.iter_mut().zip(Phase::ALL) {
+                *sum += split.time(phase);
+            }
+            self.system_calls += split.system_calls();
+        }
+    }
+
+    /// Runs decisions of `d` pages for `time` (at least 100), timing the phases of each
+    /// snapshot and restore (not of the writes or the drop).
+    pub fn measure(
+        a: &mut Arena,
+        scatter: &mut Scatter,
+        d: usize,
+        page: usize,
+        time: Duration,
+    ) -> Pass {
+        let mut pass = Pass {
+            decisions: 0,
+            timed: Duration::ZERO,
+            phases: [Duration::ZERO; Phase::ALL.len()],
+            system_calls: 0,
+        };
+        let until = Instant::now() + time;
+        while pass.decisions < 100 || Instant::now() < until {
+            let pages = scatter.next(d);
+            let mut times = CowTimes::default();
+            let mut splits = Vec::with_capacity(2);
+            decide_timed(a, pages, page, &mut times, &mut splits);
+            pass.timed += Duration::from_secs_f64((times.snapshot[0] + times.restore[0]) / 1e6);
+            for split in splits {
+                pass.add(split);
+            }
+            pass.decisions += 1;
+        }
+        pass
+    }
+
+    /// `decide` with the phases of the snapshot and of the restore timed.
+    fn decide_timed(
+        a: &mut Arena,
+        pages: &[usize],
+        page: usize,
+        times: &mut CowTimes,
+        splits: &mut Vec<CostSplit>,
+    ) {
+        let t0 = Instant::now();
+        cost_split::start();
+        let s = a.snapshot().unwrap();
+        splits.push(cost_split::stop());
+        let t1 = Instant::now();
+        for &p in pages {
+            a.write(p * page, &(!super::marker(p)).to_le_bytes())
+                .unwrap();
+        }
+        let t2 = Instant::now();
+        cost_split::start();
+        a.restore(&s).unwrap();
+        splits.push(cost_split::stop());
+        let t3 = Instant::now();
+        drop(s);
+        times.snapshot.push(super::us(t1 - t0));
+        times.restore.push(super::us(t3 - t2));
+    }
+
+    pub fn print(splits: &[(usize, usize, Pass)]) {
+        println!();
+        println!(
+            "where snapshot + restore spend their time: mean us per decision (the drop and the"
+        );
+        println!("writes left out; phases nested in others count in the innermost only)");
+        print!("{:>6} {:>2} | {:>6} |", "arena", "d", "total");
+        for phase in Phase::ALL {
+            print!(" {:>12}", phase.name());
+        }
+        println!(" | {:>6} {:>6}", "other", "calls");
+        for (mib, d, pass) in splits {
+            let per = |t: Duration| t.as_secs_f64() * 1e6 / pass.decisions as f64;
+            let phases: Duration = pass.phases.iter().sum();
+            print!("{:>4}Mi {:>2} | {:>6.2} |", mib, d, per(pass.timed));
+            for t in pass.phases {
+                print!(" {:>12.2}", per(t));
+            }
+            println!(
+                " | {:>6.2} {:>6.2}",
+                per(pass.timed.saturating_sub(phases)),
+                pass.system_calls as f64 / pass.decisions as f64
+            );
+        }
+        println!(
+            "(calls: system calls per decision; other: the rest of snapshot() and restore(), and"
+        );
+        println!(" the timing's own cost, two clock reads per phase: compare total with the table above)");
+    }
 }

@@ -5,6 +5,7 @@
 mod alloc;
 mod arena;
 pub mod collections;
+mod cost;
 mod error;
 pub mod fork;
 mod page_set;
@@ -31,6 +32,47 @@ pub use snapshot::{Snapshot, MAX_VIEW_MAPPINGS, MAX_VIEW_RUNS};
 pub use store::StoreStats;
 pub use sys::page_size;
 pub use typed::{Lend, Loan, PtrMut, View, ViewMut};
+
+/// Where the time of snapshots and restores goes (cargo feature `cost-split`, off by default):
+/// for benchmarks that report the split of a workload's cost. Timing is per thread and on only
+/// between [`start`](cost_split::start) and [`stop`](cost_split::stop); each phase boundary then
+/// costs two clock reads, so time the workload itself in a separate pass.
+///
+/// ```
+/// # #[cfg(feature = "cost-split")] {
+/// use cowarena::cost_split::{self, Phase};
+/// let mut a = cowarena::Arena::with_capacity(1 << 20)?;
+/// let start = a.snapshot()?;
+/// cost_split::start();
+/// a.write(0, b"some bytes")?;
+/// a.restore(&start)?;
+/// let split = cost_split::stop();
+/// assert!(split.time(Phase::Copies) > std::time::Duration::ZERO);
+/// for phase in Phase::ALL {
+///     println!("{:>12}: {:?}", phase.name(), split.time(phase));
+/// }
+/// # }
+/// # Ok::<(), cowarena::Error>(())
+/// ```
+#[cfg(feature = "cost-split")]
+pub mod cost_split {
+    pub use crate::cost::{CostSplit, Phase};
+
+    /// Starts timing this thread's snapshots and restores, from zero.
+    pub fn start() {
+        crate::cost::timed::start()
+    }
+
+    /// The split since [`start`] or the last [`take`], from zero again.
+    pub fn take() -> CostSplit {
+        crate::cost::timed::take()
+    }
+
+    /// Stops timing; returns the split since [`start`] or the last [`take`].
+    pub fn stop() -> CostSplit {
+        crate::cost::timed::stop()
+    }
+}
 
 /// Failure injection for tests (cargo feature `fault-injection`, off by default): makes the n-th
 /// system call of this thread fail as if the kernel had returned an error, so that a test can

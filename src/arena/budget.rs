@@ -44,6 +44,7 @@ use super::freeze::REMAP_MIN_RUN;
 use super::layout::{own_memory, Layout};
 use super::raw::RawWrites;
 use super::Arena;
+use crate::cost::{self, Phase};
 use crate::error::Result;
 use crate::page_set::{coalesce, PageSet};
 use crate::page_table::PageTable;
@@ -225,6 +226,7 @@ impl Arena {
     /// (no mapping room) is not tried again before half a budget more pages are private: each
     /// try looks at every private page.
     pub(super) fn shed_private(&mut self) -> Result<()> {
+        let _phase = cost::enter(Phase::Shedding);
         let Layout::Own { private, kept, .. } = &self.layout else {
             unreachable!("only an arena in its own layout holds private copies to shed");
         };

@@ -14,6 +14,7 @@
 
 use super::layout::Layout;
 use super::Arena;
+use crate::cost::{self, Phase};
 use crate::error::Result;
 use crate::page_set::{coalesced, Coalesce};
 use crate::page_table::same_run;
@@ -56,6 +57,7 @@ impl Arena {
             Layout::Proxy(_) => self.freeze_read_through()?,
             Layout::Shared(_) => {}
         }
+        let _table = cost::enter(Phase::PageTable);
         Ok(Snapshot::new(self.content.clone(), self.options.clone()))
     }
 
@@ -69,6 +71,7 @@ impl Arena {
     /// Freezes every dirty page; returns the frozen runs (page range, first slot). Pages not
     /// frozen because of an error stay dirty.
     pub(crate) fn freeze_dirty(&mut self) -> Result<Vec<(Range<usize>, SlotId)>> {
+        let _phase = cost::enter(Phase::Freeze);
         let mut pages = std::mem::take(&mut self.sorted_dirty);
         self.dirty_pages().sorted_into(&mut pages);
         let (frozen, result) = self.freeze_pages(&pages);
@@ -116,7 +119,8 @@ impl Arena {
                 bufs.push(&self.as_bytes()[run.start * page..run.end * page]);
             }
             // Runs too short to be remapped may take scattered slots freed earlier.
-            let slots = match store.freeze(&bufs, REMAP_MIN_RUN) {
+            let slots = match cost::enter(Phase::Store).then(|| store.freeze(&bufs, REMAP_MIN_RUN))
+            {
                 Ok(slots) => slots,
                 Err(e) => return (frozen, Err(e)),
             };
@@ -126,6 +130,7 @@ impl Arena {
                 frozen.extend(runs.push((p..p + 1, slot)));
             }
             frozen.extend(runs.finish());
+            let _table = cost::enter(Phase::PageTable);
             self.content.set_frozen(batch.iter().copied(), slots);
             start = end;
         }
@@ -135,6 +140,7 @@ impl Arena {
     /// Maps long frozen runs from the store, dropping their private copies. On failure, the runs
     /// mapped before it are recorded; the others stay private (their bytes right).
     pub(super) fn remap_long_runs(&mut self, frozen: &[(Range<usize>, SlotId)]) -> Result<()> {
+        let _phase = cost::enter(Phase::Shedding);
         let long: Vec<&(Range<usize>, SlotId)> = frozen
             .iter()
             .filter(|(r, _)| r.len() >= REMAP_MIN_RUN)

@@ -24,6 +24,7 @@
 
 use super::layout::Layout;
 use super::Arena;
+use crate::cost::{self, Phase};
 use std::ops::Range;
 
 /// How an arena finds the pages written through raw pointers ([`Arena::as_mut_ptr`]), as
@@ -109,6 +110,7 @@ impl Arena {
         if !self.raw_armed {
             return;
         }
+        let _phase = cost::enter(Phase::RawWrites);
         let tracked = match &self.layout {
             Layout::Own { .. } => self.mem.take_written(!for_restore),
             _ => None,
@@ -157,6 +159,7 @@ impl Arena {
         if self.raw_writes() != RawWrites::Kernel || pages.is_empty() {
             return;
         }
+        let _phase = cost::enter(Phase::RawWrites);
         // Nothing but the restore wrote since the pages were found, as `forget_written` needs.
         self.mem
             .forget_written(&crate::page_set::runs(pages, usize::MAX));

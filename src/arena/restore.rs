@@ -17,6 +17,7 @@
 use super::freeze::REMAP_MIN_RUN;
 use super::layout::Layout;
 use super::Arena;
+use crate::cost::{self, Phase};
 use crate::error::{Error, Result};
 use crate::page_set::coalesced;
 use crate::page_table::PageTable;
@@ -73,6 +74,7 @@ impl Arena {
         self.find_raw_writes(true);
         self.leave_shared_if_alone()?;
         let target = snapshot.table();
+        let walk = cost::enter(Phase::RestoreWalk);
         let mut pages = std::mem::take(&mut self.sorted_dirty);
         let dirty = self.dirty_pages();
         dirty.sorted_into(&mut pages);
@@ -89,11 +91,14 @@ impl Arena {
         for &p in &pages {
             self.mark_dirty(p * self.page, self.page)?;
         }
-        self.restore_pages(&pages, target)?;
+        drop(walk);
+        cost::enter(Phase::Copies).then(|| self.restore_pages(&pages, target))?;
         self.forget_restored_writes(&pages);
         self.sorted_dirty = pages;
+        let table = cost::enter(Phase::PageTable);
         self.content = target.clone();
         self.clear_dirty();
+        drop(table);
         if let Layout::Own { .. } = self.layout {
             // Best effort, as after a snapshot: the restore is complete once its copy is.
             self.working_set.tick();

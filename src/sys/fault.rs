@@ -1,5 +1,6 @@
 //! Injected failures of system calls, for the anomaly tests (cargo feature `fault-injection`,
-//! off by default: without it [`point`] is an empty inline function and nothing here exists).
+//! off by default: without it [`point`] only times the call, see [`crate::cost`], and nothing
+//! else here exists).
 //!
 //! Every system call the crate makes passes through [`point`] first, naming itself. A test arms
 //! a countdown on its thread ([`fail_nth`](crate::fault_injection::fail_nth)): the n-th call from
@@ -9,6 +10,8 @@
 //!
 //! `EINTR` is only ever injected into calls the kernel can interrupt ([`Call::Interruptible`]),
 //! which the crate retries; so an armed `EINTR` counts only those calls.
+
+use crate::cost::{self, InPhase, Phase};
 
 /// Whether the kernel can interrupt a call with `EINTR` (and the crate then retries it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,14 +23,15 @@ pub(crate) enum Call {
     Plain,
 }
 
-#[cfg(not(feature = "fault-injection"))]
+/// Passed before every system call, naming it: fails it if a test armed a failure for it, else
+/// returns a guard that counts the call, and times it with the `cost-split` feature, while it
+/// is alive: keep it until the call returns.
 #[inline(always)]
-pub(crate) fn point(_op: &'static str, _call: Call) -> Result<(), nix::errno::Errno> {
-    Ok(())
+pub(crate) fn point(_op: &'static str, _call: Call) -> Result<InPhase, nix::errno::Errno> {
+    #[cfg(feature = "fault-injection")]
+    armed::point(_op, _call)?;
+    Ok(cost::enter(Phase::SystemCalls))
 }
-
-#[cfg(feature = "fault-injection")]
-pub(crate) use armed::point;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) mod armed {

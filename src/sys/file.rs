@@ -21,7 +21,7 @@ fn not_regular(path: &Path, kind: &'static str) -> Error {
 }
 
 /// The failure point of a call the standard library makes (and retries on `EINTR` itself).
-fn point(op: &'static str) -> Result<()> {
+fn point(op: &'static str) -> Result<crate::cost::InPhase> {
     fault::point(op, Call::Plain).map_err(|e| io_error(op, e.into()))
 }
 
@@ -40,7 +40,7 @@ impl DataFile {
     /// [`Error::Os`] naming `open` or `fstat`; [`FileProblem::NotARegularFile`] (in
     /// [`Error::File`]) for anything but a regular file.
     pub(crate) fn open_read(path: &Path, follow_links: bool) -> Result<DataFile> {
-        point("open")?;
+        let _call = point("open")?;
         let mut flags = libc::O_NONBLOCK;
         if !follow_links {
             flags |= libc::O_NOFOLLOW;
@@ -53,7 +53,7 @@ impl DataFile {
                 Some(libc::ELOOP) if !follow_links => not_regular(path, "a symbolic link"),
                 _ => io_error("open", e),
             })?;
-        point("fstat")?;
+        let _call = point("fstat")?;
         let kind = file
             .metadata()
             .map_err(|e| io_error("fstat", e))?
@@ -75,7 +75,7 @@ impl DataFile {
     /// Creates `path`, which must not exist yet, for writing (mode 0644 less the umask,
     /// close-on-exec).
     pub(crate) fn create_new(path: &Path) -> Result<DataFile> {
-        point("open(O_CREAT | O_EXCL)")?;
+        let _call = point("open(O_CREAT | O_EXCL)")?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -87,7 +87,7 @@ impl DataFile {
 
     /// The file's current length (`fstat`).
     pub(crate) fn len(&self) -> Result<u64> {
-        point("fstat")?;
+        let _call = point("fstat")?;
         Ok(self
             .file
             .metadata()
@@ -102,7 +102,7 @@ impl DataFile {
         while !buf.is_empty() {
             let read = fault::point("pread", Call::Interruptible)
                 .map_err(std::io::Error::from)
-                .and_then(|()| self.file.read_at(buf, offset));
+                .and_then(|_call| self.file.read_at(buf, offset));
             match read {
                 Ok(0) => break,
                 Ok(n) => {
@@ -119,7 +119,7 @@ impl DataFile {
 
     /// Writes all of `buf` at `offset`.
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        point("pwrite")?;
+        let _call = point("pwrite")?;
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| io_error("pwrite", e))
@@ -127,26 +127,26 @@ impl DataFile {
 
     /// Sets the file's length (`ftruncate`): the end of a file whose last bytes are zeros.
     pub(crate) fn set_len(&self, len: u64) -> Result<()> {
-        point("ftruncate")?;
+        let _call = point("ftruncate")?;
         self.file.set_len(len).map_err(|e| io_error("ftruncate", e))
     }
 
     /// Flushes the file's data and metadata to stable storage (`fsync`).
     pub(crate) fn sync(&self) -> Result<()> {
-        point("fsync")?;
+        let _call = point("fsync")?;
         self.file.sync_all().map_err(|e| io_error("fsync", e))
     }
 }
 
 /// Renames `from` to `to`, replacing `to` atomically if it exists.
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
-    point("rename")?;
+    let _call = point("rename")?;
     std::fs::rename(from, to).map_err(|e| io_error("rename", e))
 }
 
 /// Removes the file `path`.
 pub(crate) fn remove(path: &Path) -> Result<()> {
-    point("unlink")?;
+    let _call = point("unlink")?;
     std::fs::remove_file(path).map_err(|e| io_error("unlink", e))
 }
 
@@ -159,14 +159,14 @@ pub(crate) struct Dir {
 impl Dir {
     /// Opens the directory `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Dir> {
-        point("open (directory, to fsync it)")?;
+        let _call = point("open (directory, to fsync it)")?;
         let file = File::open(dir).map_err(|e| io_error("open (directory, to fsync it)", e))?;
         Ok(Dir { file })
     }
 
     /// Flushes the directory's entries to stable storage (`fsync`).
     pub(crate) fn sync(&self) -> Result<()> {
-        point("fsync (directory)")?;
+        let _call = point("fsync (directory)")?;
         self.file
             .sync_all()
             .map_err(|e| io_error("fsync (directory)", e))
@@ -175,7 +175,7 @@ impl Dir {
 
 /// The absolute path of `path` with every symbolic link resolved (`realpath`).
 pub(crate) fn canonicalize(path: &Path) -> Result<PathBuf> {
-    point("realpath")?;
+    let _call = point("realpath")?;
     std::fs::canonicalize(path).map_err(|e| io_error("realpath", e))
 }
 

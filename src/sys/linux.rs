@@ -22,7 +22,7 @@ pub(crate) mod write_tracker;
 pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     match dir {
         None => fault::point("memfd_create", Call::Plain)
-            .and_then(|()| {
+            .and_then(|_call| {
                 memfd_create(
                     c"cowarena",
                     MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
@@ -32,7 +32,7 @@ pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
         Some(dir) => {
             const OP: &str = "open(O_TMPFILE) in the backing directory";
             let raw = retry_interrupted(|| {
-                fault::point(OP, Call::Interruptible)?;
+                let _call = fault::point(OP, Call::Interruptible)?;
                 open(
                     dir,
                     OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -48,7 +48,7 @@ pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
 
 fn add_seals(fd: &OwnedFd, seals: SealFlag) -> Result<bool> {
     let added = fault::point("fcntl(F_ADD_SEALS)", Call::Plain)
-        .and_then(|()| fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)));
+        .and_then(|_call| fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)));
     match added {
         Ok(_) => Ok(true),
         // Files not created by memfd_create(MFD_ALLOW_SEALING) cannot be sealed.
@@ -132,12 +132,14 @@ pub(crate) unsafe fn discard_ranges(ranges: &[(usize, usize)]) -> usize {
     if DISCARD_MANY.missing() || ranges.is_empty() {
         return 0;
     }
-    if let Err(e) = fault::point("pidfd_open", Call::Plain) {
-        DISCARD_MANY.refused(e);
-        return 0;
-    }
-    // SAFETY: plain system call; the descriptor it returns is owned below.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let raw = match fault::point("pidfd_open", Call::Plain) {
+        // SAFETY: plain system call; the descriptor it returns is owned below.
+        Ok(_call) => unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) },
+        Err(e) => {
+            DISCARD_MANY.refused(e);
+            return 0;
+        }
+    };
     if raw < 0 {
         DISCARD_MANY.refused(Errno::last());
         return 0;
@@ -153,10 +155,13 @@ pub(crate) unsafe fn discard_ranges(ranges: &[(usize, usize)]) -> usize {
                 iov_len: len,
             })
             .collect();
-        if let Err(e) = fault::point("process_madvise(MADV_DONTNEED)", Call::Plain) {
-            DISCARD_MANY.refused(e);
-            return done;
-        }
+        let _call = match fault::point("process_madvise(MADV_DONTNEED)", Call::Plain) {
+            Ok(call) => call,
+            Err(e) => {
+                DISCARD_MANY.refused(e);
+                return done;
+            }
+        };
         // SAFETY: `iov` describes ranges the caller vouches for (forwarded); the call reads only
         // the iovec array, which outlives it.
         let n = unsafe {
@@ -196,7 +201,7 @@ pub(crate) unsafe fn discard_ranges(ranges: &[(usize, usize)]) -> usize {
 pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
     const OP: &str = "fallocate(PUNCH_HOLE)";
     retry_interrupted(|| {
-        fault::point(OP, Call::Interruptible)?;
+        let _call = fault::point(OP, Call::Interruptible)?;
         fallocate(
             fd.as_raw_fd(),
             FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
@@ -209,7 +214,7 @@ pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> 
 
 pub(crate) fn allocate(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> {
     retry_interrupted(|| {
-        fault::point("fallocate", Call::Interruptible)?;
+        let _call = fault::point("fallocate", Call::Interruptible)?;
         fallocate(
             fd.as_raw_fd(),
             FallocateFlags::empty(),
@@ -227,7 +232,7 @@ pub(crate) fn data_ranges(fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>>
     let mut pos = 0;
     while pos < len {
         let found = fault::point("lseek(SEEK_DATA)", Call::Plain)
-            .and_then(|()| lseek(fd.as_raw_fd(), pos as libc::off_t, Whence::SeekData));
+            .and_then(|_call| lseek(fd.as_raw_fd(), pos as libc::off_t, Whence::SeekData));
         let start = match found {
             Ok(s) => s as usize,
             Err(nix::errno::Errno::ENXIO) => break,
@@ -237,7 +242,7 @@ pub(crate) fn data_ranges(fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>>
             break;
         }
         let found = fault::point("lseek(SEEK_HOLE)", Call::Plain)
-            .and_then(|()| lseek(fd.as_raw_fd(), start as libc::off_t, Whence::SeekHole));
+            .and_then(|_call| lseek(fd.as_raw_fd(), start as libc::off_t, Whence::SeekHole));
         let end = match found {
             Ok(e) => (e as usize).min(len),
             Err(e) => return Err(os_error("lseek(SEEK_HOLE)", e)),
@@ -253,8 +258,10 @@ pub(crate) fn data_ranges(fd: &OwnedFd, len: usize) -> Result<Vec<Range<usize>>>
 /// pages, which were private when they left. `None` when neither the ioctl nor
 /// `/proc/self/pagemap` is available.
 pub(crate) fn private_page_runs(addr: usize, len: usize) -> Option<Vec<Range<usize>>> {
-    fault::point("open(/proc/self/pagemap)", Call::Plain).ok()?;
-    let file = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let file = {
+        let _call = fault::point("open(/proc/self/pagemap)", Call::Plain).ok()?;
+        std::fs::File::open("/proc/self/pagemap").ok()?
+    };
     if let Some(runs) = scan::private_page_runs(&file, addr, len) {
         return Some(runs);
     }
@@ -368,7 +375,7 @@ pub(super) mod scan {
             mut self,
             pagemap: &std::fs::File,
         ) -> nix::Result<(&'a [PageRegion], u64)> {
-            fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain)?;
+            let _call = fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain)?;
             // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`,
             // borrowed by `self` for the call and with room for `vec_len` entries; the ioctl only
             // reads page tables and writes `arg` and `regions`.
@@ -451,9 +458,11 @@ fn proc_pagemap(file: &std::fs::File, addr: usize, len: usize) -> Option<Vec<Ran
     while done < pages {
         let count = (pages - done).min(4096);
         let bytes = &mut buf[..count * 8];
-        fault::point("pread(/proc/self/pagemap)", Call::Plain).ok()?;
-        file.read_exact_at(bytes, ((addr / page + done) * 8) as u64)
-            .ok()?;
+        {
+            let _call = fault::point("pread(/proc/self/pagemap)", Call::Plain).ok()?;
+            file.read_exact_at(bytes, ((addr / page + done) * 8) as u64)
+                .ok()?;
+        }
         for (i, entry) in bytes.chunks_exact(8).enumerate() {
             let entry = u64::from_ne_bytes(entry.try_into().expect("8-byte chunk"));
             if pagemap_entry_is_private(entry) {

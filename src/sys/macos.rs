@@ -13,7 +13,7 @@ use std::path::Path;
 pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
     let (raw, path) = fault::point("mkstemp in the backing directory", Call::Plain)
-        .and_then(|()| nix::unistd::mkstemp(&dir.join("cowarena.XXXXXX")))
+        .and_then(|_call| nix::unistd::mkstemp(&dir.join("cowarena.XXXXXX")))
         .map_err(|e| os_error("mkstemp in the backing directory", e))?;
     // SAFETY: `mkstemp` returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -52,7 +52,7 @@ pub(crate) fn punch_hole(fd: &OwnedFd, offset: usize, len: usize) -> Result<()> 
         fp_offset: offset as libc::off_t,
         fp_length: len as libc::off_t,
     };
-    fault::point("fcntl(F_PUNCHHOLE)", Call::Plain)
+    let _call = fault::point("fcntl(F_PUNCHHOLE)", Call::Plain)
         .map_err(|e| os_error("fcntl(F_PUNCHHOLE)", e))?;
     // SAFETY: `args` is a valid `fpunchhole_t` that outlives the call.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_PUNCHHOLE, &args) };

@@ -72,7 +72,7 @@ impl BackingFile {
 
     pub(crate) fn set_len(&self, len: usize) -> Result<()> {
         retry_interrupted(|| {
-            fault::point("ftruncate", Call::Interruptible)?;
+            let _call = fault::point("ftruncate", Call::Interruptible)?;
             nix::unistd::ftruncate(&self.fd, len as libc::off_t)
         })
         .map_err(|e| os_error("ftruncate", e))
@@ -92,7 +92,7 @@ impl BackingFile {
                 group.iter().map(|b| std::io::IoSlice::new(b)).collect();
             let total: usize = group.iter().map(|b| b.len()).sum();
             let written = retry_interrupted(|| {
-                fault::point("pwritev", Call::Interruptible)?;
+                let _call = fault::point("pwritev", Call::Interruptible)?;
                 nix::sys::uio::pwritev(&self.fd, &slices, offset as libc::off_t)
             })
             .map_err(|e| os_error("pwritev", e))?;
@@ -140,7 +140,7 @@ impl BackingFile {
 fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut offset: usize) -> Result<()> {
     while !buf.is_empty() {
         let n = retry_interrupted(|| {
-            fault::point("pwrite", Call::Interruptible)?;
+            let _call = fault::point("pwrite", Call::Interruptible)?;
             nix::sys::uio::pwrite(fd, buf, offset as libc::off_t)
         })
         .map_err(|e| os_error("pwrite", e))?;
@@ -179,7 +179,7 @@ impl FileView {
     /// count as a writable shared mapping when the file is sealed.
     pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
         const OP: &str = "mmap (read-only view of a store chunk)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: memmap2 makes this `unsafe` because the file may change under a slice of the
         // mapping; this view never makes one: every read is a `copy_out` of a range whose bytes
         // the caller vouches for.
@@ -204,7 +204,7 @@ impl FileView {
         {
             const OP: &str = "madvise(MADV_POPULATE_READ)";
             retry_interrupted(|| {
-                fault::point(OP, Call::Interruptible)?;
+                let _call = fault::point(OP, Call::Interruptible)?;
                 self.map
                     .advise_range(memmap2::Advice::PopulateRead, offset, len)
                     .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
@@ -275,7 +275,7 @@ impl FileWriter {
     /// [`Error::Os`] naming `mmap` (out of address space, say).
     pub(crate) fn new(file: &BackingFile, len: usize) -> Result<Self> {
         const OP: &str = "mmap (shared writable view of a store chunk)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         let map = memmap2::MmapOptions::new()
             .len(len)
             .map_raw(file.owned_fd())
@@ -299,7 +299,7 @@ impl FileWriter {
         {
             const OP: &str = "madvise(MADV_POPULATE_WRITE)";
             retry_interrupted(|| {
-                fault::point(OP, Call::Interruptible)?;
+                let _call = fault::point(OP, Call::Interruptible)?;
                 self.map
                     .advise_range(memmap2::Advice::PopulateWrite, offset, len)
                     .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
@@ -378,7 +378,7 @@ impl Reservation {
     /// stay inaccessible for the reservation's life, so that an access past the end faults.
     pub(crate) fn with_guard(len: usize, guard: usize) -> Result<Self> {
         const OP: &str = "mmap (reserve address space)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         let total = len.checked_add(guard).ok_or_else(|| Error::Os {
             op: OP,
             source: std::io::Error::from_raw_os_error(libc::ENOMEM),
@@ -444,7 +444,7 @@ impl Reservation {
                 Sharing::Shared => MapFlags::MAP_SHARED,
             };
         const OP: &str = "mmap (map file pages)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: the range lies inside this reservation (checked by `addr`), so MAP_FIXED replaces
         // only memory this value owns; no reference points into it (forwarded to caller).
         unsafe {
@@ -474,7 +474,7 @@ impl Reservation {
             ProtFlags::PROT_READ
         };
         const OP: &str = "mmap (map zero pages)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: as in `map_file`: inside this reservation, no live references (forwarded).
         unsafe {
             mmap_anonymous(
@@ -509,7 +509,7 @@ impl Reservation {
         const OP: &str = "madvise(MADV_DONTNEED)";
         for &(addr, len) in &ranges[done..] {
             let ptr = NonNull::new(addr as *mut libc::c_void).expect("non-zero address");
-            fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+            let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
             // SAFETY: as above, for this one range.
             unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTNEED) }.map_err(|e| os_error(OP, e))?;
         }
@@ -614,7 +614,7 @@ impl Reservation {
         {
             const OP: &str = "madvise(MADV_POPULATE_WRITE) of arena pages";
             retry_interrupted(|| {
-                fault::point(OP, Call::Interruptible)?;
+                let _call = fault::point(OP, Call::Interruptible)?;
                 // SAFETY: the range lies inside this reservation (checked by `addr`); populating
                 // only makes the kernel copy the pages as a write fault would: no byte changes,
                 // and no reference is read or written by the process.
@@ -638,7 +638,7 @@ impl Reservation {
 
     /// Makes the whole reservation read-only.
     pub(crate) fn protect_read_only(&self) -> Result<()> {
-        fault::point("mprotect", Call::Plain).map_err(|e| os_error("mprotect", e))?;
+        let _call = fault::point("mprotect", Call::Plain).map_err(|e| os_error("mprotect", e))?;
         // SAFETY: the range is this reservation's own; removing write access cannot invalidate
         // any reference (only `&[u8]` views are handed out for read-only reservations).
         unsafe { region::protect(self.base(), self.len(), region::Protection::READ) }

@@ -38,7 +38,7 @@ pub(crate) enum ExitStatus {
 /// are sound. The child must end with [`exit_now`] and never return into frames it shares with
 /// the parent, or it would go on running the parent's code and dropping the parent's values.
 pub(crate) unsafe fn fork() -> Result<Forked> {
-    fault::point("fork", Call::Plain).map_err(|e| os_error("fork", e))?;
+    let _call = fault::point("fork", Call::Plain).map_err(|e| os_error("fork", e))?;
     // SAFETY: forwarded to the caller (see above).
     match unsafe { libc::fork() } {
         -1 => Err(os_error("fork", Errno::last())),
@@ -93,7 +93,7 @@ extern "C" fn forget_pid() {
 /// A pipe whose two ends are close-on-exec: `(read end, write end)`.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
-    fault::point("pipe", Call::Plain).map_err(|e| os_error("pipe", e))?;
+    let _call = fault::point("pipe", Call::Plain).map_err(|e| os_error("pipe", e))?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // SAFETY: `fds` has room for the two descriptors the call stores.
@@ -135,12 +135,11 @@ fn decode(status: libc::c_int) -> Option<ExitStatus> {
 fn waitpid(pid: Pid, flags: libc::c_int) -> Result<Option<ExitStatus>> {
     loop {
         let mut status = 0;
-        if let Err(e) = fault::point("waitpid", Call::Interruptible) {
-            match e {
-                Errno::EINTR => continue,
-                e => return Err(os_error("waitpid", e)),
-            }
-        }
+        let _call = match fault::point("waitpid", Call::Interruptible) {
+            Ok(call) => call,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(os_error("waitpid", e)),
+        };
         // SAFETY: `status` is a valid out-pointer for the call.
         match unsafe { libc::waitpid(pid, &mut status, flags) } {
             -1 if Errno::last() == Errno::EINTR => continue,
@@ -171,7 +170,7 @@ pub(crate) fn try_wait(pid: Pid) -> Result<Option<ExitStatus>> {
 
 /// Sends `SIGKILL` to `pid`. A process that is already gone (or a zombie) is not an error.
 pub(crate) fn kill(pid: Pid) -> Result<()> {
-    let killed = fault::point("kill(SIGKILL)", Call::Plain).and_then(|()| {
+    let killed = fault::point("kill(SIGKILL)", Call::Plain).and_then(|_call| {
         // SAFETY: plain system call on a pid the caller started and has not reaped.
         Errno::result(unsafe { libc::kill(pid, libc::SIGKILL) })
     });
@@ -196,7 +195,7 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Re
         events: libc::POLLIN,
         revents: 0,
     };
-    let polled = fault::point("poll", Call::Interruptible).and_then(|()| {
+    let polled = fault::point("poll", Call::Interruptible).and_then(|_call| {
         // SAFETY: `pfd` is one valid `pollfd`, as the count says.
         Errno::result(unsafe { libc::poll(&mut pfd, 1, millis) })
     });
@@ -210,7 +209,7 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Re
 /// Reads at most `buf.len()` bytes; `0` means the end of the stream.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
     loop {
-        let n = fault::point("read", Call::Interruptible).and_then(|()| {
+        let n = fault::point("read", Call::Interruptible).and_then(|_call| {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             Errno::result(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
         });
@@ -225,7 +224,7 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
 /// Writes all of `buf`.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
     while !buf.is_empty() {
-        let n = fault::point("write", Call::Interruptible).and_then(|()| {
+        let n = fault::point("write", Call::Interruptible).and_then(|_call| {
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
             Errno::result(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
         });

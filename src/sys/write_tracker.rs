@@ -101,7 +101,7 @@ impl WriteTracker {
             }
         };
         const OP: &str = "userfaultfd(UFFD_USER_MODE_ONLY)";
-        let fd = fault::point(OP, Call::Plain).and_then(|()| {
+        let fd = fault::point(OP, Call::Plain).and_then(|_call| {
             // SAFETY: a plain system call with integer flags.
             let fd = unsafe {
                 libc::syscall(
@@ -126,7 +126,7 @@ impl WriteTracker {
             const OP: &str = "ioctl(UFFDIO_API)";
             // SAFETY: `api` is a correctly laid out `uffdio_api` the call reads and writes.
             fault::point(OP, Call::Plain)
-                .and_then(|()| unsafe { uffdio_api(uffd.as_raw_fd(), &mut api) })
+                .and_then(|_call| unsafe { uffdio_api(uffd.as_raw_fd(), &mut api) })
                 .map_err(|e| (OP, e))
         };
         if let Err((op, e)) = agreed {
@@ -137,7 +137,7 @@ impl WriteTracker {
             return Ok(None);
         }
         const PAGEMAP: &str = "open(/proc/self/pagemap)";
-        fault::point(PAGEMAP, Call::Plain).map_err(|e| os_error(PAGEMAP, e))?;
+        let _call = fault::point(PAGEMAP, Call::Plain).map_err(|e| os_error(PAGEMAP, e))?;
         let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| crate::Error::Os {
             op: PAGEMAP,
             source: e,
@@ -171,7 +171,7 @@ impl WriteTracker {
             ioctls: 0,
         };
         const OP: &str = "ioctl(UFFDIO_REGISTER)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: `reg` is a correctly laid out `uffdio_register`; registering changes no byte of
         // the range, only how its writes fault (asynchronously, resolved by the kernel).
         unsafe { uffdio_register(self.uffd.as_raw_fd(), &mut reg) }.map_err(|e| os_error(OP, e))?;
@@ -192,7 +192,7 @@ impl WriteTracker {
             mode: UFFDIO_WRITEPROTECT_MODE_WP,
         };
         const OP: &str = "ioctl(UFFDIO_WRITEPROTECT)";
-        fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
         // SAFETY: `wp` is a correctly laid out `uffdio_writeprotect`; protecting changes no byte,
         // and in async mode a later write is resolved by the kernel without blocking.
         unsafe { uffdio_writeprotect(self.uffd.as_raw_fd(), &mut wp) }
