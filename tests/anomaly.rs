@@ -1273,6 +1273,7 @@ fn raw() -> Workload {
             "ioctl(UFFDIO_API)",
             "ioctl(UFFDIO_REGISTER)",
             "ioctl(UFFDIO_WRITEPROTECT)",
+            "madvise(MADV_NOHUGEPAGE)",
         ],
     }
 }

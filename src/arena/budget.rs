@@ -381,7 +381,7 @@ impl Arena {
         self.layout = layout;
         if self.raw_writes() != RawWrites::NotArmed && self.options.kernel_write_tracking {
             // The new memory is tracked too (where the kernel can), or its private pages count.
-            self.mem.track_writes();
+            self.track_raw_writes();
         }
         Ok(())
     }

@@ -7,16 +7,15 @@
 //!
 //! Where the kernel can (Linux 6.7+), the arena's memory is registered for asynchronous
 //! userfaultfd write-protection and each snapshot or restore reads exactly the pages written since
-//! the last one with one `PAGEMAP_SCAN` that protects them again ([`RawWrites::Kernel`]): its cost
-//! follows the arena's capacity and the pages written, not every page ever written. The kernel
-//! visits every page-table entry of the range, present or not (protecting a range fills its
-//! tables with markers): about 1.3–1.6 ns per page of capacity here, 27 us for 64 MiB and 420 us
-//! for 1 GiB whether 1 MiB or all of it is resident (measured with a C program doing the same
-//! calls), against 1 us for a one-page `UFFDIO_WRITEPROTECT`. A restore scans without
-//! protecting (its own copies would fault on protected pages), then protects again only what it
-//! wrote: one call per run, or one scan of the span of runs lying close together
-//! (`Reservation::forget_written`): 7 us for 64 pages scattered over 16 MiB, where the whole
-//! 64 MiB arena costs 27 us.
+//! the last one with `PAGEMAP_SCAN`, which protects them again ([`RawWrites::Kernel`]). Its cost
+//! follows the page tables that exist and the pages written, not the capacity nor every page
+//! ever written: the kernel visits each entry of each page table in the range (1.5–2.5 ns) and
+//! steps over memory without one 2 MiB at a time, so only what exists is protected (see
+//! `sys/write_tracker.rs`). A 64 MiB arena holding 16 MiB: 6–12 us per scan (27 us when the
+//! whole capacity was protected); 1 GiB holding 16 MiB: 20 us (420 us); 4 GiB: 20 us (2.3 ms).
+//! A restore scans without protecting (its own copies would fault on protected pages), then
+//! protects again only what it wrote: one call per run, or one scan of the span of runs lying
+//! close together (`Reservation::forget_written`).
 //!
 //! Elsewhere, or after any failure of those calls, every page holding a private copy counts as
 //! written ([`RawWrites::PrivatePages`]): always a superset of the pages written, since a write
@@ -79,12 +78,27 @@ impl Arena {
     pub unsafe fn as_mut_ptr(&mut self) -> *mut u8 {
         if !self.raw_armed {
             self.raw_armed = true;
-            if matches!(self.layout, Layout::Own { .. }) && self.options.kernel_write_tracking {
+            if self.options.kernel_write_tracking {
                 // Where the kernel cannot track writes, the private pages count instead.
-                self.mem.track_writes();
+                self.track_raw_writes();
             }
         }
         self.mem.base()
+    }
+
+    /// Asks the kernel to track writes to the arena's memory, in the own layout (where raw
+    /// pointers are tracked), telling it which runs of pages are mapped from the store (their
+    /// unread pages must come in protected) and which are anonymous (whose holes stay holes).
+    pub(crate) fn track_raw_writes(&mut self) {
+        let Layout::Own { mapped, .. } = &self.layout else {
+            return;
+        };
+        let mut file_runs: Vec<Range<usize>> = Vec::new();
+        mapped.for_each_run(|first, len, _| match file_runs.last_mut() {
+            Some(run) if run.end == first => run.end += len,
+            _ => file_runs.push(first..first + len),
+        });
+        self.mem.track_writes(&file_runs);
     }
 
     /// How this arena finds raw writes now.

@@ -345,14 +345,26 @@ pub(super) mod scan {
         }
 
         /// Pages in `[start, end)` written since they were write-protected (userfaultfd, async
-        /// mode), which the call protects again if `protect`.
+        /// mode), which the call protects again if `protect`. With `existing`, only pages that
+        /// exist (present or swapped out) and are not the shared zero page count: a hole,
+        /// anonymous memory never touched, is neither reported nor protected, so it keeps having
+        /// no page table and the kernel steps over it a page table at a time (see
+        /// `write_tracker.rs`); the zero page, mapped where such memory was only read, cannot
+        /// have been written (a write replaces it). Without, the kernel takes its fastest path,
+        /// which reports (and would protect) holes and zero pages too.
         pub(super) fn written_pages(
             start: u64,
             end: u64,
             protect: bool,
+            existing: bool,
             regions: &'a mut [PageRegion],
         ) -> Self {
             let matching = if protect { PM_SCAN_WP_MATCHING } else { 0 };
+            let (anyof, not_zero) = if existing {
+                (PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PFNZERO)
+            } else {
+                (0, 0)
+            };
             Request {
                 arg: PmScanArg {
                     size: size_of::<PmScanArg>() as u64,
@@ -361,7 +373,9 @@ pub(super) mod scan {
                     end,
                     vec: regions.as_mut_ptr() as u64,
                     vec_len: regions.len() as u64,
-                    category_mask: PAGE_IS_WRITTEN,
+                    category_inverted: not_zero,
+                    category_mask: PAGE_IS_WRITTEN | not_zero,
+                    category_anyof_mask: anyof,
                     return_mask: PAGE_IS_WRITTEN,
                     ..PmScanArg::default()
                 },
@@ -503,5 +517,32 @@ mod tests {
         assert!(!selects(&arg, PAGE_IS_PRESENT | PAGE_IS_PFNZERO));
         assert!(!selects(&arg, PAGE_IS_SWAPPED | PAGE_IS_FILE));
         assert!(!selects(&arg, 0));
+    }
+
+    #[test]
+    fn scan_request_selects_written_pages() {
+        let written = PAGE_IS_WRITTEN;
+        let existing = Request::written_pages(0, 4096, true, true, &mut []).arg;
+        assert!(selects(&existing, written | PAGE_IS_PRESENT));
+        assert!(selects(&existing, written | PAGE_IS_PRESENT | PAGE_IS_FILE));
+        assert!(selects(&existing, written | PAGE_IS_SWAPPED));
+        assert!(!selects(&existing, written), "a hole");
+        assert!(!selects(
+            &existing,
+            written | PAGE_IS_PRESENT | PAGE_IS_PFNZERO
+        ));
+        assert!(!selects(&existing, PAGE_IS_PRESENT), "protected");
+        let fast = Request::written_pages(0, 4096, false, false, &mut []).arg;
+        assert!(selects(&fast, written));
+        assert!(!selects(&fast, PAGE_IS_PRESENT));
+        // The kernel's fast path takes exactly this filter.
+        assert_eq!(
+            (
+                fast.category_mask,
+                fast.category_anyof_mask,
+                fast.category_inverted
+            ),
+            (PAGE_IS_WRITTEN, 0, 0)
+        );
     }
 }

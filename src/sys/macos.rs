@@ -110,7 +110,7 @@ pub(crate) mod write_tracker {
             match *self {}
         }
 
-        pub(crate) fn track(&self, _addr: usize, _len: usize) -> Result<()> {
+        pub(crate) fn track(&self, _addr: usize, _len: usize, _file: bool) -> Result<()> {
             match *self {}
         }
 
