@@ -231,6 +231,91 @@ fn a_sparse_arena_keeps_its_holes() {
     assert!(grown < 512, "page tables grew by {grown} KiB");
 }
 
+/// Raw writes, safe writes and reads scattered over a sparse arena (whole page tables never
+/// touched, pages only read, runs long enough to be remapped, shed copies), against a model:
+/// no write is ever missed by a snapshot or undone wrongly by a restore.
+#[test]
+fn sparse_raw_writes_match_a_model() {
+    use std::collections::BTreeMap;
+    let _serial = serial();
+    let page = cowarena::page_size();
+    let pages = 8192;
+    let mut a = Arena::builder(pages * page)
+        .private_budget(16 * page)
+        .build()
+        .unwrap();
+    // SAFETY: the pointer is used only through `poke`, between calls of the arena's
+    // methods, with no reference into the arena alive.
+    let base = unsafe { a.as_mut_ptr() };
+    // Pages the program returns to, spread over every 2 MiB of the arena but the last ones.
+    let hot: Vec<usize> = (0..48).map(|i| i * 127 % (pages - 1024)).collect();
+    let mut model: BTreeMap<usize, u8> = BTreeMap::new();
+    let mut snaps: Vec<(Snapshot, BTreeMap<usize, u8>)> = Vec::new();
+    let mut rng = Rng::new(19);
+    for step in 0..600 {
+        match rng.below(12) {
+            0..=3 => {
+                for _ in 0..rng.range(1, 6) {
+                    let at = hot[rng.below(hot.len())] * page + rng.below(page);
+                    let byte = rng.next() as u8 | 1;
+                    poke(base, at, byte);
+                    model.insert(at, byte);
+                }
+            }
+            4 => {
+                // A run long enough to be frozen and remapped as one.
+                let first = rng.below(pages - 1024 - 24);
+                let byte = rng.next() as u8 | 1;
+                for p in first..first + 20 {
+                    poke(base, p * page + 7, byte);
+                    model.insert(p * page + 7, byte);
+                }
+            }
+            5 => {
+                let at = hot[rng.below(hot.len())] * page + rng.below(page - 8);
+                let bytes = [step as u8 | 1; 8];
+                a.write(at, &bytes).unwrap();
+                for (i, &byte) in bytes.iter().enumerate() {
+                    model.insert(at + i, byte);
+                }
+            }
+            6 => {
+                // Reads of memory never written, some in page tables never made.
+                for _ in 0..8 {
+                    let at = (pages - 1024 + rng.below(1024)) * page + rng.below(page);
+                    assert_eq!(a.as_bytes()[at], 0, "step {step}: never written");
+                }
+            }
+            7..=8 => snaps.push((a.snapshot().unwrap(), model.clone())),
+            9..=10 if !snaps.is_empty() => {
+                let (s, m) = &snaps[rng.below(snaps.len())];
+                a.restore(s).unwrap();
+                model.clone_from(m);
+            }
+            _ if snaps.len() > 6 => drop(snaps.remove(rng.below(snaps.len()))),
+            _ => {}
+        }
+        let seen: Vec<usize> = snaps
+            .iter()
+            .flat_map(|(_, m)| m.keys().copied())
+            .chain(model.keys().copied())
+            .collect();
+        for at in seen {
+            let want = model.get(&at).copied().unwrap_or(0);
+            assert_eq!(a.as_bytes()[at], want, "step {step}: byte {at}");
+        }
+    }
+    for (i, (s, m)) in snaps.iter().enumerate() {
+        for (&at, &want) in m {
+            assert_eq!(s.as_bytes()[at], want, "snapshot {i}, byte {at}");
+        }
+        a.restore(s).unwrap();
+        for (&at, &want) in m {
+            assert_eq!(a.as_bytes()[at], want, "restoring snapshot {i}, byte {at}");
+        }
+    }
+}
+
 /// Pages shed from a small private budget while the contents drift would each need a mapping of
 /// their own, and every mapping slows every later scan: they stay private instead.
 #[test]
