@@ -37,7 +37,7 @@ impl Arena {
         if first == last && self.dirty.contains(first) {
             return Ok(());
         }
-        self.mark_dirty_pages(first, last)
+        self.mark_dirty_pages(offset, len)
     }
 
     /// The rest of `mark_dirty`, out of line so that the check above inlines into the typed
@@ -45,7 +45,11 @@ impl Arena {
     /// (and for every write in the shared layout).
     #[cold]
     #[inline(never)]
-    pub(crate) fn mark_dirty_pages(&mut self, first: usize, last: usize) -> Result<()> {
+    pub(crate) fn mark_dirty_pages(&mut self, offset: usize, len: usize) -> Result<()> {
+        let (first, last) = (
+            offset >> self.page_shift,
+            (offset + len - 1) >> self.page_shift,
+        );
         let dirty = &mut self.dirty;
         match &mut self.layout {
             Layout::Own { private, .. } => {
@@ -57,27 +61,11 @@ impl Arena {
                 }
             }
             Layout::Proxy(ProxyLayout { private, .. }) => {
-                for p in first..=last {
-                    if dirty.insert(p) && private.insert(p) {
-                        // A proxy's page counts as its own from now on (its snapshots freeze
-                        // it, never what the source shows), so it must be its own copy even if
-                        // the caller stores to only part of what it marked: the kernel copies it
-                        // now. Not with a store of our own: a loan marks a page while references
-                        // it lent elsewhere may cover it.
-                        let at = p << self.page_shift;
-                        if !self.mem.populate_write(at, 1 << self.page_shift) {
-                            // Without `MADV_POPULATE_WRITE` (before Linux 5.14, macOS), one byte
-                            // is stored back.
-                            // SAFETY: `p` is a page of this arena (the caller marks pages of an
-                            // in-bounds range), mapped writable; the byte is written back
-                            // unchanged, through the arena's base pointer, while no other
-                            // thread can access the arena (`&mut self`).
-                            unsafe {
-                                let byte = self.mem.base().add(at);
-                                byte.write_volatile(byte.read_volatile());
-                            }
-                        }
-                    }
+                let own: Vec<usize> = (first..=last)
+                    .filter(|&p| dirty.insert(p) && private.insert(p))
+                    .collect();
+                for run in crate::page_set::runs(&own, usize::MAX) {
+                    self.make_own_copies(run, offset);
                 }
             }
             Layout::Shared(shared) => {
@@ -88,6 +76,35 @@ impl Arena {
             }
         }
         Ok(())
+    }
+
+    /// Makes the proxy's pages of `run` its own copies now: a proxy's page counts as its own
+    /// from the time it is marked (its snapshots freeze it, never what the source shows), even
+    /// if the caller stores to only part of what it marked. The kernel copies the run
+    /// (`MADV_POPULATE_WRITE`, one call); where it cannot (before Linux 5.14, macOS), one byte of
+    /// each page is stored back: the first byte at or after `offset`, the start of the range
+    /// being marked. A loan marks a page while references it lent elsewhere may cover other bytes
+    /// of it, never the bytes it is about to write.
+    fn make_own_copies(&self, run: Range<usize>, offset: usize) {
+        let shift = self.page_shift;
+        if self
+            .mem
+            .populate_write(run.start << shift, run.len() << shift)
+        {
+            return;
+        }
+        for p in run {
+            let at = (p << shift).max(offset);
+            // SAFETY: `at` lies in page `p` of this arena (the caller marks pages of an
+            // in-bounds range starting at `offset`), mapped writable, and in the range being
+            // marked, which no live reference covers: the caller holds the arena (or the view
+            // lent the range) mutably and is about to write it. The byte is written back
+            // unchanged, and no other thread can access the arena meanwhile.
+            unsafe {
+                let byte = self.mem.base().add(at);
+                byte.write_volatile(byte.read_volatile());
+            }
+        }
     }
 
     /// Whether this process may write the arena (see [`mark_dirty`](Arena::mark_dirty)): views
@@ -213,7 +230,8 @@ impl Arena {
             return None;
         }
         if !self.dirty.contains(p) {
-            self.mark_dirty_pages(p, p).ok()?;
+            self.mark_dirty_pages(p << self.page_shift, 1 << self.page_shift)
+                .ok()?;
         }
         // The length is spelled `1 << page_shift` (equal to `page`) so that callers' checks
         // against their own page size, if computed from the same shift, remove bounds checks.

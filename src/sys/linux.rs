@@ -118,6 +118,41 @@ impl Probe {
     }
 }
 
+/// Whether `madvise(MADV_POPULATE_WRITE)` works (Linux 5.14+).
+static POPULATE_WRITE: Probe = Probe::new();
+
+/// Makes the pages of `[addr, addr + len)` the process's own copies now, as a write fault would,
+/// without a byte changing; returns whether the kernel did it (never asked again once it showed
+/// it lacks the call).
+///
+/// # Safety
+/// The range lies in a private writable mapping the caller owns.
+pub(super) unsafe fn populate_write(addr: usize, len: usize) -> bool {
+    if POPULATE_WRITE.missing() {
+        return false;
+    }
+    const OP: &str = "madvise(MADV_POPULATE_WRITE) of arena pages";
+    let done = retry_interrupted(|| {
+        let _call = fault::point(OP, Call::Interruptible)?;
+        // SAFETY: the range lies in a private writable mapping (the caller's promise);
+        // populating only makes the kernel copy the pages as a write fault would: no byte
+        // changes, and no reference is read or written by the process.
+        let rc =
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
+        Errno::result(rc)
+    });
+    match done {
+        Ok(_) => {
+            POPULATE_WRITE.present();
+            true
+        }
+        Err(e) => {
+            POPULATE_WRITE.refused(e);
+            false
+        }
+    }
+}
+
 /// Whether `process_madvise(MADV_DONTNEED)` on this process works (Linux 6.13+).
 static DISCARD_MANY: Probe = Probe::new();
 

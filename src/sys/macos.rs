@@ -26,6 +26,14 @@ pub(crate) fn create_backing_file(dir: Option<&Path>) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Never done here: there is no `MADV_POPULATE_WRITE`.
+///
+/// # Safety
+/// As on Linux: the range lies in a private writable mapping the caller owns.
+pub(super) unsafe fn populate_write(_addr: usize, _len: usize) -> bool {
+    false
+}
+
 pub(crate) fn seal_size(_fd: &OwnedFd) -> Result<bool> {
     Ok(false)
 }

@@ -618,30 +618,8 @@ impl Reservation {
     /// 5.14): no reference into them is read or written. Returns whether the kernel did it.
     pub(crate) fn populate_write(&self, offset: usize, len: usize) -> bool {
         let (addr, len) = self.addr(offset, len);
-        #[cfg(target_os = "linux")]
-        {
-            const OP: &str = "madvise(MADV_POPULATE_WRITE) of arena pages";
-            retry_interrupted(|| {
-                let _call = fault::point(OP, Call::Interruptible)?;
-                // SAFETY: the range lies inside this reservation (checked by `addr`); populating
-                // only makes the kernel copy the pages as a write fault would: no byte changes,
-                // and no reference is read or written by the process.
-                let rc = unsafe {
-                    libc::madvise(
-                        addr.get() as *mut libc::c_void,
-                        len.get(),
-                        libc::MADV_POPULATE_WRITE,
-                    )
-                };
-                nix::errno::Errno::result(rc)
-            })
-            .is_ok()
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (addr, len);
-            false
-        }
+        // SAFETY: the range lies inside this reservation (checked by `addr`), which is mapped.
+        unsafe { os::populate_write(addr.get(), len.get()) }
     }
 
     /// Makes the whole reservation read-only.
