@@ -6,7 +6,7 @@
 //!
 //! A run of at least [`REMAP_MIN_RUN`](crate::REMAP_MIN_RUN) pages gets consecutive slots, so it
 //! maps with one `mmap`. Shorter runs (the scattered pages of a typical snapshot) go to slots of
-//! the open chunk that died earlier, wherever they are, all in one run of free slots when there is
+//! the open chunk, or of a full chunk kept for reuse, that died earlier, wherever they are, all in one run of free slots when there is
 //! one (one copy). Measured here with `pwritev`, per 4 KiB page: `pwritev` into a fresh slot 0.7–2.1 us
 //! (allocating a shared-memory page, touched for the first time), into an allocated one
 //! 0.4–0.7 us, and punching a dead slot out 0.3–0.7 us more. So the old scheme (append, punch what
@@ -243,9 +243,11 @@ impl Chunk {
     /// be allocated and mapped ahead (zeroed): a chunk filled with fresh slots only, as when a
     /// whole 16 MiB arena is frozen at once, took twice as long through the writer. The slots
     /// used so far hold pages already; mapping them now costs no allocation. A failure leaves
-    /// the chunk without a writer, written with `pwritev`.
+    /// the chunk without a writer, written with `pwritev`; so does a write in flight (another
+    /// thread's freeze, with `pwritev`, which the seal would make fail): a later freeze tries
+    /// again.
     pub(super) fn start_writer(&mut self, page: usize) {
-        if self.writer.is_some() || self.owner != process::current_pid() {
+        if self.writer.is_some() || self.owner != process::current_pid() || self.writing > 0 {
             return;
         }
         let len = self.refs.len() * page;
@@ -270,24 +272,19 @@ impl Chunk {
     }
 
     /// Keeps the dead slots of this retired chunk for later freezes to write over, through its
-    /// writer, made now if it has none (and the chunk sealed against every other writer, as the
-    /// open chunk is from its first reuse). Its free slots hold pages (they were never punched),
-    /// so writing them allocates nothing. Only for a chunk of this process whose pages are its
-    /// own (not a file chunk filled lazily); returns whether it keeps them, which it does not
-    /// when the writer cannot be mapped. The chunk then holds two kernel mappings (its view and
+    /// writer, made now if it has none; [`Store::seal_if_done`] seals it against every other
+    /// writer once no write to it is in flight. Its free slots hold pages (they were never
+    /// punched), so writing them allocates nothing. Only for the open chunk being retired, which
+    /// is this process's own and never a file chunk; returns whether it keeps them, which it
+    /// does not when the writer cannot be mapped. The chunk then holds two kernel mappings (its view and
     /// its writer) where a sealed one holds one: 2 per 16 MiB of frozen pages, about 3,000 for
     /// all the memory of this machine (the process limit is 65,530).
     pub(super) fn keep_for_reuse(&mut self, page: usize) -> bool {
-        if self.owner != process::current_pid() || self.lazy.is_some() {
-            return false;
-        }
+        debug_assert!(self.owner == process::current_pid() && self.lazy.is_none());
         if self.writer.is_none() {
             let Ok(writer) = FileWriter::new(&self.file, self.refs.len() * page) else {
                 return false;
             };
-            // Only a kernel without the seal refuses it; the chunk then stays as the open chunk
-            // is before its first reuse.
-            let _ = sys::seal_future_writes(self.file.owned_fd());
             self.writer = Some(Arc::new(writer));
             // Allocated, not mapped ahead: a slot written over takes one fault on its first
             // reuse, which costs what mapping it now would, and a whole arena frozen at once
@@ -339,6 +336,9 @@ impl Store {
     ) -> Result<(usize, Vec<usize>)> {
         let pages: usize = bufs.iter().map(|b| b.len() / self.page).sum();
         let short = bufs.iter().all(|b| b.len() / self.page < reuse_below);
+        // Whether the full chunks were looked at already (retiring the open chunk adds none
+        // with room: it is retired because its free and fresh slots fell short).
+        let mut looked = false;
         if let Some(cur) = st.current {
             let c = st.chunks[cur].as_mut().expect("current chunk is open");
             if c.owner != process::current_pid() {
@@ -348,6 +348,7 @@ impl Store {
                 return self.chunk_with_room(st, bufs, reuse_below);
             }
             if c.free.len < pages && short {
+                looked = true;
                 if let Some(found) = self.place_in_reusable(st, bufs, reuse_below, pages) {
                     return Ok(found);
                 }
@@ -358,7 +359,7 @@ impl Store {
             }
             self.retire(st, cur);
         }
-        if short {
+        if short && !looked {
             if let Some(found) = self.place_in_reusable(st, bufs, reuse_below, pages) {
                 return Ok(found);
             }

@@ -141,8 +141,9 @@ impl Store {
     /// of one chunk and returns them.
     ///
     /// A buffer of fewer than `reuse_below` pages goes, as far as they last, to dead slots of the
-    /// open chunk, wherever they are: writing over an allocated page costs about half as much as
-    /// allocating one, and the dead page needs no punching (see `chunk`). Longer buffers
+    /// open chunk or of a full chunk kept for reuse, wherever they are: writing over an allocated
+    /// page costs about half as much as allocating one, and the dead page needs no punching (see
+    /// `chunk`). Longer buffers
     /// get consecutive fresh slots, so that each maps with one `mmap`; all the fresh slots of a
     /// call are written with one `pwritev`.
     pub(crate) fn freeze(&self, bufs: &[&[u8]], reuse_below: usize) -> Result<Frozen<'_>> {
@@ -258,8 +259,9 @@ impl Store {
 
     /// Drops one holder from each non-zero slot; frees slots that have none left.
     ///
-    /// Freed slots of unsealed chunks are handled in batches ([`PUNCH_BATCH`] slots, or before
-    /// the next freeze or stats call): kept for reuse in the open chunk, punched out elsewhere.
+    /// Freed slots of unsealed chunks and of full chunks kept for reuse are handled in batches
+    /// ([`PUNCH_BATCH`] slots, or before the next freeze or stats call): kept for reuse in those
+    /// chunks, punched out elsewhere.
     /// The pages of one dropped snapshot are released by many page-table leaves, and one
     /// `fallocate` per run beats one per leaf.
     pub(crate) fn release(&self, slots: &[SlotId]) {
@@ -312,7 +314,9 @@ impl Store {
 }
 
 /// Calls `f(slots, bytes)` for each piece of `bufs` (whole pages) whose `slots` (one per page, in
-/// order) are consecutive: each buffer splits where its slots stop being consecutive.
+/// order) are consecutive: each buffer splits where its slots stop being consecutive. Reused
+/// slots come in any order, which [`Coalesce`](crate::page_set::Coalesce) (increasing pieces
+/// only) does not take.
 fn for_each_slot_run<'b>(
     bufs: &[&'b [u8]],
     slots: &[SlotId],

@@ -76,7 +76,6 @@ impl Store {
                     let len = (copy.offset + copy.dst.len()).div_ceil(self.page);
                     fills.push((lazy, copy.first, len));
                 }
-                copy.at = copy.first.index() * self.page + copy.offset;
                 copy.view = Some(view);
             }
         }
@@ -84,14 +83,15 @@ impl Store {
             Self::fill(Some(lazy), first, len)?;
         }
         for copy in copies.iter() {
-            copy.view.as_ref().expect("set above").prefetch(copy.at);
+            let at = copy.source(self.page);
+            copy.view.as_ref().expect("set above").prefetch(at);
         }
         for copy in copies.iter_mut() {
             let view = copy.view.as_ref().expect("set above");
             // SAFETY: the caller holds the slots read; held slots are never handed out again, so
             // nothing writes or punches them during the copy (a file chunk's are filled above,
             // before any copy).
-            unsafe { view.copy_out(copy.at, copy.dst) };
+            unsafe { view.copy_out(copy.source(self.page), copy.dst) };
         }
         Ok(())
     }
@@ -102,9 +102,8 @@ pub(crate) struct CopyOut<'b> {
     first: SlotId,
     offset: usize,
     dst: &'b mut [u8],
-    /// Filled in by `copy_out`: the chunk's view and the byte in it to copy from.
+    /// Filled in by `copy_out`: the chunk's view.
     view: Option<Arc<FileView>>,
-    at: usize,
 }
 
 impl<'b> CopyOut<'b> {
@@ -115,7 +114,11 @@ impl<'b> CopyOut<'b> {
             offset,
             dst,
             view: None,
-            at: 0,
         }
+    }
+
+    /// The byte of the chunk's view to copy from.
+    fn source(&self, page: usize) -> usize {
+        self.first.index() * page + self.offset
     }
 }
