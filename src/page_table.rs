@@ -235,6 +235,15 @@ impl PageTable {
         }
     }
 
+    /// The maximal runs of pages that are not zero pages, whatever their slots, in page order.
+    pub(crate) fn extents(&self) -> Vec<Range<usize>> {
+        let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
+        let mut extents = Vec::new();
+        self.for_each_run(|first, len, _| extents.extend(runs.push((first..first + len, ()))));
+        extents.extend(runs.finish());
+        extents.into_iter().map(|(r, ())| r).collect()
+    }
+
     /// Groups the (sorted) `pages` into runs of consecutive pages whose slots are consecutive
     /// too, or all zero: each run is one `mmap` or one copy. Returns (pages, first slot).
     pub(crate) fn slot_runs(

@@ -28,9 +28,9 @@
 //! zero), at least 1 MiB and at most 256 MiB: relative to the data, not the capacity, so that a
 //! huge reservation holding little costs little; 1/16 bounds the copies at about 6% of the data
 //! for a program that moves forward through its heap. It then follows the working set (see
-//! [`WorkingSet`]): the pages written in the last 64–128 cycles, and, when the faults show that
-//! shed pages keep being written again, an allowance of up to 256 MiB more that holds the pages
-//! the program returns to. A 64 MiB table written at a few random entries per decision ends up
+//! [`WorkingSet`]): it is at least 5/4 of the pages written in the last 64–128 cycles plus an
+//! allowance, up to 256 MiB, that grows when the faults show that shed pages keep being written
+//! again and holds the pages the program returns to. A 64 MiB table written at a few random entries per decision ends up
 //! private whole (3.2 us per decision at d = 4, against 10–11 us with 1 MiB of copies); a state
 //! that writes fresh pages keeps its share.
 //!
@@ -83,7 +83,7 @@ const FAULTS_JUDGED: usize = 256;
 /// remembered, and when half of the copy-on-write faults since the last judgement were on pages
 /// shedding had given back, the program keeps returning to what is shed, each return a fault
 /// spent for nothing; the allowance then grows to hold the private pages there are (up to
-/// [`MAX_PRIVATE_BUDGET`] beyond the share). A program moving forward faults on pages it never
+/// [`MAX_PRIVATE_BUDGET`]; the budget is at least 5/4 of the working set and the allowance). A program moving forward faults on pages it never
 /// had, and keeps its budget. Measured: cycling 64 random pages of a 16 MiB arena, 96 to
 /// 23–28 us per cycle once settled; a search loop over a 16 MiB working set at d = 64, writes
 /// included, about 180 us to 33 us per decision.
@@ -227,7 +227,13 @@ impl Arena {
     /// try looks at every private page.
     pub(super) fn shed_private(&mut self) -> Result<()> {
         let _phase = cost::enter(Phase::Shedding);
-        let Layout::Own { private, kept, .. } = &self.layout else {
+        let Layout::Own {
+            mapped,
+            private,
+            kept,
+            ..
+        } = &self.layout
+        else {
             unreachable!("only an arena in its own layout holds private copies to shed");
         };
         let (private_pages, kept) = (private.len(), *kept);
@@ -242,12 +248,6 @@ impl Arena {
         if private_pages <= budget {
             return Ok(());
         }
-        let Layout::Own {
-            mapped, private, ..
-        } = &self.layout
-        else {
-            unreachable!("checked above");
-        };
         let dirty = &self.dirty;
         let content = &self.content;
         let hot = &self.working_set;
@@ -339,23 +339,17 @@ impl Arena {
     /// failure (out of mappings, say) leaves the arena's memory as it was.
     pub(super) fn compact(&mut self) -> Result<()> {
         debug_assert!(self.dirty.is_empty());
-        let mut extents: Vec<(Range<usize>, ())> = Vec::new();
-        self.content
-            .for_each_run(|first, len, _| extents.push((first..first + len, ())));
-        let extents = coalesce(extents, 0, |_, _| true);
+        let extents = self.content.extents();
         // Fill the smallest zero gaps with frozen zero pages until few mappings remain.
         let limit = (self.options.mapping_budget / 8).max(1);
         let max_fill = if extents.len() > limit {
-            let mut gaps: Vec<usize> = extents
-                .windows(2)
-                .map(|w| w[1].0.start - w[0].0.end)
-                .collect();
+            let mut gaps: Vec<usize> = extents.windows(2).map(|w| w[1].start - w[0].end).collect();
             gaps.sort_unstable();
             gaps[extents.len() - limit - 1]
         } else {
             0
         };
-        let extents = coalesce(extents, max_fill, |_, _| true);
+        let extents = coalesce(extents.into_iter().map(|r| (r, ())), max_fill, |_, _| true);
         let pages: Vec<usize> = extents.into_iter().flat_map(|(r, ())| r).collect();
         // Each page's new slot holds the bytes it shows, so `content` stays true even if this
         // stops part-way.

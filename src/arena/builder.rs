@@ -51,8 +51,8 @@ impl ArenaBuilder {
     /// before it returns them to the kernel. A page written and restored stays a private copy
     /// within the budget, so writing it again costs no page fault. By default the budget follows
     /// the working set: 1/16 of the bytes of the pages that are not all zero (at least 1 MiB, at
-    /// most 256 MiB), grown to hold the pages written in recent snapshots and restores, and by up
-    /// to 256 MiB more while the pages it returns keep being written again. Set it to bound the
+    /// most 256 MiB), or 5/4 of the pages written in recent snapshots and restores if that is
+    /// more, those grown by up to 256 MiB while the pages it returns keep being written again. Set it to bound the
     /// memory of copies, or to keep more than that.
     pub fn private_budget(mut self, bytes: usize) -> Self {
         self.options.private_budget_pages = Some(bytes / sys::page_size());

@@ -111,7 +111,7 @@ pub struct Arena {
     /// The pages written in recent cycles, which the default private budget keeps private.
     working_set: budget::WorkingSet,
     /// The dirty pages in order, as a snapshot or restore lists them: kept between calls, so
-    /// that a search loop's cycle allocates no list.
+    /// that a search loop's cycle does not allocate this list again.
     sorted_dirty: Vec<usize>,
     pub(crate) options: Options,
 }

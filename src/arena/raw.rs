@@ -94,11 +94,7 @@ impl Arena {
         let Layout::Own { mapped, .. } = &self.layout else {
             return;
         };
-        let mut file_runs: Vec<Range<usize>> = Vec::new();
-        mapped.for_each_run(|first, len, _| match file_runs.last_mut() {
-            Some(run) if run.end == first => run.end += len,
-            _ => file_runs.push(first..first + len),
-        });
+        let file_runs = mapped.extents();
         self.mem.track_writes(&file_runs);
     }
 
