@@ -304,7 +304,7 @@ fn main() {
 }
 
 /// Where a decision's snapshot and restore spend their time, with the `cost-split` feature: a
-/// separate pass after each case, since timing the phases costs two clock reads per boundary.
+/// separate pass after each case, since timing the phases costs two clock reads per phase.
 #[cfg(feature = "cost-split")]
 mod split {
     use super::{CowTimes, Scatter};

@@ -35,8 +35,8 @@ pub use typed::{Lend, Loan, PtrMut, View, ViewMut};
 
 /// Where the time of snapshots and restores goes (cargo feature `cost-split`, off by default):
 /// for benchmarks that report the split of a workload's cost. Timing is per thread and on only
-/// between [`start`](cost_split::start) and [`stop`](cost_split::stop); each phase boundary then
-/// costs two clock reads, so time the workload itself in a separate pass.
+/// between [`start`](cost_split::start) and [`stop`](cost_split::stop); each phase then costs
+/// two clock reads (entering and leaving), so time the workload itself in a separate pass.
 ///
 /// ```
 /// # #[cfg(feature = "cost-split")] {

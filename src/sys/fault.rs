@@ -1,6 +1,6 @@
 //! Injected failures of system calls, for the anomaly tests (cargo feature `fault-injection`,
-//! off by default: without it [`point`] only times the call, see [`crate::cost`], and nothing
-//! else here exists).
+//! off by default: without it [`point`] only returns the guard of [`crate::cost`], which times
+//! the call with the `cost-split` feature, and nothing else here exists).
 //!
 //! Every system call the crate makes passes through [`point`] first, naming itself. A test arms
 //! a countdown on its thread ([`fail_nth`](crate::fault_injection::fail_nth)): the n-th call from

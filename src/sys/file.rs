@@ -40,23 +40,22 @@ impl DataFile {
     /// [`Error::Os`] naming `open` or `fstat`; [`FileProblem::NotARegularFile`] (in
     /// [`Error::File`]) for anything but a regular file.
     pub(crate) fn open_read(path: &Path, follow_links: bool) -> Result<DataFile> {
-        let _call = point("open")?;
         let mut flags = libc::O_NONBLOCK;
         if !follow_links {
             flags |= libc::O_NOFOLLOW;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) if !follow_links => not_regular(path, "a symbolic link"),
-                _ => io_error("open", e),
-            })?;
-        let _call = point("fstat")?;
-        let kind = file
-            .metadata()
-            .map_err(|e| io_error("fstat", e))?
+        let file = point("open").and_then(|_call| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) if !follow_links => not_regular(path, "a symbolic link"),
+                    _ => io_error("open", e),
+                })
+        })?;
+        let kind = point("fstat")
+            .and_then(|_call| file.metadata().map_err(|e| io_error("fstat", e)))?
             .file_type();
         if !kind.is_file() {
             use std::os::unix::fs::FileTypeExt;

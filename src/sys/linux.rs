@@ -308,9 +308,10 @@ pub(crate) fn private_page_runs(addr: usize, len: usize) -> Option<Vec<Range<usi
 pub(super) mod scan {
     use super::*;
 
-    /// `struct pm_scan_arg` from `<linux/fs.h>`.
+    /// `struct pm_scan_arg` from `<linux/fs.h>`. Made by [`PmScanArg::private_pages`] or
+    /// [`PmScanArg::written_pages`] with what to ask; [`runs`] fills in the range and buffer.
     #[repr(C)]
-    #[derive(Debug, Default)]
+    #[derive(Clone, Copy, Debug, Default)]
     pub(super) struct PmScanArg {
         size: u64,
         flags: u64,
@@ -329,9 +330,9 @@ pub(super) mod scan {
     /// `struct page_region` from `<linux/fs.h>`.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default)]
-    pub(super) struct PageRegion {
-        pub(super) start: u64,
-        pub(super) end: u64,
+    struct PageRegion {
+        start: u64,
+        end: u64,
         categories: u64,
     }
 
@@ -343,95 +344,109 @@ pub(super) mod scan {
 
     /// `PAGEMAP_SCAN` flags: protect the pages reported again (userfaultfd async mode), and
     /// fail unless every mapping of the range is registered for it.
-    pub(super) const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
-    pub(super) const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+    const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+    const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
+    /// Runs one call returns at most. The kernel copies them through a buffer it allocates per
+    /// call; up to about 170 of them it comes from the slab allocator, past it from the page
+    /// allocator, which cost 0.5 us more per call here.
+    const REGIONS: usize = 128;
 
     nix::ioctl_readwrite!(pagemap_scan, b'f', 16, PmScanArg);
 
     /// Whether the running kernel has the ioctl.
     static SCAN: Probe = Probe::new();
 
-    /// One `PAGEMAP_SCAN` call: the argument and the buffer the kernel fills, borrowed for as
-    /// long as the request lives, so the pointer in the argument cannot outlive it.
-    pub(super) struct Request<'a> {
-        pub(super) arg: PmScanArg,
-        regions: &'a mut [PageRegion],
+    /// Which pages a scan for written pages looks at.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Filter {
+        /// Every page not protected: the kernel's fastest path (`PAGE_IS_WRITTEN` alone), which
+        /// reports (and would protect) holes and zero pages as written too.
+        Fast,
+        /// Only pages that exist (present or swapped out) and are not the shared zero page: a
+        /// hole, anonymous memory never touched, is neither reported nor protected, so it keeps
+        /// having no page table and the kernel steps over it a page table at a time (see
+        /// `write_tracker.rs`); the zero page, mapped where such memory was only read, cannot
+        /// have been written (a write replaces it).
+        Existing,
     }
 
-    impl<'a> Request<'a> {
-        /// Pages in `[start, end)` that hold private contents: not a file page, not the zero
-        /// page, and present or swapped out.
-        pub(super) fn private_pages(start: u64, end: u64, regions: &'a mut [PageRegion]) -> Self {
-            Request {
-                arg: PmScanArg {
-                    size: size_of::<PmScanArg>() as u64,
-                    start,
-                    end,
-                    vec: regions.as_mut_ptr() as u64,
-                    vec_len: regions.len() as u64,
-                    category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
-                    category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
-                    category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                    return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                    ..PmScanArg::default()
-                },
-                regions,
+    impl PmScanArg {
+        /// Pages that hold private contents: not a file page, not the zero page, and present or
+        /// swapped out.
+        pub(super) fn private_pages() -> Self {
+            PmScanArg {
+                category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                ..PmScanArg::default()
             }
         }
 
-        /// Pages in `[start, end)` written since they were write-protected (userfaultfd, async
-        /// mode), which the call protects again if `protect`. With `existing`, only pages that
-        /// exist (present or swapped out) and are not the shared zero page count: a hole,
-        /// anonymous memory never touched, is neither reported nor protected, so it keeps having
-        /// no page table and the kernel steps over it a page table at a time (see
-        /// `write_tracker.rs`); the zero page, mapped where such memory was only read, cannot
-        /// have been written (a write replaces it). Without, the kernel takes its fastest path,
-        /// which reports (and would protect) holes and zero pages too.
-        pub(super) fn written_pages(
-            start: u64,
-            end: u64,
-            protect: bool,
-            existing: bool,
-            regions: &'a mut [PageRegion],
-        ) -> Self {
+        /// Pages written since they were write-protected (userfaultfd, async mode), as `filter`
+        /// sees them, which the call protects again if `protect`.
+        pub(super) fn written_pages(protect: bool, filter: Filter) -> Self {
             let matching = if protect { PM_SCAN_WP_MATCHING } else { 0 };
-            let (anyof, not_zero) = if existing {
-                (PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PFNZERO)
-            } else {
-                (0, 0)
+            let (anyof, not_zero) = match filter {
+                Filter::Existing => (PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PFNZERO),
+                Filter::Fast => (0, 0),
             };
-            Request {
-                arg: PmScanArg {
-                    size: size_of::<PmScanArg>() as u64,
-                    flags: matching | PM_SCAN_CHECK_WPASYNC,
-                    start,
-                    end,
-                    vec: regions.as_mut_ptr() as u64,
-                    vec_len: regions.len() as u64,
-                    category_inverted: not_zero,
-                    category_mask: PAGE_IS_WRITTEN | not_zero,
-                    category_anyof_mask: anyof,
-                    return_mask: PAGE_IS_WRITTEN,
-                    ..PmScanArg::default()
-                },
-                regions,
+            PmScanArg {
+                flags: matching | PM_SCAN_CHECK_WPASYNC,
+                category_inverted: not_zero,
+                category_mask: PAGE_IS_WRITTEN | not_zero,
+                category_anyof_mask: anyof,
+                return_mask: PAGE_IS_WRITTEN,
+                ..PmScanArg::default()
             }
         }
+    }
 
-        /// Issues the ioctl on `pagemap` (`/proc/self/pagemap`); returns the regions found and
-        /// the address where the kernel stopped (the buffer may fill before `end`).
-        pub(super) fn run(
-            mut self,
-            pagemap: &std::fs::File,
-        ) -> nix::Result<(&'a [PageRegion], u64)> {
-            let _call = fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain)?;
-            // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at `regions`,
-            // borrowed by `self` for the call and with room for `vec_len` entries; the ioctl only
-            // reads page tables and writes `arg` and `regions`.
-            let n = unsafe { pagemap_scan(pagemap.as_raw_fd(), &mut self.arg) }? as usize;
-            let regions: &'a [PageRegion] = self.regions;
-            Ok((&regions[..n.min(regions.len())], self.arg.walk_end))
+    /// The runs of pages of `[addr, addr + len)` that `ask` selects, as page-index ranges
+    /// relative to `addr`: as many ioctls on `pagemap` (`/proc/self/pagemap`) as the answer
+    /// needs, [`REGIONS`] runs each. `Err` is a call's errno, or `EIO` if the kernel stopped
+    /// making progress.
+    pub(super) fn runs(
+        pagemap: &std::fs::File,
+        addr: usize,
+        len: usize,
+        ask: &PmScanArg,
+    ) -> nix::Result<Vec<Range<usize>>> {
+        let page = crate::sys::page_size();
+        let mut regions = [PageRegion::default(); REGIONS];
+        let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
+        let mut out = Vec::new();
+        let (mut start, end) = (addr as u64, (addr + len) as u64);
+        while start < end {
+            let mut arg = PmScanArg {
+                size: size_of::<PmScanArg>() as u64,
+                start,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: REGIONS as u64,
+                ..*ask
+            };
+            let n = {
+                let _call = fault::point("ioctl(PAGEMAP_SCAN)", Call::Plain)?;
+                // SAFETY: `arg` is a correctly sized `pm_scan_arg` whose `vec` points at
+                // `regions`, which outlives the call and has room for `vec_len` entries; the
+                // ioctl only reads page tables (and protects pages, which changes no byte) and
+                // writes `arg` and `regions`.
+                unsafe { pagemap_scan(pagemap.as_raw_fd(), &mut arg) }? as usize
+            };
+            for r in &regions[..n.min(REGIONS)] {
+                let first = (r.start as usize - addr) / page;
+                let last = (r.end as usize - addr) / page;
+                out.extend(runs.push((first..last, ())));
+            }
+            if arg.walk_end <= start {
+                return Err(Errno::EIO);
+            }
+            start = arg.walk_end;
         }
+        out.extend(runs.finish());
+        Ok(out.into_iter().map(|(r, ())| r).collect())
     }
 
     /// Whether the kernel reports a page with `categories` for `arg` (its rule, from
@@ -452,35 +467,17 @@ pub(super) mod scan {
         if SCAN.missing() {
             return None;
         }
-        let page = crate::sys::page_size();
-        let mut regions = vec![PageRegion::default(); 512];
-        let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
-        let mut out = Vec::new();
-        let mut start = addr as u64;
-        let end = (addr + len) as u64;
-        while start < end {
-            // Kernels without the ioctl refuse it with ENOTTY (before 6.7) or EINVAL.
-            let (found, walk_end) = match Request::private_pages(start, end, &mut regions).run(file)
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    SCAN.refused(e);
-                    return None;
-                }
-            };
-            SCAN.present();
-            for r in found {
-                let first = (r.start as usize - addr) / page;
-                let last = (r.end as usize - addr) / page;
-                out.extend(runs.push((first..last, ())));
+        // Kernels without the ioctl refuse it with ENOTTY (before 6.7) or EINVAL.
+        match runs(file, addr, len, &PmScanArg::private_pages()) {
+            Ok(runs) => {
+                SCAN.present();
+                Some(runs)
             }
-            if walk_end <= start {
-                return None;
+            Err(e) => {
+                SCAN.refused(e);
+                None
             }
-            start = walk_end;
         }
-        out.extend(runs.finish());
-        Some(out.into_iter().map(|(r, ())| r).collect())
     }
 }
 
@@ -545,7 +542,7 @@ mod tests {
 
     #[test]
     fn scan_request_selects_private_pages() {
-        let arg = Request::private_pages(0, 4096, &mut []).arg;
+        let arg = PmScanArg::private_pages();
         assert!(selects(&arg, PAGE_IS_PRESENT));
         assert!(selects(&arg, PAGE_IS_SWAPPED));
         assert!(!selects(&arg, PAGE_IS_PRESENT | PAGE_IS_FILE));
@@ -557,7 +554,7 @@ mod tests {
     #[test]
     fn scan_request_selects_written_pages() {
         let written = PAGE_IS_WRITTEN;
-        let existing = Request::written_pages(0, 4096, true, true, &mut []).arg;
+        let existing = PmScanArg::written_pages(true, Filter::Existing);
         assert!(selects(&existing, written | PAGE_IS_PRESENT));
         assert!(selects(&existing, written | PAGE_IS_PRESENT | PAGE_IS_FILE));
         assert!(selects(&existing, written | PAGE_IS_SWAPPED));
@@ -567,7 +564,7 @@ mod tests {
             written | PAGE_IS_PRESENT | PAGE_IS_PFNZERO
         ));
         assert!(!selects(&existing, PAGE_IS_PRESENT), "protected");
-        let fast = Request::written_pages(0, 4096, false, false, &mut []).arg;
+        let fast = PmScanArg::written_pages(false, Filter::Fast);
         assert!(selects(&fast, written));
         assert!(!selects(&fast, PAGE_IS_PRESENT));
         // The kernel's fast path takes exactly this filter.

@@ -444,20 +444,23 @@ impl Reservation {
                 Sharing::Shared => MapFlags::MAP_SHARED,
             };
         const OP: &str = "mmap (map file pages)";
-        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
-        // SAFETY: the range lies inside this reservation (checked by `addr`), so MAP_FIXED replaces
-        // only memory this value owns; no reference points into it (forwarded to caller).
-        unsafe {
-            mmap(
-                Some(addr),
-                length,
-                prot,
-                flags,
-                file.fd(),
-                file_offset as libc::off_t,
-            )
+        {
+            let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+            // SAFETY: the range lies inside this reservation (checked by `addr`), so MAP_FIXED
+            // replaces only memory this value owns; no reference points into it (forwarded to
+            // caller).
+            unsafe {
+                mmap(
+                    Some(addr),
+                    length,
+                    prot,
+                    flags,
+                    file.fd(),
+                    file_offset as libc::off_t,
+                )
+            }
+            .map_err(|e| os_error(OP, e))?;
         }
-        .map_err(|e| os_error(OP, e))?;
         self.track_new_mapping(addr.get(), length.get(), true);
         Ok(())
     }
@@ -474,17 +477,19 @@ impl Reservation {
             ProtFlags::PROT_READ
         };
         const OP: &str = "mmap (map zero pages)";
-        let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
-        // SAFETY: as in `map_file`: inside this reservation, no live references (forwarded).
-        unsafe {
-            mmap_anonymous(
-                Some(addr),
-                length,
-                prot,
-                MapFlags::MAP_FIXED | MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
-            )
+        {
+            let _call = fault::point(OP, Call::Plain).map_err(|e| os_error(OP, e))?;
+            // SAFETY: as in `map_file`: inside this reservation, no live references (forwarded).
+            unsafe {
+                mmap_anonymous(
+                    Some(addr),
+                    length,
+                    prot,
+                    MapFlags::MAP_FIXED | MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+                )
+            }
+            .map_err(|e| os_error(OP, e))?;
         }
-        .map_err(|e| os_error(OP, e))?;
         self.track_new_mapping(addr.get(), length.get(), false);
         Ok(())
     }
@@ -528,7 +533,9 @@ impl Reservation {
             return;
         };
         let (base, page) = (self.base() as usize, page_size());
+        // Registered and the pages present protected, then the file mappings protected whole.
         let tracked = tracker.track(base, self.len, false).is_ok()
+            && tracker.take_written(base, self.len, true).is_ok()
             && file_pages.iter().all(|r| {
                 let (addr, len) = self.addr(r.start * page, r.len() * page);
                 tracker.protect(addr.get(), len.get()).is_ok()
@@ -583,11 +590,14 @@ impl Reservation {
     /// failure leaves the tracker's answers incomplete, which
     /// [`tracks_writes`](Self::tracks_writes) says from then on.
     ///
-    /// Each group of runs takes the cheaper of one `UFFDIO_WRITEPROTECT` per run (about 1 us
-    /// each here) and one `PAGEMAP_SCAN` over the group's whole span (about 1.5 us plus 2.5 ns
-    /// per page of the span that has a page table, written or not). Runs closer than
-    /// [`SCAN_GAP_PAGES`] share a group. 64 pages scattered over 16 MiB: one scan of their
-    /// span, 12 us, where one call per page costs 64 us.
+    /// Each group of runs takes the cheaper of one `UFFDIO_WRITEPROTECT` per run
+    /// ([`PROTECT_CALL`]) and one `PAGEMAP_SCAN` over the group's whole span ([`SCAN_CALL`] plus
+    /// [`SCAN_PAGE`] per page of the span that has a page table, written or not). Runs closer
+    /// than [`SCAN_GAP_PAGES`] share a group. 64 pages scattered over 16 MiB: one scan of their
+    /// span, 12 us, where one call per page costs 64 us. The scan protects only pages that
+    /// exist: a page the restore dropped (`MADV_DONTNEED`, when it restores more pages than the
+    /// private budget) keeps no protection, so its next read counts it as written once (a page
+    /// copied for nothing), where one call per run leaves a marker.
     pub(crate) fn forget_written(&self, runs: &[std::ops::Range<usize>]) {
         let Some(tracker) = &self.tracker else {
             return;
@@ -643,9 +653,16 @@ impl Reservation {
     }
 }
 
+/// What protecting pages again costs here, in tenths of a nanosecond: a `UFFDIO_WRITEPROTECT`
+/// call, a `PAGEMAP_SCAN` call, and a scan's cost per page of its span (measured with a C
+/// program making the same calls).
+const PROTECT_CALL: usize = 10_000;
+const SCAN_CALL: usize = 15_000;
+const SCAN_PAGE: usize = 25;
+
 /// Runs at most this many pages apart are protected again together by one scan of their span
-/// rather than by two calls: a scan's fixed cost (about 1.5 us) over its cost per page (2.5 ns).
-const SCAN_GAP_PAGES: usize = 512;
+/// rather than by two calls: a scan's fixed cost over its cost per page.
+const SCAN_GAP_PAGES: usize = SCAN_CALL / SCAN_PAGE;
 
 /// Sorted runs cut where the gap between two exceeds [`SCAN_GAP_PAGES`].
 fn span_groups(runs: &[std::ops::Range<usize>]) -> impl Iterator<Item = &[std::ops::Range<usize>]> {
@@ -653,10 +670,9 @@ fn span_groups(runs: &[std::ops::Range<usize>]) -> impl Iterator<Item = &[std::o
 }
 
 /// Whether one scan of a span of `span_pages` protects `runs` runs again more cheaply than one
-/// call per run (costs in nanoseconds, measured here: see
-/// [`Reservation::forget_written`]).
+/// call per run.
 fn protect_by_scan(runs: usize, span_pages: usize) -> bool {
-    1500 + span_pages * 5 / 2 < runs * 1000
+    SCAN_CALL + span_pages * SCAN_PAGE < runs * PROTECT_CALL
 }
 
 #[cfg(test)]
@@ -665,7 +681,7 @@ mod tests {
 
     #[test]
     fn restored_runs_are_protected_by_the_cheaper_call() {
-        let runs = [0..1, 10..12, 500..501, 1100..1101, 1103..1104];
+        let runs = [0..1, 10..12, 500..501, 1200..1201, 1203..1204];
         let groups: Vec<&[std::ops::Range<usize>]> = span_groups(&runs).collect();
         assert_eq!(groups, [&runs[..3], &runs[3..]]);
         // One run: one call. Runs packed together: one scan of their span. Few runs spread

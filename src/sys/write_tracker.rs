@@ -37,10 +37,9 @@
 //! `vm.unprivileged_userfaultfd` says; the protection faults here are taken in user mode.
 
 use super::fault::{self, Call};
-use super::scan::{PageRegion, Request};
+use super::scan::{self, Filter, PmScanArg};
 use super::{os_error, Probe};
 use crate::error::Result;
-use crate::page_set::Coalesce;
 use crate::sys::process::{self, Pid};
 use nix::errno::Errno;
 use std::ops::Range;
@@ -60,22 +59,6 @@ const FEATURES: u64 = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 /// Runs reported by the fast filter at least this long are scanned again for holes (a scan
 /// costs about 1.5 us; a run that long, really written, costs far more to copy).
 const REFINE_PAGES: usize = 16;
-
-/// Runs one scan call returns at most. The kernel copies them through a buffer it allocates per
-/// call; up to about 170 of them it comes from the slab allocator, past it from the page
-/// allocator, which cost 0.5 us more per call here.
-const SCAN_REGIONS: usize = 128;
-
-/// Which pages a scan looks at.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Filter {
-    /// Every page not protected: the kernel's fastest path (`PAGE_IS_WRITTEN` alone), which
-    /// reports holes as written too.
-    Fast,
-    /// Only pages that exist (present or swapped out) and are not the shared zero page: holes
-    /// are neither reported nor protected.
-    Existing,
-}
 
 #[repr(C)]
 struct UffdioApi {
@@ -161,9 +144,12 @@ impl WriteTracker {
         };
         let agreed = {
             const OP: &str = "ioctl(UFFDIO_API)";
-            // SAFETY: `api` is a correctly laid out `uffdio_api` the call reads and writes.
             fault::point(OP, Call::Plain)
-                .and_then(|_call| unsafe { uffdio_api(uffd.as_raw_fd(), &mut api) })
+                .and_then(|_call| {
+                    // SAFETY: `api` is a correctly laid out `uffdio_api` the call reads and
+                    // writes.
+                    unsafe { uffdio_api(uffd.as_raw_fd(), &mut api) }
+                })
                 .map_err(|e| (OP, e))
         };
         if let Err((op, e)) = agreed {
@@ -174,11 +160,13 @@ impl WriteTracker {
             return Ok(None);
         }
         const PAGEMAP: &str = "open(/proc/self/pagemap)";
-        let _call = fault::point(PAGEMAP, Call::Plain).map_err(|e| os_error(PAGEMAP, e))?;
-        let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| crate::Error::Os {
-            op: PAGEMAP,
-            source: e,
-        })?;
+        let pagemap = {
+            let _call = fault::point(PAGEMAP, Call::Plain).map_err(|e| os_error(PAGEMAP, e))?;
+            std::fs::File::open("/proc/self/pagemap").map_err(|e| crate::Error::Os {
+                op: PAGEMAP,
+                source: e,
+            })?
+        };
         Ok(Some(WriteTracker {
             uffd,
             pagemap,
@@ -191,11 +179,12 @@ impl WriteTracker {
         process::current_pid() == self.owner
     }
 
-    /// Registers `[addr, addr + len)` (mapped, whole pages) for asynchronous write-protection
-    /// and protects what exists of it: every page of a file mapping (`file`: its unread pages
-    /// get markers), the present pages of anonymous memory (its holes stay holes). From now on a
-    /// write to it is found by [`take_written`](Self::take_written). Call it again for a mapping
-    /// placed over a part.
+    /// Registers `[addr, addr + len)` (mapped, whole pages) for asynchronous write-protection,
+    /// and protects every page of it if it maps a `file` (its unread pages get markers).
+    /// Anonymous memory is protected only where pages exist, which a new mapping has none of:
+    /// where it may, the caller protects them ([`take_written`](Self::take_written) with
+    /// `protect`). From then on a write to the range is found by `take_written`. Call it again
+    /// for a mapping placed over a part.
     ///
     /// # Errors
     /// [`Error::Os`](crate::Error::Os) naming the call; the range may then be registered but not
@@ -222,7 +211,7 @@ impl WriteTracker {
             self.protect(addr, len)
         } else {
             no_huge_pages(addr, len);
-            self.take_written(addr, len, true).map(drop)
+            Ok(())
         }
     }
 
@@ -291,9 +280,8 @@ impl WriteTracker {
         Ok(found)
     }
 
-    /// One pass of `PAGEMAP_SCAN` over `[addr, addr + len)` (as many calls as its answer
-    /// needs: [`SCAN_REGIONS`] runs each): the runs of pages `filter` reports as written,
-    /// relative to `addr`, protected again if `protect`.
+    /// One pass of `PAGEMAP_SCAN` over `[addr, addr + len)`: the runs of pages `filter`
+    /// reports as written, relative to `addr`, protected again if `protect`.
     fn scan(
         &self,
         addr: usize,
@@ -301,37 +289,13 @@ impl WriteTracker {
         filter: Filter,
         protect: bool,
     ) -> Result<Vec<Range<usize>>> {
-        const OP: &str = "ioctl(PAGEMAP_SCAN, PAGE_IS_WRITTEN)";
-        let page = crate::sys::page_size();
-        let mut regions = vec![PageRegion::default(); SCAN_REGIONS];
-        let mut runs = Coalesce::new(0, |_: &_, _: &_| true);
-        let mut out = Vec::new();
-        let (mut start, end) = (addr as u64, (addr + len) as u64);
-        while start < end {
-            let request = Request::written_pages(
-                start,
-                end,
-                protect,
-                filter == Filter::Existing,
-                &mut regions,
-            );
-            let (found, walk_end) = request.run(&self.pagemap).map_err(|e| {
-                SUPPORT.refused(e);
-                os_error(OP, e)
-            })?;
-            SUPPORT.present();
-            for r in found {
-                let first = (r.start as usize - addr) / page;
-                let last = (r.end as usize - addr) / page;
-                out.extend(runs.push((first..last, ())));
-            }
-            if walk_end <= start {
-                return Err(os_error(OP, Errno::EIO));
-            }
-            start = walk_end;
-        }
-        out.extend(runs.finish());
-        Ok(out.into_iter().map(|(r, ())| r).collect())
+        let ask = PmScanArg::written_pages(protect, filter);
+        let runs = scan::runs(&self.pagemap, addr, len, &ask).map_err(|e| {
+            SUPPORT.refused(e);
+            os_error("ioctl(PAGEMAP_SCAN, PAGE_IS_WRITTEN)", e)
+        })?;
+        SUPPORT.present();
+        Ok(runs)
     }
 }
 
