@@ -43,11 +43,8 @@ impl ArenaString {
     /// naming the first byte that is not; the errors of [`ArenaVec::try_as_slice`].
     pub fn try_as_str<'a>(&self, view: &'a impl View) -> Result<&'a str> {
         let bytes = self.bytes.try_as_slice(view)?;
-        std::str::from_utf8(bytes).map_err(|e| {
-            let start =
-                bytes.as_ptr() as usize - view.try_bytes().map_or(0, |b| b.as_ptr() as usize);
-            invalid_value::<str>(start + e.valid_up_to())
-        })
+        let start = bytes.as_ptr() as usize - view.try_bytes().map_or(0, |b| b.as_ptr() as usize);
+        text_at(bytes, start)
     }
 
     /// The text.
@@ -102,4 +99,10 @@ impl ArenaString {
     pub fn free(self, arena: &mut impl ViewMut) -> Result<()> {
         self.bytes.free(arena)
     }
+}
+
+/// `bytes` (a string's text, at arena offset `start`) as `&str`, or the error naming the first
+/// byte that is not UTF-8.
+pub(super) fn text_at(bytes: &[u8], start: usize) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| invalid_value::<str>(start + e.valid_up_to()))
 }

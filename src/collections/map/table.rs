@@ -132,6 +132,18 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         Self::find_by(table, cap, probe.tag, |stored| probe.matches(stored))
     }
 
+    /// The slot of table `t` (whose bytes are `table`) holding the key `probe` looks for, if
+    /// any.
+    pub(super) fn slot_of(table: &[u8], t: &Table, probe: &Probe<'_>) -> Option<usize> {
+        if t.head.len == 0 {
+            return None;
+        }
+        match Self::find(table, t.cap(), probe) {
+            Some((i, true)) => Some(i),
+            _ => None,
+        }
+    }
+
     /// [`find`](Self::find) of the key whose tag is `tag` and which `matches` the bytes of a
     /// slot's key (called only for occupied slots of that tag).
     #[inline(always)]

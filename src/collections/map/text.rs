@@ -3,9 +3,10 @@
 use super::table::Probe;
 use super::Table;
 use crate::collections::expect;
+use crate::collections::string::text_at;
 use crate::error::Result;
 use crate::ptr::handles::{ArenaMap, ArenaString};
-use crate::ptr::value::{invalid_value, Value};
+use crate::ptr::value::Value;
 use crate::typed::lend::Spans;
 use crate::typed::sealed::TOKEN;
 use crate::typed::{View, ViewMut};
@@ -98,9 +99,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
             let at = i * Self::STRIDE + Self::KEY_AT;
             let key: ArenaString = bytemuck::pod_read_unaligned(&table[at..at + size_of::<K>()]);
             let (head, text) = key.bytes.read_plan(bytes)?;
-            if let Err(e) = std::str::from_utf8(&bytes[text.clone()]) {
-                return Err(invalid_value::<str>(text.start + e.valid_up_to()));
-            }
+            text_at(&bytes[text.clone()], text.start)?;
             spans.push_read(head);
             spans.push_read(text);
         }

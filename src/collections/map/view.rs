@@ -40,11 +40,7 @@ impl<K: Value + Eq, V: Value> ArenaMap<K, V> {
         if t.head.len == 0 {
             return None;
         }
-        let probe = Self::probe(all, t.head.seed, key).ok()?;
-        match Self::find(table, t.cap(), &probe) {
-            Some((i, true)) => Some(i),
-            _ => None,
-        }
+        Self::slot_of(table, t, &Self::probe(all, t.head.seed, key).ok()?)
     }
 }
 
@@ -416,14 +412,8 @@ impl<'a, K: Value + Eq, V: Value> MapRef<'a, K, V> {
 impl<'a, V: Value> MapRef<'a, ArenaString, V> {
     /// The slot holding the key whose text is `key`.
     fn text_slot(&self, key: &str) -> Option<usize> {
-        if self.t.head.len == 0 {
-            return None;
-        }
         let probe = Probe::text(key.as_bytes(), self.t.head.seed, self.all);
-        match ArenaMap::<ArenaString, V>::find(self.table, self.t.cap(), &probe) {
-            Some((i, true)) => Some(i),
-            _ => None,
-        }
+        ArenaMap::<ArenaString, V>::slot_of(self.table, &self.t, &probe)
     }
 
     /// The value for the key whose text is `key`.
