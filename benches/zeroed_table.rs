@@ -164,9 +164,10 @@ impl Variant {
 
     /// A batch of decisions writing `d` entries each; their times are kept if `record`.
     fn batch(&mut self, d: usize, record: bool) {
-        let faults = minor_faults();
         for _ in 0..BATCH {
             let entries = self.picks.next(d);
+            // Faults of the decision only, not of the checks after it.
+            let faults = minor_faults();
             let t0 = Instant::now();
             let s = self.loan.snapshot().unwrap();
             let t1 = Instant::now();
@@ -184,6 +185,7 @@ impl Variant {
             self.loan.restore(&s).unwrap();
             drop(s);
             let t3 = Instant::now();
+            let faults = minor_faults() - faults;
             let (table, trail) = self.loan.handles();
             let a = self.loan.arena();
             let values = table.as_slice(a);
@@ -192,14 +194,12 @@ impl Variant {
             }
             assert!(trail.is_empty(a), "trail not restored");
             if record {
+                self.faults += faults;
                 self.total.push(us(t3 - t0));
                 self.writes.push(us(t2 - t1));
                 let private = a.stats().private_pages * cowarena::page_size();
                 self.private.push(private as f64 / MIB as f64);
             }
-        }
-        if record {
-            self.faults += minor_faults() - faults;
         }
     }
 }

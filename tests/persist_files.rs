@@ -7,32 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::Rng;
+use common::{Rng, TempDir};
 
 const MIB: usize = 1 << 20;
-
-/// A directory of its own for one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("cowarena-persist-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn page() -> usize {
     cowarena::page_size()
@@ -363,7 +340,7 @@ fn a_failed_save_leaves_no_file() {
     );
     let e = s.save(dir.join("no/such/dir.snap")).unwrap_err();
     assert!(matches!(problem(&e), FileProblem::Os { .. }), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&dir.0)
+    let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -420,7 +397,7 @@ fn another_process_opens_the_files() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, &dir.0)
+        .env(CHILD_ENV, dir.path())
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
@@ -482,8 +459,8 @@ fn a_stale_ptr_in_a_file_stays_stale_in_another_process() {
     // Two fresh processes, whose stamp counters start alike: the first saves a snapshot holding a
     // `Ptr` to a freed object; the second reopens it and allocates in the freed slot.
     let dir = TempDir::new("stamps");
-    run_child_stamps("save", &dir.0);
-    run_child_stamps("open", &dir.0);
+    run_child_stamps("save", dir.path());
+    run_child_stamps("open", dir.path());
 }
 
 /// Run by [`a_stale_ptr_in_a_file_stays_stale_in_another_process`]; does nothing otherwise.

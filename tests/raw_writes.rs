@@ -22,6 +22,20 @@ fn kernel_tracks_writes() -> bool {
     (major, minor) >= (6, 7)
 }
 
+/// Whether the kernel tracks `a`'s raw writes, which it must where it can (Linux 6.7+); where it
+/// cannot, says that what needs it is not checked.
+fn kernel_tracks(a: &Arena) -> bool {
+    if a.stats().raw_writes == RawWrites::Kernel {
+        return true;
+    }
+    assert!(
+        !kernel_tracks_writes(),
+        "the kernel should track writes here"
+    );
+    eprintln!("note: raw writes found as private pages on this kernel; precision not checked");
+    false
+}
+
 /// Writes `byte` at `at` through `base`.
 fn poke(base: *mut u8, at: usize, byte: u8) {
     // SAFETY: every caller passes an offset inside its arena, whose pointer stays valid for the
@@ -89,12 +103,7 @@ fn the_kernel_reports_exactly_the_pages_written() {
     // SAFETY: the pointer is used only through `poke`, between calls of the arena's
     // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
-    if a.stats().raw_writes != RawWrites::Kernel {
-        assert!(
-            !kernel_tracks_writes(),
-            "the kernel should track writes here"
-        );
-        eprintln!("note: raw writes found as private pages on this kernel; precision not checked");
+    if !kernel_tracks(&a) {
         return;
     }
     let start = a.snapshot().unwrap();
@@ -191,8 +200,7 @@ fn a_sparse_arena_keeps_its_holes() {
     // SAFETY: the pointer is used only through `poke`, between calls of the arena's
     // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
-    if a.stats().raw_writes != RawWrites::Kernel {
-        eprintln!("note: raw writes found as private pages on this kernel; not checked");
+    if !kernel_tracks(&a) {
         return;
     }
     for round in 0..20usize {
@@ -330,8 +338,7 @@ fn drifting_contents_keep_the_mappings_few() {
     // SAFETY: the pointer is used only through `poke`, between calls of the arena's
     // methods, with no reference into the arena alive.
     let base = unsafe { a.as_mut_ptr() };
-    if a.stats().raw_writes != RawWrites::Kernel {
-        eprintln!("note: raw writes found as private pages on this kernel; not checked");
+    if !kernel_tracks(&a) {
         return;
     }
     for p in 0..pages {

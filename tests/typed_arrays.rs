@@ -6,6 +6,7 @@
 mod common;
 use bytemuck::{CheckedBitPattern, NoUninit, Zeroable};
 use common::values::{arena, is_invalid_value, offset_in, panic_message, Op};
+use common::TempDir;
 use cowarena::{Arena, ArenaMap, ArenaVec, Array, Error, Pad, Ptr, Snapshot, View, ViewMut};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -355,8 +356,7 @@ fn arrays_read_through_snapshots_arenas_and_files() {
     check(&a, h);
     assert!(fork.get(h.0).flags[0]);
 
-    let dir = std::env::temp_dir().join(format!("cowarena-arrays-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("arrays");
     let path = dir.join("arrays.snap");
     s.save(&path).unwrap();
     check(&Snapshot::open(&path).unwrap(), h);
@@ -377,5 +377,4 @@ fn arrays_read_through_snapshots_arenas_and_files() {
     assert!(b.try_get_mut(h.0).is_err());
     assert!(b.try_lend_mut(h).is_err());
     check(&s, h);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,14 +7,10 @@ use cowarena::{
     Arena, ArenaMap, ArenaString, ArenaVec, Error, InvalidPtrReason, Ptr, Snapshot, View, ViewMut,
 };
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod common;
+use common::values::{arena, panic_message};
 use common::Rng;
-
-fn arena() -> Arena {
-    Arena::with_capacity(4 << 20).unwrap()
-}
 
 /// The offset in `a` of the first byte of `text`.
 fn offset_of_text(a: &Arena, text: ArenaString) -> usize {
@@ -340,15 +336,6 @@ fn the_keys_strings_are_not_lent_mutably_beside_the_map() {
     let (r, s) = a.lend((m, key.as_vec()));
     assert_eq!((r.get_str(&name), s), (Some(&(value - 1)), name.as_bytes()));
     assert!(r.contains_str(&name) && !r.contains_str("nope"));
-}
-
-/// The message of the panic `f` makes.
-fn panic_message(f: impl FnOnce()) -> String {
-    let e = catch_unwind(AssertUnwindSafe(f)).unwrap_err();
-    match e.downcast_ref::<&str>() {
-        Some(s) => s.to_string(),
-        None => e.downcast_ref::<String>().unwrap().clone(),
-    }
 }
 
 /// A view of a map keyed by text cannot look keys up by handle (the handle's text may lie in

@@ -6,6 +6,7 @@
 mod common;
 use bytemuck::{CheckedBitPattern, NoUninit};
 use common::values::{arena, is_invalid_value, offset_in, panic_message, Op};
+use common::TempDir;
 use cowarena::{Arena, ArenaMap, ArenaVec, Error, Pad, Ptr, Snapshot, View, ViewMut};
 use std::num::NonZeroU32;
 
@@ -268,8 +269,7 @@ fn values_read_through_snapshots_arenas_proxies_and_files() {
     check(&*proxy.with(&a).unwrap(), h);
     drop(proxy);
 
-    let dir = std::env::temp_dir().join(format!("cowarena-values-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("values");
     let path = dir.join("values.snap");
     s.save(&path).unwrap();
     check(&Snapshot::open(&path).unwrap(), h);
@@ -293,7 +293,6 @@ fn values_read_through_snapshots_arenas_proxies_and_files() {
     let mut b = Arena::from_file(&image).unwrap();
     assert!(b.try_get_mut(h.0).is_err());
     assert!(b.try_lend_mut(h).is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

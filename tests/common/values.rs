@@ -29,8 +29,11 @@ pub fn is_invalid_value(e: &Error, at: usize) -> bool {
     matches!(e, Error::InvalidValue { offset, .. } if *offset == at)
 }
 
-/// The panic message of `f`, which must panic.
+/// The panic message of `f`, which must panic (formatted, or a plain `&str`).
 pub fn panic_message(f: impl FnOnce()) -> String {
     let e = catch_unwind(AssertUnwindSafe(f)).expect_err("it must panic");
-    e.downcast_ref::<String>().cloned().unwrap_or_default()
+    match e.downcast_ref::<&str>() {
+        Some(s) => s.to_string(),
+        None => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    }
 }
